@@ -1,0 +1,63 @@
+//! Thin tonic adapters: take the principal, turn the request into a domain command, call the
+//! domain, map the result. No business rule lives here.
+
+use std::sync::Arc;
+
+use time::OffsetDateTime;
+use tonic::{Request, Status};
+
+use crate::{
+    auth::Principal,
+    error::Error,
+    identity::{ClientInfo, Identity},
+};
+
+pub mod accounts;
+pub mod roles;
+pub mod sessions;
+pub mod transfers;
+pub mod users;
+
+/// What every adapter holds.
+#[derive(Clone)]
+pub struct ApiState {
+    pub identity: Arc<Identity>,
+}
+
+/// The principal the auth layer attached. Its absence on a non-public method is a wiring bug,
+/// answered as `UNAUTHENTICATED` rather than a panic.
+pub(crate) fn principal<T>(request: &Request<T>) -> Result<Principal, Status> {
+    request
+        .extensions()
+        .get::<Principal>()
+        .cloned()
+        .ok_or_else(|| {
+            Status::from(Error::Unauthenticated(
+                crate::auth::authenticator::UNAUTHENTICATED_MESSAGE,
+            ))
+        })
+}
+
+pub(crate) fn timestamp(t: OffsetDateTime) -> prost_types::Timestamp {
+    prost_types::Timestamp {
+        seconds: t.unix_timestamp(),
+        // Always within 0..1e9, so the cast cannot truncate.
+        nanos: t.nanosecond() as i32,
+    }
+}
+
+/// The caller's user agent and address, as recorded on sessions.
+pub(crate) fn client_info<T>(request: &Request<T>) -> ClientInfo {
+    ClientInfo {
+        user_agent: request
+            .metadata()
+            .get("user-agent")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned(),
+        client_address: request
+            .remote_addr()
+            .map(|a| a.ip().to_string())
+            .unwrap_or_default(),
+    }
+}

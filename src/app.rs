@@ -1,0 +1,286 @@
+//! The composition root: builds every component from validated settings and serves them on
+//! one listener. `main` runs it; every integration test runs it on port 0 with a fresh
+//! database, so tests exercise the real wiring.
+//!
+//! One listener carries gRPC over h2c, gRPC-web (HTTP/1.1 or h2) and plain HTTP/1.1
+//! (`/healthz`, `/readyz`). Limits are explicit: message size, per-call deadline, calls in
+//! flight, streams per connection, and a bounded drain on shutdown.
+
+use std::{
+    future::Future,
+    net::SocketAddr,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::Duration,
+};
+
+use axum::{extract::State, http::StatusCode, routing::get};
+use sqlx::PgPool;
+use tokio::net::TcpListener;
+use tonic::{server::NamedService, service::Routes, transport::server::TcpIncoming};
+use tonic_health::{ServingStatus, server::HealthReporter};
+use tower::{Layer, limit::GlobalConcurrencyLimitLayer};
+
+use crate::{
+    api::ApiState,
+    auth::{Authenticator, layer::AuthLayer, password, token},
+    config::ServeSettings,
+    db,
+    identity::{Identity, IdentitySettings},
+    proto::{
+        self,
+        tally_v1::{
+            account_service_server::AccountServiceServer, role_service_server::RoleServiceServer,
+            session_service_server::SessionServiceServer,
+            transfer_service_server::TransferServiceServer, user_service_server::UserServiceServer,
+        },
+    },
+};
+
+/// `/readyz` gives the database this long to answer before calling the server unready.
+const READINESS_DB_TIMEOUT: Duration = Duration::from_secs(2);
+/// HTTP/2 keepalive pings find dead peers so their streams do not pin capacity forever.
+const HTTP2_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(30);
+const HTTP2_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A built, bound, not yet serving application.
+pub struct Application {
+    listener: TcpListener,
+    local_addr: SocketAddr,
+    routes: Routes,
+    health: HealthReporter,
+    draining: Arc<AtomicBool>,
+    settings: ServeSettings,
+    pool: PgPool,
+    authenticator: Arc<Authenticator>,
+}
+
+#[derive(Clone)]
+struct HttpState {
+    pool: PgPool,
+    draining: Arc<AtomicBool>,
+}
+
+impl Application {
+    /// Connects to the database, checks (or applies) migrations, binds the listener.
+    pub async fn build(settings: ServeSettings) -> anyhow::Result<Self> {
+        let pool = db::connect(&settings.database).await?;
+        if settings.migrate {
+            db::migrate_up(&pool).await?;
+        } else {
+            db::ensure_migrated(&pool).await?;
+        }
+        Self::build_with_pool(settings, pool).await
+    }
+
+    /// Like [`Application::build`] with a pool the caller made (tests share theirs).
+    pub async fn build_with_pool(settings: ServeSettings, pool: PgPool) -> anyhow::Result<Self> {
+        if let crate::config::TokenKey::Ephemeral(_) = settings.tokens.key {
+            tracing::warn!(
+                "TALLY_TOKEN_KEY is not set: using an ephemeral key; tokens die with this \
+                 process and other replicas reject them"
+            );
+        }
+        let codec = token::codec(&settings.tokens)?;
+        let authenticator = Arc::new(Authenticator::new(
+            codec,
+            pool.clone(),
+            settings.auth_cache_ttl,
+        ));
+        let identity = Arc::new(Identity::new(
+            pool.clone(),
+            authenticator.clone(),
+            IdentitySettings {
+                access_ttl: settings.tokens.access_ttl,
+                refresh_ttl: settings.tokens.refresh_ttl,
+                login_failures_max: settings.login_failures_max,
+                login_failure_window: settings.login_failure_window,
+            },
+        ));
+        // The first unknown-user login must not pay for computing the dummy hash.
+        tokio::task::spawn_blocking(password::warm_up).await?;
+
+        let state = ApiState { identity };
+        let draining = Arc::new(AtomicBool::new(false));
+        let (health, health_service) = tonic_health::server::health_reporter();
+        let max = settings.max_message_bytes;
+
+        let http = axum::Router::new()
+            .route("/healthz", get(|| async { "ok\n" }))
+            .route("/readyz", get(readyz))
+            .with_state(HttpState {
+                pool: pool.clone(),
+                draining: draining.clone(),
+            });
+        let web = tonic_web::GrpcWebLayer::new();
+        // GrpcWebLayer goes on each gRPC service, not the whole server: on the server it would
+        // answer 400 to every plain HTTP/1.1 request.
+        let mut routes = Routes::from(http)
+            .add_service(web.layer(health_service))
+            .add_service(
+                web.layer(
+                    UserServiceServer::new(state.clone())
+                        .max_decoding_message_size(max)
+                        .max_encoding_message_size(max),
+                ),
+            )
+            .add_service(
+                web.layer(
+                    SessionServiceServer::new(state.clone())
+                        .max_decoding_message_size(max)
+                        .max_encoding_message_size(max),
+                ),
+            )
+            .add_service(
+                web.layer(
+                    RoleServiceServer::new(state.clone())
+                        .max_decoding_message_size(max)
+                        .max_encoding_message_size(max),
+                ),
+            )
+            .add_service(
+                web.layer(
+                    AccountServiceServer::new(state.clone())
+                        .max_decoding_message_size(max)
+                        .max_encoding_message_size(max),
+                ),
+            )
+            .add_service(
+                web.layer(
+                    TransferServiceServer::new(state.clone())
+                        .max_decoding_message_size(max)
+                        .max_encoding_message_size(max),
+                ),
+            );
+        if settings.reflection {
+            routes = routes
+                .add_service(web.layer(reflection().build_v1()?))
+                .add_service(web.layer(reflection().build_v1alpha()?));
+        }
+        for name in proto::TALLY_SERVICES {
+            health
+                .set_service_status(*name, ServingStatus::Serving)
+                .await;
+        }
+        health
+            .set_service_status(
+                <tonic_health::pb::health_server::HealthServer<()> as NamedService>::NAME,
+                ServingStatus::Serving,
+            )
+            .await;
+
+        let listener = TcpListener::bind(settings.listen_addr).await?;
+        let local_addr = listener.local_addr()?;
+        Ok(Self {
+            listener,
+            local_addr,
+            routes,
+            health,
+            draining,
+            settings,
+            pool,
+            authenticator,
+        })
+    }
+
+    /// The bound address (the real port when the settings asked for port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    /// Serves until `shutdown` resolves, then: health goes NOT_SERVING and `/readyz` 503, the
+    /// listener closes, in-flight calls get `shutdown_drain` to finish, and the function
+    /// returns `Ok` either way (a drain cut short is logged).
+    pub async fn run_until_stopped(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        let Application {
+            listener,
+            routes,
+            health,
+            draining,
+            settings,
+            authenticator,
+            ..
+        } = self;
+        let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let server = tonic::transport::Server::builder()
+            .accept_http1(true)
+            .timeout(settings.request_timeout)
+            .max_concurrent_streams(settings.streams_per_connection_max)
+            .http2_keepalive_interval(Some(HTTP2_KEEPALIVE_INTERVAL))
+            .http2_keepalive_timeout(Some(HTTP2_KEEPALIVE_TIMEOUT))
+            // Outermost first: a call waits for a slot, then is authenticated.
+            .layer(GlobalConcurrencyLimitLayer::new(settings.concurrency_max))
+            .layer(AuthLayer::new(authenticator))
+            .add_routes(routes)
+            .serve_with_incoming_shutdown(incoming, async {
+                let _ = stop_rx.await;
+            });
+        let mut server = tokio::spawn(server);
+        tracing::info!(addr = %settings.listen_addr, "serving");
+
+        tokio::select! {
+            joined = &mut server => {
+                // The server stopped without being asked: report why.
+                joined??;
+                return Ok(());
+            }
+            () = shutdown => {}
+        }
+        tracing::info!(
+            drain_secs = settings.shutdown_drain.as_secs(),
+            "shutting down"
+        );
+        draining.store(true, Ordering::Relaxed);
+        health
+            .set_service_status("", ServingStatus::NotServing)
+            .await;
+        for name in proto::TALLY_SERVICES {
+            health
+                .set_service_status(*name, ServingStatus::NotServing)
+                .await;
+        }
+        let _ = stop_tx.send(());
+        // tonic's graceful shutdown waits for every connection without limit; bound it.
+        match tokio::time::timeout(settings.shutdown_drain, &mut server).await {
+            Ok(joined) => joined??,
+            Err(_) => {
+                tracing::warn!("drain time exceeded; abandoning the calls still in flight");
+                server.abort();
+            }
+        }
+        tracing::info!("stopped");
+        Ok(())
+    }
+}
+
+fn reflection() -> tonic_reflection::server::Builder<'static> {
+    tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+}
+
+/// Ready when not draining and the database answers quickly.
+async fn readyz(State(state): State<HttpState>) -> (StatusCode, &'static str) {
+    if state.draining.load(Ordering::Relaxed) {
+        return (StatusCode::SERVICE_UNAVAILABLE, "draining\n");
+    }
+    let ping = tokio::time::timeout(
+        READINESS_DB_TIMEOUT,
+        sqlx::query("SELECT 1").execute(&state.pool),
+    )
+    .await;
+    match ping {
+        Ok(Ok(_)) => (StatusCode::OK, "ready\n"),
+        _ => (StatusCode::SERVICE_UNAVAILABLE, "database unavailable\n"),
+    }
+}

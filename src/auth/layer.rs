@@ -1,0 +1,114 @@
+//! The tower layer that authenticates and authorizes every call before any handler runs.
+//!
+//! It sits in front of all routes (gRPC, gRPC-web, and later the JSON gateway, which turns
+//! JSON calls into gRPC requests outside this layer), so every transport shares one auth path.
+//! Interceptors cannot do this job: they are synchronous and do not see the method path.
+//! Rejections are trailers-only gRPC responses (`grpc-status` in the headers), which gRPC and
+//! gRPC-web clients both read.
+
+use std::{
+    sync::Arc,
+    task::{Context, Poll},
+};
+
+use futures_util::future::BoxFuture;
+use http::{HeaderValue, Request, Response, header::CONTENT_TYPE};
+use tower::{Layer, Service};
+
+use super::{
+    Authenticator,
+    policy::{Access, access_for},
+};
+use crate::error::Error;
+
+#[derive(Clone)]
+pub struct AuthLayer {
+    authenticator: Arc<Authenticator>,
+}
+
+impl AuthLayer {
+    pub fn new(authenticator: Arc<Authenticator>) -> Self {
+        Self { authenticator }
+    }
+}
+
+impl<S> Layer<S> for AuthLayer {
+    type Service = AuthService<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        AuthService {
+            inner,
+            authenticator: self.authenticator.clone(),
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct AuthService<S> {
+    inner: S,
+    authenticator: Arc<Authenticator>,
+}
+
+impl<S, B> Service<Request<B>> for AuthService<S>
+where
+    S: Service<Request<B>, Response = Response<tonic::body::Body>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    B: Send + 'static,
+{
+    type Response = Response<tonic::body::Body>;
+    type Error = S::Error;
+    type Future = BoxFuture<'static, Result<Self::Response, Self::Error>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut request: Request<B>) -> Self::Future {
+        // The clone that was driven to readiness serves this call; the fresh clone stays.
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        let authenticator = self.authenticator.clone();
+        Box::pin(async move {
+            let decision = match access_for(request.uri().path()) {
+                None => Err(Error::permission_denied("no access policy for this method")),
+                Some(Access::Public) => Ok(None),
+                Some(access) => {
+                    let header = request
+                        .headers()
+                        .get(http::header::AUTHORIZATION)
+                        .and_then(|v| v.to_str().ok());
+                    match authenticator.authenticate(header).await {
+                        Ok(principal) => match access {
+                            Access::Requires(permission) => {
+                                principal.require(permission).map(|()| Some(principal))
+                            }
+                            _ => Ok(Some(principal)),
+                        },
+                        Err(err) => Err(err),
+                    }
+                }
+            };
+            match decision {
+                Ok(principal) => {
+                    if let Some(principal) = principal {
+                        request.extensions_mut().insert(principal);
+                    }
+                    inner.call(request).await
+                }
+                Err(err) => {
+                    let content_type = request.headers().get(CONTENT_TYPE).cloned();
+                    Ok(rejection(err, content_type))
+                }
+            }
+        })
+    }
+}
+
+/// A trailers-only gRPC response carrying `err`, in the caller's gRPC flavour.
+fn rejection(err: Error, content_type: Option<HeaderValue>) -> Response<tonic::body::Body> {
+    let mut response = tonic::Status::from(err).into_http::<tonic::body::Body>();
+    if let Some(ct) = content_type.filter(|ct| ct.as_bytes().starts_with(b"application/grpc")) {
+        response.headers_mut().insert(CONTENT_TYPE, ct);
+    }
+    response
+}

@@ -1,0 +1,119 @@
+//! The access policy of every RPC, by its gRPC path. Anything not listed is denied.
+//!
+//! The policy says who may *call* a method at all: anonymous callers, any signed-in user, or
+//! holders of one permission. Rules that depend on the resource (yourself, the owner of an
+//! account) are checked by the domain, which answers `NOT_FOUND` for what the caller may not
+//! see. A test walks the descriptor set and fails if any method lacks an entry here.
+
+use super::principal::Permission;
+
+/// Who may call a method.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// No token needed.
+    Public,
+    /// Any valid access token of a live session.
+    SignedIn,
+    /// A live session whose user holds this permission; others get `PERMISSION_DENIED`.
+    Requires(Permission),
+}
+
+use Access::*;
+use Permission::*;
+
+/// Every tally RPC and its access, by gRPC path.
+pub const METHOD_POLICIES: &[(&str, Access)] = &[
+    ("/tally.v1.UserService/CreateUser", Public),
+    ("/tally.v1.UserService/GetUser", SignedIn),
+    ("/tally.v1.UserService/UpdateUser", SignedIn),
+    ("/tally.v1.UserService/VerifyEmail", Public),
+    ("/tally.v1.UserService/ResendVerification", SignedIn),
+    ("/tally.v1.SessionService/Login", Public),
+    ("/tally.v1.SessionService/RefreshSession", Public),
+    ("/tally.v1.SessionService/ListSessions", SignedIn),
+    ("/tally.v1.SessionService/RevokeSession", SignedIn),
+    ("/tally.v1.RoleService/ListRoles", SignedIn),
+    ("/tally.v1.RoleService/GrantRole", Requires(RolesManage)),
+    ("/tally.v1.RoleService/RevokeRole", Requires(RolesManage)),
+    ("/tally.v1.AccountService/CreateAccount", SignedIn),
+    ("/tally.v1.AccountService/GetAccount", SignedIn),
+    ("/tally.v1.AccountService/ListAccounts", SignedIn),
+    ("/tally.v1.AccountService/ListEntries", SignedIn),
+    (
+        "/tally.v1.AccountService/Deposit",
+        Requires(AccountsDeposit),
+    ),
+    (
+        "/tally.v1.AccountService/Withdraw",
+        Requires(AccountsWithdraw),
+    ),
+    ("/tally.v1.TransferService/CreateTransfer", SignedIn),
+    ("/tally.v1.TransferService/GetTransfer", SignedIn),
+    ("/tally.v1.TransferService/ListTransfers", SignedIn),
+];
+
+/// Infrastructure services that answer anyone: load balancers and tools like grpcurl use them
+/// before they hold a token. Reflection can be switched off instead.
+pub const PUBLIC_SERVICES: &[&str] = &[
+    "/grpc.health.v1.Health/",
+    "/grpc.reflection.v1.ServerReflection/",
+    "/grpc.reflection.v1alpha.ServerReflection/",
+];
+
+/// Plain HTTP routes served to anyone.
+pub const PUBLIC_HTTP_PATHS: &[&str] = &["/healthz", "/readyz"];
+
+/// The access for a request path; `None` means deny.
+pub fn access_for(path: &str) -> Option<Access> {
+    if let Some((_, access)) = METHOD_POLICIES.iter().find(|(p, _)| *p == path) {
+        return Some(*access);
+    }
+    if PUBLIC_SERVICES
+        .iter()
+        .any(|prefix| path.starts_with(prefix))
+        || PUBLIC_HTTP_PATHS.contains(&path)
+    {
+        return Some(Public);
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use prost::Message;
+
+    use super::*;
+
+    /// Walks the compiled descriptor set: every method of every tally service has a policy.
+    #[test]
+    fn every_rpc_in_the_descriptor_set_has_an_explicit_policy() {
+        let set = prost_types::FileDescriptorSet::decode(crate::proto::FILE_DESCRIPTOR_SET)
+            .expect("descriptor set decodes");
+        let mut methods = 0;
+        for file in set.file.iter().filter(|f| f.package() == "tally.v1") {
+            for service in &file.service {
+                for method in &service.method {
+                    let path = format!("/tally.v1.{}/{}", service.name(), method.name());
+                    assert!(
+                        METHOD_POLICIES.iter().any(|(p, _)| *p == path),
+                        "{path} has no access policy"
+                    );
+                    methods += 1;
+                }
+            }
+        }
+        assert_eq!(
+            methods,
+            METHOD_POLICIES.len(),
+            "a policy names a method that does not exist"
+        );
+    }
+
+    #[test]
+    fn unknown_paths_are_denied() {
+        assert_eq!(access_for("/tally.v1.UserService/DropDatabase"), None);
+        assert_eq!(access_for("/tally.v1.UserService/CreateUser/"), None);
+        assert_eq!(access_for("/anything"), None);
+        assert_eq!(access_for("/grpc.health.v1.Health/Check"), Some(Public));
+    }
+}

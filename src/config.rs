@@ -1,0 +1,507 @@
+//! Command line and environment configuration.
+//!
+//! Every flag has an environment twin; the value name shown in help and in clap's parse
+//! errors *is* the variable's name, so a bad value names the variable that carried it.
+//! Parsed arguments are turned into validated settings ([`ServeSettings`]) before anything
+//! starts; semantic checks (key sizes, production rules) report the variable too.
+
+use std::{net::SocketAddr, time::Duration};
+
+use base64::Engine as _;
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// Default PostgreSQL URL: the local server on its standard port.
+pub const DATABASE_URL_DEFAULT: &str = "postgres://postgres@127.0.0.1:5432/tally";
+/// Default Redis URL: the local server on its standard port.
+pub const REDIS_URL_DEFAULT: &str = "redis://127.0.0.1:6379";
+/// Revocations must reach already-issued access tokens within 5 s (the contract), so the
+/// session cache may never hold an entry longer than this.
+pub const AUTH_CACHE_TTL_MS_MAX: u64 = 5_000;
+/// PASETO v4.local keys are exactly this long; JWT HS256 secrets at least this long.
+pub const TOKEN_KEY_BYTES: usize = 32;
+
+#[derive(Debug, Parser)]
+#[command(name = "tally", version, about = "A gRPC-first money ledger service")]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: GlobalArgs,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Args)]
+pub struct GlobalArgs {
+    /// Deployment environment. `production` refuses development defaults such as an
+    /// ephemeral token key, and logs JSON.
+    #[arg(long = "env", env = "TALLY_ENV", value_name = "TALLY_ENV", value_enum,
+          default_value_t = Environment::Development, global = true)]
+    pub environment: Environment,
+    /// Log format; defaults to JSON in production and text elsewhere.
+    #[arg(
+        long,
+        env = "TALLY_LOG_FORMAT",
+        value_name = "TALLY_LOG_FORMAT",
+        value_enum,
+        global = true
+    )]
+    pub log_format: Option<LogFormat>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Environment {
+    Development,
+    Production,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Serve gRPC, gRPC-web and HTTP on one listener.
+    Serve(Box<ServeArgs>),
+    /// Apply, revert or list database migrations.
+    Migrate {
+        #[command(subcommand)]
+        action: MigrateAction,
+        #[command(flatten)]
+        database: DatabaseArgs,
+    },
+    /// Operator commands that talk to the database directly (bootstrap the first admin).
+    Admin {
+        #[command(subcommand)]
+        action: AdminAction,
+        #[command(flatten)]
+        database: DatabaseArgs,
+    },
+}
+
+#[derive(Debug, Clone, Copy, Subcommand)]
+pub enum MigrateAction {
+    /// Apply every pending migration.
+    Up,
+    /// Revert the most recently applied migration.
+    Down,
+    /// List migrations and whether each is applied.
+    Status,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AdminAction {
+    /// Create a user (with the customer role) without going through the API.
+    CreateUser {
+        #[arg(long)]
+        username: String,
+        #[arg(long)]
+        email: String,
+        #[arg(long, default_value = "")]
+        full_name: String,
+        /// The password; read from standard input when omitted (first line).
+        #[arg(long)]
+        password: Option<String>,
+    },
+    /// Grant a role (customer, banker, admin) to a user.
+    GrantRole { username: String, role: String },
+    /// Revoke a role from a user.
+    RevokeRole { username: String, role: String },
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct DatabaseArgs {
+    /// PostgreSQL connection URL.
+    #[arg(long, env = "DATABASE_URL", value_name = "DATABASE_URL", hide_env_values = true,
+          default_value = DATABASE_URL_DEFAULT)]
+    pub database_url: String,
+    /// Maximum connections in the pool.
+    #[arg(long, env = "TALLY_DB_MAX_CONNECTIONS", value_name = "TALLY_DB_MAX_CONNECTIONS",
+          default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..=500))]
+    pub db_max_connections: u32,
+    /// How long a call may wait for a pooled connection, in milliseconds.
+    #[arg(long, env = "TALLY_DB_ACQUIRE_TIMEOUT_MS", value_name = "TALLY_DB_ACQUIRE_TIMEOUT_MS",
+          default_value_t = 5_000, value_parser = clap::value_parser!(u64).range(100..=60_000))]
+    pub db_acquire_timeout_ms: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum TokenFormat {
+    /// PASETO v4.local (XChaCha20 + BLAKE2b), 32-byte key.
+    Paseto,
+    /// JWT HS256, secret of at least 32 bytes.
+    Jwt,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+    /// Address of the one listener for gRPC, gRPC-web and HTTP.
+    #[arg(
+        long,
+        env = "TALLY_LISTEN_ADDR",
+        value_name = "TALLY_LISTEN_ADDR",
+        default_value = "0.0.0.0:8080"
+    )]
+    pub listen_addr: SocketAddr,
+    /// Redis URL for the mail job queue.
+    #[arg(long, env = "REDIS_URL", value_name = "REDIS_URL", hide_env_values = true,
+          default_value = REDIS_URL_DEFAULT)]
+    pub redis_url: String,
+    /// Apply pending migrations at start instead of refusing an unmigrated database.
+    #[arg(long, env = "TALLY_MIGRATE", value_name = "TALLY_MIGRATE", default_value_t = false,
+          action = clap::ArgAction::Set)]
+    pub migrate: bool,
+    /// Access and refresh token format.
+    #[arg(long, env = "TALLY_TOKEN_FORMAT", value_name = "TALLY_TOKEN_FORMAT", value_enum,
+          default_value_t = TokenFormat::Paseto)]
+    pub token_format: TokenFormat,
+    /// Token key, base64 (standard or URL-safe alphabet): exactly 32 bytes for PASETO, at
+    /// least 32 for JWT. Unset in development: an ephemeral key (tokens die with the process).
+    #[arg(
+        long,
+        env = "TALLY_TOKEN_KEY",
+        value_name = "TALLY_TOKEN_KEY",
+        hide_env_values = true
+    )]
+    pub token_key: Option<String>,
+    /// Token issuer (`iss`).
+    #[arg(
+        long,
+        env = "TALLY_TOKEN_ISSUER",
+        value_name = "TALLY_TOKEN_ISSUER",
+        default_value = "tally"
+    )]
+    pub token_issuer: String,
+    /// Token audience (`aud`).
+    #[arg(
+        long,
+        env = "TALLY_TOKEN_AUDIENCE",
+        value_name = "TALLY_TOKEN_AUDIENCE",
+        default_value = "tally"
+    )]
+    pub token_audience: String,
+    /// Access token lifetime in seconds.
+    #[arg(long, env = "TALLY_ACCESS_TOKEN_TTL_SECS", value_name = "TALLY_ACCESS_TOKEN_TTL_SECS",
+          default_value_t = 900, value_parser = clap::value_parser!(u64).range(10..=86_400))]
+    pub access_token_ttl_secs: u64,
+    /// Refresh token (and session) lifetime in seconds.
+    #[arg(long, env = "TALLY_REFRESH_TOKEN_TTL_SECS",
+          value_name = "TALLY_REFRESH_TOKEN_TTL_SECS", default_value_t = 86_400,
+          value_parser = clap::value_parser!(u64).range(60..=2_592_000))]
+    pub refresh_token_ttl_secs: u64,
+    /// Failed logins for one username, within the window, before further attempts are refused.
+    #[arg(long, env = "TALLY_LOGIN_FAILURES_MAX", value_name = "TALLY_LOGIN_FAILURES_MAX",
+          default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=1_000))]
+    pub login_failures_max: u32,
+    /// The login failure window in seconds.
+    #[arg(long, env = "TALLY_LOGIN_FAILURE_WINDOW_SECS",
+          value_name = "TALLY_LOGIN_FAILURE_WINDOW_SECS", default_value_t = 900,
+          value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    pub login_failure_window_secs: u64,
+    /// How long a checked session (live or revoked, and its roles) is cached, in milliseconds.
+    #[arg(long, env = "TALLY_AUTH_CACHE_TTL_MS", value_name = "TALLY_AUTH_CACHE_TTL_MS",
+          default_value_t = 2_000,
+          value_parser = clap::value_parser!(u64).range(0..=AUTH_CACHE_TTL_MS_MAX))]
+    pub auth_cache_ttl_ms: u64,
+    /// Serve gRPC server reflection (v1 and v1alpha).
+    #[arg(long, env = "TALLY_REFLECTION", value_name = "TALLY_REFLECTION", default_value_t = true,
+          action = clap::ArgAction::Set)]
+    pub reflection: bool,
+    /// Largest gRPC message accepted or sent, in bytes.
+    #[arg(long, env = "TALLY_MAX_MESSAGE_BYTES", value_name = "TALLY_MAX_MESSAGE_BYTES",
+          default_value_t = 1_048_576,
+          value_parser = clap::value_parser!(u64).range(1_024..=67_108_864))]
+    pub max_message_bytes: u64,
+    /// Deadline of every call in milliseconds (a shorter client `grpc-timeout` wins).
+    #[arg(long, env = "TALLY_REQUEST_TIMEOUT_MS", value_name = "TALLY_REQUEST_TIMEOUT_MS",
+          default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(100..=300_000))]
+    pub request_timeout_ms: u64,
+    /// Calls served at once across all connections; further calls wait (within their deadline).
+    #[arg(long, env = "TALLY_CONCURRENCY_MAX", value_name = "TALLY_CONCURRENCY_MAX",
+          default_value_t = 512, value_parser = clap::value_parser!(u64).range(1..=100_000))]
+    pub concurrency_max: u64,
+    /// Concurrent HTTP/2 streams per connection.
+    #[arg(long, env = "TALLY_STREAMS_PER_CONNECTION_MAX",
+          value_name = "TALLY_STREAMS_PER_CONNECTION_MAX", default_value_t = 256,
+          value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub streams_per_connection_max: u32,
+    /// On SIGTERM, how long in-flight calls may take to finish before the process exits.
+    #[arg(long, env = "TALLY_SHUTDOWN_DRAIN_SECS", value_name = "TALLY_SHUTDOWN_DRAIN_SECS",
+          default_value_t = 20, value_parser = clap::value_parser!(u64).range(0..=600))]
+    pub shutdown_drain_secs: u64,
+}
+
+/// A configuration value that failed validation; the message names the variable.
+#[derive(Debug, thiserror::Error)]
+#[error("{variable}: {message}")]
+pub struct ConfigError {
+    pub variable: &'static str,
+    pub message: String,
+}
+
+fn config_error(variable: &'static str, message: impl Into<String>) -> ConfigError {
+    ConfigError {
+        variable,
+        message: message.into(),
+    }
+}
+
+/// Where the token key came from; an ephemeral key is development-only.
+#[derive(Clone)]
+pub enum TokenKey {
+    Configured(Vec<u8>),
+    Ephemeral(Vec<u8>),
+}
+
+impl TokenKey {
+    pub fn bytes(&self) -> &[u8] {
+        match self {
+            TokenKey::Configured(k) | TokenKey::Ephemeral(k) => k,
+        }
+    }
+}
+
+impl std::fmt::Debug for TokenKey {
+    // Never print key material.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            TokenKey::Configured(_) => f.write_str("TokenKey::Configured(<redacted>)"),
+            TokenKey::Ephemeral(_) => f.write_str("TokenKey::Ephemeral(<redacted>)"),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct DatabaseSettings {
+    pub url: String,
+    pub max_connections: u32,
+    pub acquire_timeout: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct TokenSettings {
+    pub format: TokenFormat,
+    pub key: TokenKey,
+    pub issuer: String,
+    pub audience: String,
+    pub access_ttl: Duration,
+    pub refresh_ttl: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct ServeSettings {
+    pub environment: Environment,
+    pub database: DatabaseSettings,
+    pub listen_addr: SocketAddr,
+    pub redis_url: String,
+    pub migrate: bool,
+    pub tokens: TokenSettings,
+    pub login_failures_max: u32,
+    pub login_failure_window: Duration,
+    pub auth_cache_ttl: Duration,
+    pub reflection: bool,
+    pub max_message_bytes: usize,
+    pub request_timeout: Duration,
+    pub concurrency_max: usize,
+    pub streams_per_connection_max: u32,
+    pub shutdown_drain: Duration,
+}
+
+impl DatabaseArgs {
+    pub fn settings(&self) -> Result<DatabaseSettings, ConfigError> {
+        if !(self.database_url.starts_with("postgres://")
+            || self.database_url.starts_with("postgresql://"))
+        {
+            return Err(config_error(
+                "DATABASE_URL",
+                "must be a postgres:// or postgresql:// URL",
+            ));
+        }
+        Ok(DatabaseSettings {
+            url: self.database_url.clone(),
+            max_connections: self.db_max_connections,
+            acquire_timeout: Duration::from_millis(self.db_acquire_timeout_ms),
+        })
+    }
+}
+
+impl ServeArgs {
+    /// Validates the arguments into settings. Rules that span variables live here.
+    pub fn settings(&self, environment: Environment) -> Result<ServeSettings, ConfigError> {
+        let database = self.database.settings()?;
+        if !(self.redis_url.starts_with("redis://") || self.redis_url.starts_with("rediss://")) {
+            return Err(config_error(
+                "REDIS_URL",
+                "must be a redis:// or rediss:// URL",
+            ));
+        }
+        let key = match &self.token_key {
+            Some(encoded) => TokenKey::Configured(decode_token_key(encoded, self.token_format)?),
+            None if environment == Environment::Production => {
+                return Err(config_error(
+                    "TALLY_TOKEN_KEY",
+                    "is required when TALLY_ENV=production (generate one with `openssl rand \
+                     -base64 32`)",
+                ));
+            }
+            None => TokenKey::Ephemeral(rand::random::<[u8; TOKEN_KEY_BYTES]>().to_vec()),
+        };
+        for (variable, value) in [
+            ("TALLY_TOKEN_ISSUER", &self.token_issuer),
+            ("TALLY_TOKEN_AUDIENCE", &self.token_audience),
+        ] {
+            if value.trim().is_empty() || value.len() > 256 {
+                return Err(config_error(variable, "must be 1 to 256 characters"));
+            }
+        }
+        if self.refresh_token_ttl_secs <= self.access_token_ttl_secs {
+            return Err(config_error(
+                "TALLY_REFRESH_TOKEN_TTL_SECS",
+                "must be longer than TALLY_ACCESS_TOKEN_TTL_SECS",
+            ));
+        }
+        Ok(ServeSettings {
+            environment,
+            database,
+            listen_addr: self.listen_addr,
+            redis_url: self.redis_url.clone(),
+            migrate: self.migrate,
+            tokens: TokenSettings {
+                format: self.token_format,
+                key,
+                issuer: self.token_issuer.clone(),
+                audience: self.token_audience.clone(),
+                access_ttl: Duration::from_secs(self.access_token_ttl_secs),
+                refresh_ttl: Duration::from_secs(self.refresh_token_ttl_secs),
+            },
+            login_failures_max: self.login_failures_max,
+            login_failure_window: Duration::from_secs(self.login_failure_window_secs),
+            auth_cache_ttl: Duration::from_millis(self.auth_cache_ttl_ms),
+            reflection: self.reflection,
+            max_message_bytes: usize::try_from(self.max_message_bytes)
+                .map_err(|_| config_error("TALLY_MAX_MESSAGE_BYTES", "too large"))?,
+            request_timeout: Duration::from_millis(self.request_timeout_ms),
+            concurrency_max: usize::try_from(self.concurrency_max)
+                .map_err(|_| config_error("TALLY_CONCURRENCY_MAX", "too large"))?,
+            streams_per_connection_max: self.streams_per_connection_max,
+            shutdown_drain: Duration::from_secs(self.shutdown_drain_secs),
+        })
+    }
+}
+
+fn decode_token_key(encoded: &str, format: TokenFormat) -> Result<Vec<u8>, ConfigError> {
+    let trimmed = encoded.trim();
+    let engines = [
+        &base64::engine::general_purpose::STANDARD,
+        &base64::engine::general_purpose::STANDARD_NO_PAD,
+        &base64::engine::general_purpose::URL_SAFE,
+        &base64::engine::general_purpose::URL_SAFE_NO_PAD,
+    ];
+    let key = engines
+        .iter()
+        .find_map(|engine| engine.decode(trimmed).ok())
+        .ok_or_else(|| config_error("TALLY_TOKEN_KEY", "is not valid base64"))?;
+    match format {
+        TokenFormat::Paseto if key.len() != TOKEN_KEY_BYTES => Err(config_error(
+            "TALLY_TOKEN_KEY",
+            format!(
+                "must decode to exactly {TOKEN_KEY_BYTES} bytes for TALLY_TOKEN_FORMAT=paseto \
+                 (got {})",
+                key.len()
+            ),
+        )),
+        TokenFormat::Jwt if key.len() < TOKEN_KEY_BYTES => Err(config_error(
+            "TALLY_TOKEN_KEY",
+            format!(
+                "must decode to at least {TOKEN_KEY_BYTES} bytes for TALLY_TOKEN_FORMAT=jwt \
+                 (got {})",
+                key.len()
+            ),
+        )),
+        _ => Ok(key),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn serve_args(extra: &[&str]) -> ServeArgs {
+        let mut argv = vec!["tally", "serve"];
+        argv.extend_from_slice(extra);
+        match Cli::try_parse_from(argv).expect("parses").command {
+            Command::Serve(args) => *args,
+            other => panic!("unexpected command {other:?}"),
+        }
+    }
+
+    #[test]
+    fn production_without_a_token_key_is_refused_naming_the_variable() {
+        let err = serve_args(&[])
+            .settings(Environment::Production)
+            .expect_err("must refuse");
+        assert_eq!(err.variable, "TALLY_TOKEN_KEY");
+    }
+
+    #[test]
+    fn development_without_a_token_key_gets_an_ephemeral_one() {
+        let settings = serve_args(&[]).settings(Environment::Development).unwrap();
+        assert!(matches!(settings.tokens.key, TokenKey::Ephemeral(ref k) if k.len() == 32));
+    }
+
+    #[test]
+    fn a_short_paseto_key_is_refused() {
+        let short = base64::engine::general_purpose::STANDARD.encode([7u8; 16]);
+        let err = serve_args(&["--token-key", &short])
+            .settings(Environment::Development)
+            .expect_err("must refuse");
+        assert_eq!(err.variable, "TALLY_TOKEN_KEY");
+        assert!(err.to_string().contains("exactly 32 bytes"), "{err}");
+    }
+
+    #[test]
+    fn a_long_jwt_secret_is_accepted_but_a_short_one_is_not() {
+        let long = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode([7u8; 48]);
+        let ok = serve_args(&["--token-format", "jwt", "--token-key", &long])
+            .settings(Environment::Production)
+            .unwrap();
+        assert_eq!(ok.tokens.key.bytes().len(), 48);
+        let short = base64::engine::general_purpose::STANDARD.encode([7u8; 31]);
+        assert!(
+            serve_args(&["--token-format", "jwt", "--token-key", &short])
+                .settings(Environment::Production)
+                .is_err()
+        );
+    }
+
+    #[test]
+    fn a_bad_number_names_the_environment_variable() {
+        let err = Cli::try_parse_from(["tally", "serve", "--request-timeout-ms", "5"])
+            .expect_err("out of range");
+        assert!(
+            err.to_string().contains("TALLY_REQUEST_TIMEOUT_MS"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_refresh_lifetime_shorter_than_the_access_lifetime_is_refused() {
+        let err = serve_args(&[
+            "--access-token-ttl-secs",
+            "3600",
+            "--refresh-token-ttl-secs",
+            "600",
+        ])
+        .settings(Environment::Development)
+        .expect_err("must refuse");
+        assert_eq!(err.variable, "TALLY_REFRESH_TOKEN_TTL_SECS");
+    }
+
+    #[test]
+    fn key_material_is_never_printed() {
+        let key = TokenKey::Configured(b"super secret key material 123456".to_vec());
+        assert!(!format!("{key:?}").contains("secret"));
+    }
+}

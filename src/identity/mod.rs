@@ -1,0 +1,86 @@
+//! The identity half of tally, free of any transport: users, sessions and roles.
+//!
+//! Every operation takes the calling [`Principal`] (or is public) and decides visibility
+//! itself: users other than yourself are `NOT_FOUND` unless you may manage users.
+
+use std::{sync::Arc, time::Duration};
+
+use sqlx::PgPool;
+use time::OffsetDateTime;
+
+use crate::{
+    auth::{Authenticator, Principal},
+    store::users::UserRow,
+};
+
+pub mod roles;
+pub mod sessions;
+pub mod users;
+pub mod validate;
+
+/// Settings the identity rules need.
+#[derive(Debug, Clone)]
+pub struct IdentitySettings {
+    pub access_ttl: Duration,
+    pub refresh_ttl: Duration,
+    pub login_failures_max: u32,
+    pub login_failure_window: Duration,
+}
+
+pub struct Identity {
+    pool: PgPool,
+    authenticator: Arc<Authenticator>,
+    settings: IdentitySettings,
+}
+
+impl Identity {
+    pub fn new(
+        pool: PgPool,
+        authenticator: Arc<Authenticator>,
+        settings: IdentitySettings,
+    ) -> Self {
+        Self {
+            pool,
+            authenticator,
+            settings,
+        }
+    }
+}
+
+/// A user as the API may show it: no password hash, no internal id.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct User {
+    pub username: String,
+    pub full_name: String,
+    pub email: String,
+    pub email_verified: bool,
+    pub roles: Vec<String>,
+    pub created_at: OffsetDateTime,
+    pub password_changed_at: OffsetDateTime,
+}
+
+impl From<UserRow> for User {
+    fn from(row: UserRow) -> Self {
+        User {
+            username: row.username,
+            full_name: row.full_name,
+            email: row.email,
+            email_verified: row.email_verified,
+            roles: row.roles,
+            created_at: row.created_at,
+            password_changed_at: row.password_changed_at,
+        }
+    }
+}
+
+/// Where a call came from, recorded on the sessions it opens.
+#[derive(Debug, Clone, Default)]
+pub struct ClientInfo {
+    pub user_agent: String,
+    pub client_address: String,
+}
+
+/// Whether `principal` may see `username` at all: themselves, or a user manager.
+fn may_see_user(principal: &Principal, username: &str) -> bool {
+    principal.is(username) || principal.can(crate::auth::Permission::UsersManage)
+}

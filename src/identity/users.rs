@@ -1,0 +1,174 @@
+//! Sign-up, profile reads and profile changes.
+
+use uuid::Uuid;
+
+use super::{Identity, User, may_see_user, validate};
+use crate::{
+    auth::{Principal, Role, password},
+    error::{Error, Result, reason},
+    store,
+};
+
+/// A validated sign-up.
+#[derive(Debug, Clone)]
+pub struct CreateUser {
+    pub username: String,
+    pub full_name: String,
+    pub email: String,
+    pub password: String,
+}
+
+impl CreateUser {
+    pub fn parse(username: &str, full_name: &str, email: &str, password: &str) -> Result<Self> {
+        Ok(Self {
+            username: validate::new_username("username", username)?,
+            full_name: validate::full_name("full_name", full_name)?,
+            email: validate::email("email", email)?,
+            password: validate::new_password("password", password)?,
+        })
+    }
+}
+
+/// A validated profile change; `None` fields stay as they are.
+#[derive(Debug, Clone)]
+pub struct UpdateUser {
+    pub username: String,
+    pub full_name: Option<String>,
+    pub email: Option<String>,
+    pub password: Option<String>,
+    pub current_password: Option<String>,
+}
+
+impl UpdateUser {
+    pub fn parse(
+        username: &str,
+        full_name: Option<&str>,
+        email: Option<&str>,
+        password: Option<&str>,
+        current_password: Option<&str>,
+    ) -> Result<Self> {
+        Ok(Self {
+            username: validate::username("username", username)?,
+            full_name: full_name
+                .map(|v| validate::full_name("full_name", v))
+                .transpose()?,
+            email: email.map(|v| validate::email("email", v)).transpose()?,
+            password: password
+                .map(|v| validate::new_password("password", v))
+                .transpose()?,
+            current_password: current_password
+                .map(|v| validate::presented_password("current_password", v))
+                .transpose()?,
+        })
+    }
+}
+
+impl Identity {
+    /// Creates a user holding the `customer` role. The user and the role grant commit together.
+    pub async fn create_user(&self, new: CreateUser) -> Result<User> {
+        let password_hash = password::hash(new.password).await?;
+        let mut tx = self.pool.begin().await?;
+        let id = Uuid::now_v7();
+        store::users::insert(
+            &mut tx,
+            store::users::NewUser {
+                id,
+                username: &new.username,
+                full_name: &new.full_name,
+                email: &new.email,
+                password_hash: &password_hash,
+            },
+        )
+        .await?;
+        store::roles::grant(&mut tx, id, Role::Customer.name()).await?;
+        let user = store::users::by_username(&mut tx, &new.username)
+            .await?
+            .ok_or_else(|| Error::internal(anyhow::anyhow!("inserted user vanished")))?;
+        tx.commit().await?;
+        tracing::info!(user.username = %new.username, "user created");
+        Ok(user.into())
+    }
+
+    pub async fn get_user(&self, principal: &Principal, username: &str) -> Result<User> {
+        let username = validate::username("username", username)?;
+        if !may_see_user(principal, &username) {
+            return Err(Error::NotFound("user"));
+        }
+        let mut conn = self.pool.acquire().await?;
+        store::users::by_username(&mut conn, &username)
+            .await?
+            .map(User::from)
+            .ok_or(Error::NotFound("user"))
+    }
+
+    /// Applies a profile change. Changing your own password needs the current one (a wrong
+    /// one counts as a failed login, so this is no side door for guessing) and signs out your
+    /// other sessions; an admin resetting someone else's password signs out all of theirs.
+    pub async fn update_user(&self, principal: &Principal, change: UpdateUser) -> Result<User> {
+        if !may_see_user(principal, &change.username) {
+            return Err(Error::NotFound("user"));
+        }
+        let self_service = principal.is(&change.username);
+        if change.password.is_some() && self_service {
+            let Some(current) = change.current_password.clone() else {
+                return Err(Error::invalid(
+                    "current_password",
+                    "is required to change your own password",
+                ));
+            };
+            self.check_current_password(&change.username, current)
+                .await?;
+        }
+        let new_hash = match change.password {
+            Some(p) => Some(password::hash(p).await?),
+            None => None,
+        };
+
+        let mut tx = self.pool.begin().await?;
+        let user = store::users::lock_by_username(&mut tx, &change.username)
+            .await?
+            .ok_or(Error::NotFound("user"))?;
+        if let Some(full_name) = &change.full_name {
+            store::users::update_full_name(&mut tx, user.id, full_name).await?;
+        }
+        if let Some(email) = &change.email
+            && !email.eq_ignore_ascii_case(&user.email)
+        {
+            store::users::update_email(&mut tx, user.id, email).await?;
+        }
+        if let Some(hash) = &new_hash {
+            store::users::update_password(&mut tx, user.id, hash).await?;
+            let keep = self_service.then_some(principal.session_id);
+            store::sessions::revoke_all_for_user(&mut tx, user.id, keep, "password_changed")
+                .await?;
+        }
+        let updated = store::users::by_username(&mut tx, &change.username)
+            .await?
+            .ok_or(Error::NotFound("user"))?;
+        tx.commit().await?;
+        if new_hash.is_some() {
+            self.authenticator.forget_user(user.id);
+            tracing::info!(user.username = %change.username, "password changed");
+        }
+        Ok(updated.into())
+    }
+
+    /// Checks a presented current password under the login failure limit.
+    async fn check_current_password(&self, username: &str, presented: String) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        self.refuse_if_rate_limited(&mut tx, username).await?;
+        let stored = store::users::by_username(&mut tx, username)
+            .await?
+            .map(|u| u.password_hash);
+        if password::verify(presented, stored).await? {
+            tx.commit().await?;
+            return Ok(());
+        }
+        self.record_failure(&mut tx, username).await?;
+        tx.commit().await?;
+        Err(Error::PermissionDenied {
+            reason: reason::CURRENT_PASSWORD_MISMATCH,
+            message: "current_password is not correct".into(),
+        })
+    }
+}

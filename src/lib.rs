@@ -1,0 +1,17 @@
+//! tally: a gRPC-first money ledger service.
+//!
+//! The binary (`src/main.rs`) parses configuration and calls into this library; the
+//! integration tests start the very same [`app::Application`] on port 0, so they exercise
+//! the real wiring.
+
+pub mod admin;
+pub mod api;
+pub mod app;
+pub mod auth;
+pub mod config;
+pub mod db;
+pub mod error;
+pub mod identity;
+pub mod proto;
+pub mod store;
+pub mod telemetry;

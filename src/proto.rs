@@ -1,0 +1,22 @@
+//! Generated protobuf types and tonic services, plus the encoded descriptor set that
+//! reflection and the HTTP gateway read.
+
+/// `tally.v1`: the public API.
+pub mod tally_v1 {
+    #![allow(clippy::all, missing_docs)]
+    tonic::include_proto!("tally.v1");
+}
+
+/// The descriptor set of `proto/`, with imports, as protox encoded it. Custom options such as
+/// `google.api.http` survive only in these original bytes.
+pub const FILE_DESCRIPTOR_SET: &[u8] =
+    include_bytes!(concat!(env!("OUT_DIR"), "/tally_descriptor.bin"));
+
+/// The fully qualified names of the services tally itself implements.
+pub const TALLY_SERVICES: &[&str] = &[
+    "tally.v1.UserService",
+    "tally.v1.SessionService",
+    "tally.v1.RoleService",
+    "tally.v1.AccountService",
+    "tally.v1.TransferService",
+];

@@ -1,0 +1,15 @@
+//! SQL, and nothing else. Every function takes `&mut PgConnection` so the caller (the domain)
+//! owns transactions; expected constraint violations are mapped to domain errors here, by
+//! constraint name.
+
+pub mod roles;
+pub mod sessions;
+pub mod users;
+
+/// The constraint a unique or check violation names, if `err` is one.
+pub(crate) fn violated_constraint(err: &sqlx::Error) -> Option<&str> {
+    match err {
+        sqlx::Error::Database(db) => db.constraint(),
+        _ => None,
+    }
+}
