@@ -22,6 +22,8 @@ pub const TOKEN_KEY_BYTES: usize = 32;
 
 #[derive(Debug, Parser)]
 #[command(name = "tally", version, about = "A gRPC-first money ledger service")]
+// A repeated flag overrides the earlier one (scripts append to a base command line).
+#[command(args_override_self = true)]
 pub struct Cli {
     #[command(flatten)]
     pub global: GlobalArgs,

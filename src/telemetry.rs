@@ -1,5 +1,5 @@
 //! Logging: `tracing` to stderr, text for people or JSON for log pipelines, filtered by
-//! `RUST_LOG` (default `info`).
+//! `RUST_LOG` (default `info,sqlx=warn`).
 
 use tracing_subscriber::{EnvFilter, fmt, prelude::*};
 
@@ -10,7 +10,8 @@ pub fn init(global: &GlobalArgs) {
         Environment::Production => LogFormat::Json,
         Environment::Development => LogFormat::Text,
     });
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn"));
     let registry = tracing_subscriber::registry().with(filter);
     // `try_init`: tests may have installed a subscriber already.
     let _ = match format {

@@ -69,7 +69,16 @@ where
         let mut inner = std::mem::replace(&mut self.inner, clone);
         let authenticator = self.authenticator.clone();
         Box::pin(async move {
-            let decision = match access_for(request.uri().path()) {
+            let is_grpc = request
+                .headers()
+                .get(CONTENT_TYPE)
+                .is_some_and(|ct| ct.as_bytes().starts_with(b"application/grpc"));
+            let access = access_for(request.uri().path());
+            if access.is_none() && !is_grpc {
+                // A plain HTTP request for a path nobody serves.
+                return Ok(not_found());
+            }
+            let decision = match access {
                 None => Err(Error::permission_denied("no access policy for this method")),
                 Some(Access::Public) => Ok(None),
                 Some(access) => {
@@ -102,6 +111,16 @@ where
             }
         })
     }
+}
+
+fn not_found() -> Response<tonic::body::Body> {
+    let mut response = Response::new(tonic::body::Body::new("not found\n".to_owned()));
+    *response.status_mut() = http::StatusCode::NOT_FOUND;
+    response.headers_mut().insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    response
 }
 
 /// A trailers-only gRPC response carrying `err`, in the caller's gRPC flavour.

@@ -1,0 +1,160 @@
+#!/usr/bin/env bash
+# scripts/tools.sh — project-local developer tools, installed under <repo>/.tools/ (gitignored).
+#
+# Usage:
+#   scripts/tools.sh buf       install buf if needed, print the absolute path of the buf executable
+#   scripts/tools.sh bin       install every tool if needed, print the absolute path of the bin dir
+#   scripts/tools.sh install   install every tool if needed (prints nothing on stdout)
+#   scripts/tools.sh version   print the pinned versions
+#
+# Tools:
+#   buf  npm package @bufbuild/buf, pinned to BUF_VERSION below (exact version). Works offline
+#        once installed; `buf curl` talks to `tally serve` through server reflection.
+#
+# Installing is idempotent: when the pinned version is already in .tools/ nothing runs except a
+# version check (a few milliseconds). A different installed version is replaced. Concurrent runs
+# are serialised with flock when it is available.
+#
+# Needs npm (and node). If npm is missing and we run as root on a Debian-like system, the
+# distribution packages `nodejs npm` are installed with apt-get, unless TALLY_NO_INSTALL is set
+# (non-empty); otherwise the script fails saying what to install.
+#
+# stdout carries only the requested path; all log lines go to stderr, so
+#   BUF="$(scripts/tools.sh buf)"
+# is safe.
+
+set -euo pipefail
+
+# Pinned tool versions. Bump deliberately (npm view @bufbuild/buf version).
+BUF_VERSION="1.75.0"
+
+SCRIPT_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+ROOT_DIR="$(cd "$SCRIPT_DIR/.." && pwd)"
+TOOLS_DIR="$ROOT_DIR/.tools"
+NODE_MODULES="$TOOLS_DIR/node_modules"
+# Stable, platform-independent place for the executables (symlinks into node_modules).
+BIN_DIR="$TOOLS_DIR/bin"
+
+log() { printf 'tools.sh: %s\n' "$*" >&2; }
+die() {
+  printf 'tools.sh: error: %s\n' "$*" >&2
+  exit 1
+}
+
+usage() {
+  sed -n '2,8p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2
+}
+
+is_root() { [[ "$(id -u)" -eq 0 ]]; }
+
+# Where the npm package put the buf executables: the native binaries of the platform package
+# (@bufbuild/buf-<os>-<arch>), which start in milliseconds and need no node, else the node shims.
+buf_package_bin_dir() {
+  local candidate
+  for candidate in "$NODE_MODULES"/@bufbuild/buf-*/bin; do
+    if [[ -x "$candidate/buf" ]]; then
+      printf '%s\n' "$candidate"
+      return 0
+    fi
+  done
+  if [[ -x "$NODE_MODULES/@bufbuild/buf/bin/buf" ]]; then
+    printf '%s\n' "$NODE_MODULES/@bufbuild/buf/bin"
+    return 0
+  fi
+  return 1
+}
+
+# Path of a working buf executable of the pinned version, or failure.
+installed_buf() {
+  local exe="$BIN_DIR/buf" version
+  [[ -x "$exe" ]] || return 1
+  version="$("$exe" --version 2>/dev/null)" || return 1
+  [[ "$version" == "$BUF_VERSION" ]] || return 1
+  printf '%s\n' "$exe"
+}
+
+ensure_npm() {
+  if command -v npm >/dev/null 2>&1 && command -v node >/dev/null 2>&1; then
+    return 0
+  fi
+  if [[ -n "${TALLY_NO_INSTALL:-}" ]]; then
+    die "npm and node are required to install buf; install them (Debian/Ubuntu: apt-get install nodejs npm) or unset TALLY_NO_INSTALL"
+  fi
+  if ! is_root || ! command -v apt-get >/dev/null 2>&1; then
+    die "npm and node are required to install buf; install them (Debian/Ubuntu: sudo apt-get install nodejs npm; elsewhere see https://nodejs.org) and run again"
+  fi
+  log "npm not found: installing nodejs npm with apt-get"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update >&2 || die "apt-get update failed"
+  apt-get install -y --no-install-recommends nodejs npm >&2 ||
+    die "apt-get install nodejs npm failed"
+  command -v npm >/dev/null 2>&1 || die "npm still not found after apt-get install"
+}
+
+install_buf() {
+  if installed_buf >/dev/null; then
+    return 0
+  fi
+  ensure_npm
+  mkdir -p "$TOOLS_DIR"
+  local lock_fd
+  if command -v flock >/dev/null 2>&1; then
+    exec {lock_fd}>"$TOOLS_DIR/.lock"
+    flock "$lock_fd"
+    # Another run may have installed it while we waited for the lock.
+    if installed_buf >/dev/null; then
+      exec {lock_fd}>&-
+      return 0
+    fi
+  fi
+  log "installing @bufbuild/buf@$BUF_VERSION into $TOOLS_DIR"
+  # --ignore-scripts: the postinstall only swaps the node shim for the native binary, which we
+  # use directly anyway; skipping it keeps the result the same across npm versions.
+  # stdout of npm goes to stderr so ours stays clean.
+  npm install --prefix "$TOOLS_DIR" --save-exact --ignore-scripts --no-audit --no-fund \
+    --loglevel=error "@bufbuild/buf@$BUF_VERSION" >&2 ||
+    die "npm install @bufbuild/buf@$BUF_VERSION failed (is the npm registry reachable?)"
+  local package_bin tool
+  package_bin="$(buf_package_bin_dir)" ||
+    die "npm install did not produce a buf executable under $NODE_MODULES/@bufbuild"
+  mkdir -p "$BIN_DIR"
+  for tool in buf protoc-gen-buf-breaking protoc-gen-buf-lint; do
+    if [[ -x "$package_bin/$tool" ]]; then
+      ln -sfn "$package_bin/$tool" "$BIN_DIR/$tool"
+    fi
+  done
+  if [[ -n "${lock_fd:-}" ]]; then
+    exec {lock_fd}>&-
+  fi
+  installed_buf >/dev/null ||
+    die "buf $BUF_VERSION is not runnable after npm install (no native package for $(uname -s)/$(uname -m)?)"
+}
+
+main() {
+  local command="${1:-}"
+  case "$command" in
+    buf)
+      install_buf
+      installed_buf
+      ;;
+    bin)
+      install_buf
+      printf '%s\n' "$BIN_DIR"
+      ;;
+    install)
+      install_buf
+      ;;
+    version)
+      printf 'buf %s\n' "$BUF_VERSION"
+      ;;
+    -h | --help | help)
+      usage
+      ;;
+    *)
+      usage
+      die "unknown command '${command}' (expected buf, bin, install or version)"
+      ;;
+  esac
+}
+
+main "$@"

@@ -1,0 +1,156 @@
+#!/usr/bin/env bash
+# scripts/walkthrough-test.sh — run the README walkthrough (scripts/walkthrough.sh) against a
+# fresh `tally serve` on a fresh database, then check the server stops cleanly on SIGTERM.
+#
+# Usage:
+#   scripts/walkthrough-test.sh
+#
+# Steps:
+#   1. PostgreSQL: DATABASE_URL if set, else whatever `scripts/services.sh env` finds or starts.
+#      A new database tally_walkthrough_<epoch>_<pid> is created on that server (through the
+#      `postgres` database of the same URL) and dropped at the end, pass or fail.
+#   2. `target/debug/tally serve --migrate true` on a free 127.0.0.1 port, waits for /readyz.
+#   3. scripts/walkthrough.sh against it.
+#   4. SIGTERM; the server must exit with status 0 within 30 s.
+#
+# Environment:
+#   DATABASE_URL          PostgreSQL server to use (its database name is replaced)
+#   REDIS_URL             passed on to the server when set
+#   TALLY_BIN             server binary (default <repo>/target/debug/tally; not built here)
+#   TALLY_READY_TIMEOUT   seconds to wait for /readyz (default 60)
+#
+# Needs: bash, python3, psql; buf is installed by scripts/tools.sh on first use.
+
+set -euo pipefail
+
+SCRIPT_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+ROOT_DIR="$(cd "$SCRIPT_DIR/.." && pwd)"
+
+TALLY_BIN="${TALLY_BIN:-$ROOT_DIR/target/debug/tally}"
+READY_TIMEOUT="${TALLY_READY_TIMEOUT:-60}"
+STOP_TIMEOUT=30
+
+log() { printf 'walkthrough-test.sh: %s\n' "$*" >&2; }
+die() {
+  printf 'walkthrough-test.sh: error: %s\n' "$*" >&2
+  exit 1
+}
+
+command -v python3 >/dev/null 2>&1 || die "python3 is required"
+command -v psql >/dev/null 2>&1 ||
+  die "psql is required to create the test database (Debian/Ubuntu: apt-get install postgresql-client)"
+[[ -x "$TALLY_BIN" ]] || die "$TALLY_BIN not found or not executable; build it first (cargo build)"
+
+# Make sure buf is there before anything is started (the first install takes a few seconds).
+"$SCRIPT_DIR/tools.sh" install
+
+if [[ -z "${DATABASE_URL:-}" ]]; then
+  log "DATABASE_URL is not set: asking scripts/services.sh"
+  eval "$("$SCRIPT_DIR/services.sh" env)"
+fi
+[[ -n "${DATABASE_URL:-}" ]] || die "DATABASE_URL is empty"
+
+# with_database URL NAME — URL with its database (path) replaced by NAME, query kept.
+with_database() {
+  python3 - "$1" "$2" <<'EOF'
+import sys
+from urllib.parse import urlsplit, urlunsplit
+url, name = sys.argv[1], sys.argv[2]
+parts = urlsplit(url)
+if parts.scheme not in ("postgres", "postgresql"):
+    sys.exit("DATABASE_URL must be a postgres:// or postgresql:// URL")
+print(urlunsplit(parts._replace(path="/" + name)))
+EOF
+}
+
+free_port() {
+  python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()'
+}
+
+# http_status URL — the HTTP status code of a GET, or 000 when nothing answers.
+http_status() {
+  python3 - "$1" <<'EOF'
+import sys, urllib.request, urllib.error
+try:
+    with urllib.request.urlopen(sys.argv[1], timeout=2) as r:
+        print(r.status)
+except urllib.error.HTTPError as e:
+    print(e.code)
+except Exception:
+    print("000")
+EOF
+}
+
+export PGCONNECT_TIMEOUT=10
+DB_NAME="tally_walkthrough_$(date +%s)_$$"
+ADMIN_URL="$(with_database "$DATABASE_URL" postgres)" || die "cannot parse DATABASE_URL"
+TEST_DB_URL="$(with_database "$DATABASE_URL" "$DB_NAME")"
+WORK_DIR="$(mktemp -d "${TMPDIR:-/tmp}/tally-walkthrough.XXXXXX")"
+SERVER_LOG="$WORK_DIR/server.log"
+SERVER_PID=""
+DB_CREATED=""
+
+cleanup() {
+  local rc=$?
+  if [[ -n "$SERVER_PID" ]] && kill -0 "$SERVER_PID" 2>/dev/null; then
+    log "killing the server (pid $SERVER_PID)"
+    kill -KILL "$SERVER_PID" 2>/dev/null || true
+    wait "$SERVER_PID" 2>/dev/null || true
+  fi
+  if [[ -n "$DB_CREATED" ]]; then
+    log "dropping database $DB_NAME"
+    psql "$ADMIN_URL" -v ON_ERROR_STOP=1 -qXc "DROP DATABASE IF EXISTS $DB_NAME WITH (FORCE)" \
+      >/dev/null 2>&1 ||
+      psql "$ADMIN_URL" -v ON_ERROR_STOP=1 -qXc "DROP DATABASE IF EXISTS $DB_NAME" >/dev/null ||
+      log "warning: could not drop database $DB_NAME"
+  fi
+  if [[ "$rc" -ne 0 && -s "$SERVER_LOG" ]]; then
+    log "server log (last 40 lines of $SERVER_LOG):"
+    tail -n 40 "$SERVER_LOG" >&2
+  fi
+  rm -rf "$WORK_DIR"
+  if [[ "$rc" -eq 0 ]]; then
+    log "PASSED"
+  else
+    log "FAILED (exit status $rc)"
+  fi
+  exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+log "creating database $DB_NAME"
+psql "$ADMIN_URL" -v ON_ERROR_STOP=1 -qXc "CREATE DATABASE $DB_NAME" >/dev/null ||
+  die "could not create database $DB_NAME through $(with_database "$DATABASE_URL" postgres | sed 's#//[^@/]*@#//***@#')"
+DB_CREATED=1
+
+PORT="$(free_port)"
+ADDR="127.0.0.1:$PORT"
+log "starting $TALLY_BIN serve on $ADDR (log: $SERVER_LOG)"
+DATABASE_URL="$TEST_DB_URL" TALLY_ENV=development TALLY_REFLECTION=true \
+  "$TALLY_BIN" serve --migrate true --listen-addr "$ADDR" >"$SERVER_LOG" 2>&1 &
+SERVER_PID=$!
+
+deadline=$((SECONDS + READY_TIMEOUT))
+until [[ "$(http_status "http://$ADDR/readyz")" == 200 ]]; do
+  kill -0 "$SERVER_PID" 2>/dev/null || die "the server exited before it became ready"
+  ((SECONDS < deadline)) || die "/readyz did not answer 200 within ${READY_TIMEOUT}s"
+  sleep 0.2
+done
+log "server ready"
+
+TALLY_ADDR="$ADDR" "$SCRIPT_DIR/walkthrough.sh" || die "the walkthrough failed"
+
+log "sending SIGTERM to the server (pid $SERVER_PID)"
+kill -TERM "$SERVER_PID"
+deadline=$((SECONDS + STOP_TIMEOUT))
+while kill -0 "$SERVER_PID" 2>/dev/null; do
+  ((SECONDS < deadline)) || die "the server did not exit within ${STOP_TIMEOUT}s of SIGTERM"
+  sleep 0.2
+done
+status=0
+wait "$SERVER_PID" || status=$?
+SERVER_PID=""
+[[ "$status" -eq 0 ]] || die "the server exited with status $status after SIGTERM (expected 0)"
+log "server exited with status 0 after SIGTERM"

@@ -1,0 +1,179 @@
+#!/usr/bin/env bash
+# scripts/walkthrough.sh — run the README's `buf curl` walkthrough against a running tally server
+# and check every answer.
+#
+# Usage:
+#   TALLY_ADDR=127.0.0.1:8080 scripts/walkthrough.sh
+#
+#   TALLY_ADDR  host:port of a running `tally serve` (gRPC over h2c, reflection on);
+#               default 127.0.0.1:8080
+#
+# The commands below are the ones in scripts/WALKTHROUGH.md (pasted into the README); keep the
+# two in step. Every run signs up a new user (alice_<epoch>_<random>), so the script can run
+# again and again against the same database. buf comes from scripts/tools.sh (pinned, installed
+# into .tools/ on first use). Exits non-zero with a message naming the step on any mismatch.
+
+set -euo pipefail
+
+SCRIPT_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+
+TALLY_ADDR="${TALLY_ADDR:-127.0.0.1:8080}"
+
+log() { printf '\n==> %s\n' "$*"; }
+fail() {
+  printf '\nwalkthrough.sh: FAILED: %s\n' "$*" >&2
+  exit 1
+}
+# expect_contains STEP OUTPUT NEEDLE... — every needle must occur in the output.
+expect_contains() {
+  local step="$1" output="$2" needle
+  shift 2
+  for needle in "$@"; do
+    if [[ "$output" != *"$needle"* ]]; then
+      fail "$step: expected the response to contain '$needle'"
+    fi
+  done
+}
+expect_absent() {
+  local step="$1" output="$2" needle
+  shift 2
+  for needle in "$@"; do
+    if [[ "$output" == *"$needle"* ]]; then
+      fail "$step: the response must not contain '$needle'"
+    fi
+  done
+}
+BUF_BIN_DIR="$("$SCRIPT_DIR/tools.sh" bin)" || fail "could not install buf (scripts/tools.sh bin)"
+export PATH="$BUF_BIN_DIR:$PATH"
+printf 'walkthrough.sh: buf %s, server %s\n' "$(buf --version)" "$TALLY_ADDR"
+
+# ---- the walkthrough (same commands as scripts/WALKTHROUGH.md) -------------------------------
+
+TALLY="http://$TALLY_ADDR"
+TALLY_USER="alice_$(date +%s)_$RANDOM"
+TALLY_PASSWORD="correct horse battery staple"
+
+log "Is the server up? (grpc.health.v1.Health/Check)"
+if ! out="$(buf curl --protocol grpc "$TALLY/grpc.health.v1.Health/Check")"; then
+  # buf reports both "nothing listens" and "no reflection" as "failed to find service"; tell
+  # the two apart.
+  host="${TALLY_ADDR%:*}"
+  host="${host#[}"
+  host="${host%]}"
+  if ! (exec 3<>"/dev/tcp/$host/${TALLY_ADDR##*:}") 2>/dev/null; then
+    fail "health check: nothing accepts connections on $TALLY_ADDR (start \`tally serve\` or set TALLY_ADDR)"
+  fi
+  fail "health check: $TALLY_ADDR accepts connections but the call failed; is it \`tally serve\` with server reflection on (TALLY_REFLECTION=true)?"
+fi
+printf '%s\n' "$out"
+expect_contains "health check" "$out" '"status": "SERVING"'
+
+log "Services, via server reflection (buf curl --list-services)"
+out="$(buf curl --protocol grpc --list-services "$TALLY")" ||
+  fail "list services: reflection call failed (is TALLY_REFLECTION=false?)"
+printf '%s\n' "$out"
+expected_services="grpc.health.v1.Health
+grpc.reflection.v1.ServerReflection
+tally.v1.AccountService
+tally.v1.RoleService
+tally.v1.SessionService
+tally.v1.TransferService
+tally.v1.UserService"
+if [[ "$(printf '%s\n' "$out" | LC_ALL=C sort)" != "$expected_services" ]]; then
+  fail "list services: expected exactly:
+$expected_services"
+fi
+
+log "Methods, via server reflection (buf curl --list-methods)"
+out="$(buf curl --protocol grpc --list-methods "$TALLY")" ||
+  fail "list methods: reflection call failed"
+printf '%s\n' "$out"
+for method in \
+  UserService/CreateUser UserService/GetUser UserService/UpdateUser UserService/VerifyEmail \
+  UserService/ResendVerification \
+  SessionService/Login SessionService/RefreshSession SessionService/ListSessions \
+  SessionService/RevokeSession \
+  RoleService/ListRoles RoleService/GrantRole RoleService/RevokeRole \
+  AccountService/CreateAccount AccountService/GetAccount AccountService/ListAccounts \
+  AccountService/ListEntries AccountService/Deposit AccountService/Withdraw \
+  TransferService/CreateTransfer TransferService/GetTransfer TransferService/ListTransfers; do
+  if ! printf '%s\n' "$out" | grep -qxF "tally.v1.$method"; then
+    fail "list methods: tally.v1.$method is missing"
+  fi
+done
+
+log "Sign up as $TALLY_USER (UserService/CreateUser)"
+out="$(buf curl --protocol grpc "$TALLY/tally.v1.UserService/CreateUser" -d @- <<EOF
+{"username": "$TALLY_USER", "fullName": "Alice Example", "email": "$TALLY_USER@example.com", "password": "$TALLY_PASSWORD"}
+EOF
+)" || fail "CreateUser failed"
+printf '%s\n' "$out"
+expect_contains "CreateUser" "$out" "\"username\": \"$TALLY_USER\"" '"fullName": "Alice Example"' \
+  "\"email\": \"$TALLY_USER@example.com\"" '"customer"' '"createdAt": '
+expect_absent "CreateUser" "$out" "$TALLY_PASSWORD" '"password"'
+
+log "Log in (SessionService/Login)"
+LOGIN="$(buf curl --protocol grpc "$TALLY/tally.v1.SessionService/Login" -d @- <<EOF
+{"username": "$TALLY_USER", "password": "$TALLY_PASSWORD"}
+EOF
+)" || fail "Login failed"
+echo "$LOGIN"
+expect_contains "Login" "$LOGIN" '"sessionId": ' '"accessToken": ' '"accessTokenExpiresAt": ' \
+  '"refreshToken": ' '"refreshTokenExpiresAt": ' "\"username\": \"$TALLY_USER\""
+expect_absent "Login" "$LOGIN" "$TALLY_PASSWORD"
+TOKEN="$(echo "$LOGIN" | python3 -c 'import json, sys; print(json.load(sys.stdin)["accessToken"])')" ||
+  fail "Login: no accessToken in the response"
+SESSION_ID="$(echo "$LOGIN" | python3 -c 'import json, sys; print(json.load(sys.stdin)["sessionId"])')" ||
+  fail "Login: no sessionId in the response"
+[[ -n "$TOKEN" && -n "$SESSION_ID" ]] || fail "Login: empty accessToken or sessionId"
+
+log "Read yourself with the access token (UserService/GetUser)"
+out="$(buf curl --protocol grpc --emit-defaults -H "Authorization: Bearer $TOKEN" \
+  "$TALLY/tally.v1.UserService/GetUser" -d "{\"username\": \"$TALLY_USER\"}")" ||
+  fail "GetUser with a valid token failed"
+printf '%s\n' "$out"
+expect_contains "GetUser" "$out" "\"username\": \"$TALLY_USER\"" \
+  "\"email\": \"$TALLY_USER@example.com\"" '"emailVerified": false' '"customer"'
+
+log "List the roles (RoleService/ListRoles)"
+out="$(buf curl --protocol grpc -H "Authorization: Bearer $TOKEN" \
+  "$TALLY/tally.v1.RoleService/ListRoles")" || fail "ListRoles with a valid token failed"
+printf '%s\n' "$out"
+expect_contains "ListRoles" "$out" '"name": "customer"' '"name": "banker"' '"name": "admin"' \
+  '"permissions": ['
+
+# An RPC error: buf curl prints the status as JSON on stderr and exits with the gRPC code
+# shifted left by three bits (UNAUTHENTICATED = 16 -> 128).
+# expect_unauthenticated STEP CMD... — the command must fail with UNAUTHENTICATED.
+expect_unauthenticated() {
+  local step="$1" err rc=0
+  shift
+  err="$("$@" 2>&1 >/dev/null)" || rc=$?
+  printf '%s\n(exit status %s)\n' "$err" "$rc"
+  [[ "$rc" -eq 128 ]] || fail "$step: expected exit status 128 (UNAUTHENTICATED), got $rc"
+  expect_contains "$step" "$err" '"code": "unauthenticated"'
+}
+
+log "Without a token: UNAUTHENTICATED"
+expect_unauthenticated "ListRoles without a token" \
+  buf curl --protocol grpc "$TALLY/tally.v1.RoleService/ListRoles"
+
+log "Log out (SessionService/RevokeSession on your own session)"
+out="$(buf curl --protocol grpc -H "Authorization: Bearer $TOKEN" \
+  "$TALLY/tally.v1.SessionService/RevokeSession" -d "{\"sessionId\": \"$SESSION_ID\"}")" ||
+  fail "RevokeSession failed"
+printf '%s\n' "$out"
+
+log "The old access token stops working (within 5 s)"
+# The contract allows a revoked session's access tokens to live on for up to 5 s (per-replica
+# cache); poll a little longer than that before calling it a failure.
+deadline=$((SECONDS + 7))
+while buf curl --protocol grpc -H "Authorization: Bearer $TOKEN" \
+  "$TALLY/tally.v1.RoleService/ListRoles" >/dev/null 2>&1; do
+  ((SECONDS < deadline)) || fail "RevokeSession: the access token still works 7 s after logout"
+  sleep 0.5
+done
+expect_unauthenticated "ListRoles after logout" \
+  buf curl --protocol grpc -H "Authorization: Bearer $TOKEN" "$TALLY/tally.v1.RoleService/ListRoles"
+
+printf '\nwalkthrough.sh: OK (user %s on %s)\n' "$TALLY_USER" "$TALLY_ADDR"

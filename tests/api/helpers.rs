@@ -1,0 +1,307 @@
+//! `TestApp`: a running tally on port 0 against its own fresh database, plus one method per
+//! thing tests do often.
+
+use std::{net::SocketAddr, time::Duration};
+
+use base64::Engine as _;
+use clap::Parser as _;
+use sqlx::{Connection as _, PgConnection, PgPool, postgres::PgPoolOptions};
+use tally::{
+    app::Application,
+    config::{Cli, Command, Environment, ServeSettings},
+    proto::tally_v1::{
+        self as pb, role_service_client::RoleServiceClient,
+        session_service_client::SessionServiceClient, user_service_client::UserServiceClient,
+    },
+};
+use tokio::sync::oneshot;
+use tonic::{Code, Request, Status, metadata::MetadataValue, transport::Channel};
+use uuid::Uuid;
+
+/// The token key every test server uses, so tests can mint tokens of their own.
+pub const TEST_KEY: [u8; 32] = [7; 32];
+pub const PASSWORD: &str = "correct horse battery";
+
+/// The server that holds test databases: `DATABASE_URL`'s server, or the local default.
+fn server_url() -> String {
+    std::env::var("DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned())
+}
+
+/// `url` with its database name replaced.
+fn with_database(url: &str, database: &str) -> String {
+    let (base, query) = match url.split_once('?') {
+        Some((b, q)) => (b, Some(q)),
+        None => (url, None),
+    };
+    let scheme_end = base.find("://").map_or(0, |i| i + 3);
+    let base = match base[scheme_end..].find('/') {
+        Some(slash) => &base[..scheme_end + slash],
+        None => base,
+    };
+    match query {
+        Some(q) => format!("{base}/{database}?{q}"),
+        None => format!("{base}/{database}"),
+    }
+}
+
+/// A fresh, empty database; dropped when the guard is.
+pub struct TestDatabase {
+    pub name: String,
+    pub url: String,
+}
+
+impl TestDatabase {
+    pub async fn create() -> Self {
+        let name = format!("tally_test_{}", Uuid::new_v4().simple());
+        let admin_url = with_database(&server_url(), "postgres");
+        let mut admin = PgConnection::connect(&admin_url)
+            .await
+            .expect("connect to the PostgreSQL server of DATABASE_URL");
+        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+            .execute(&mut admin)
+            .await
+            .expect("create the test database");
+        let url = with_database(&server_url(), &name);
+        TestDatabase { name, url }
+    }
+
+    pub async fn pool(&self) -> PgPool {
+        PgPoolOptions::new()
+            .max_connections(10)
+            .connect(&self.url)
+            .await
+            .expect("connect to the test database")
+    }
+}
+
+impl Drop for TestDatabase {
+    fn drop(&mut self) {
+        // Drop runs outside async; a short-lived thread with its own runtime does the I/O.
+        let admin_url = with_database(&server_url(), "postgres");
+        let name = self.name.clone();
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            rt.block_on(async {
+                let mut admin = PgConnection::connect(&admin_url).await?;
+                sqlx::query(sqlx::AssertSqlSafe(format!(
+                    "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+                )))
+                .execute(&mut admin)
+                .await?;
+                Ok::<_, sqlx::Error>(())
+            })?;
+            Ok::<_, Box<dyn std::error::Error + Send + Sync>>(())
+        })
+        .join();
+    }
+}
+
+/// Serve settings as `tally serve` would parse them, with test-friendly defaults.
+pub fn settings(database_url: &str, extra: &[&str]) -> ServeSettings {
+    let key = base64::engine::general_purpose::STANDARD.encode(TEST_KEY);
+    let mut argv = vec![
+        "tally",
+        "serve",
+        "--listen-addr",
+        "127.0.0.1:0",
+        "--database-url",
+        database_url,
+        "--token-key",
+        &key,
+        "--shutdown-drain-secs",
+        "5",
+    ];
+    argv.extend_from_slice(extra);
+    match Cli::try_parse_from(argv)
+        .expect("test arguments parse")
+        .command
+    {
+        Command::Serve(args) => args
+            .settings(Environment::Development)
+            .expect("test settings are valid"),
+        _ => unreachable!("serve was parsed"),
+    }
+}
+
+pub struct TestApp {
+    pub addr: SocketAddr,
+    pub channel: Channel,
+    pub pool: PgPool,
+    stop: Option<oneshot::Sender<()>>,
+    server: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+    // Last: the database outlives the server and pool that use it.
+    pub db: std::sync::Arc<TestDatabase>,
+}
+
+impl TestApp {
+    /// A migrated fresh database and a server on it.
+    pub async fn spawn() -> Self {
+        Self::spawn_with(&[]).await
+    }
+
+    pub async fn spawn_with(extra: &[&str]) -> Self {
+        let db = TestDatabase::create().await;
+        let pool = db.pool().await;
+        tally::db::migrate_up(&pool)
+            .await
+            .expect("migrations apply");
+        Self::spawn_on(std::sync::Arc::new(db), pool, extra).await
+    }
+
+    /// A second server (another replica) on the same database.
+    pub async fn replica(&self, extra: &[&str]) -> Self {
+        Self::spawn_on(self.db.clone(), self.db.pool().await, extra).await
+    }
+
+    async fn spawn_on(db: std::sync::Arc<TestDatabase>, pool: PgPool, extra: &[&str]) -> Self {
+        let app = Application::build_with_pool(settings(&db.url, extra), pool.clone())
+            .await
+            .expect("application builds");
+        let addr = app.local_addr();
+        let (stop, stopped) = oneshot::channel::<()>();
+        let server = tokio::spawn(app.run_until_stopped(async {
+            let _ = stopped.await;
+        }));
+        let channel = Channel::from_shared(format!("http://{addr}"))
+            .expect("valid uri")
+            .connect()
+            .await
+            .expect("connect to the test server");
+        TestApp {
+            addr,
+            channel,
+            pool,
+            stop: Some(stop),
+            server: Some(server),
+            db,
+        }
+    }
+
+    /// Triggers shutdown and waits for the server to finish draining.
+    pub async fn stop(mut self) -> anyhow::Result<()> {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        match self.server.take() {
+            Some(server) => server.await?,
+            None => Ok(()),
+        }
+    }
+
+    pub fn users(&self) -> UserServiceClient<Channel> {
+        UserServiceClient::new(self.channel.clone())
+    }
+
+    pub fn sessions(&self) -> SessionServiceClient<Channel> {
+        SessionServiceClient::new(self.channel.clone())
+    }
+
+    pub fn roles(&self) -> RoleServiceClient<Channel> {
+        RoleServiceClient::new(self.channel.clone())
+    }
+
+    pub async fn create_user(&self, username: &str) -> pb::User {
+        self.users()
+            .create_user(pb::CreateUserRequest {
+                username: username.into(),
+                full_name: format!("{username} tester"),
+                email: format!("{username}@example.com"),
+                password: PASSWORD.into(),
+            })
+            .await
+            .expect("create user")
+            .into_inner()
+    }
+
+    pub async fn login(&self, username: &str, password: &str) -> Result<pb::LoginResponse, Status> {
+        self.sessions()
+            .login(pb::LoginRequest {
+                username: username.into(),
+                password: password.into(),
+            })
+            .await
+            .map(|r| r.into_inner())
+    }
+
+    /// Creates a user, grants `roles` through the database as `tally admin` would, logs in.
+    pub async fn signed_in(&self, username: &str, roles: &[&str]) -> pb::LoginResponse {
+        self.create_user(username).await;
+        for role in roles {
+            sqlx::query(
+                "INSERT INTO user_roles (user_id, role) \
+                 SELECT id, $2 FROM users WHERE username = $1 ON CONFLICT DO NOTHING",
+            )
+            .bind(username)
+            .bind(role)
+            .execute(&self.pool)
+            .await
+            .expect("grant role");
+        }
+        self.login(username, PASSWORD).await.expect("login")
+    }
+
+    pub async fn count(&self, table: &'static str) -> i64 {
+        sqlx::query_scalar(sqlx::AssertSqlSafe(format!("SELECT count(*) FROM {table}")))
+            .fetch_one(&self.pool)
+            .await
+            .expect("count rows")
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+/// `message` with `authorization: Bearer <token>`.
+pub fn authed<T>(token: &str, message: T) -> Request<T> {
+    let mut request = Request::new(message);
+    let value: MetadataValue<_> = format!("Bearer {token}").parse().expect("ascii token");
+    request.metadata_mut().insert("authorization", value);
+    request
+}
+
+pub fn unique(prefix: &str) -> String {
+    format!("{prefix}_{}", &Uuid::new_v4().simple().to_string()[..8])
+}
+
+/// Calls `f` until it yields `Some`, for at most `within`; returns how long it took.
+pub async fn eventually<F, Fut>(within: Duration, mut f: F) -> Option<Duration>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let started = std::time::Instant::now();
+    while started.elapsed() <= within {
+        if f().await {
+            return Some(started.elapsed());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    None
+}
+
+/// The ErrorInfo reason of a status, if any.
+pub fn reason(status: &Status) -> Option<String> {
+    use tonic_types::StatusExt as _;
+    status
+        .get_error_details()
+        .error_info()
+        .map(|i| i.reason.clone())
+}
+
+pub fn assert_code<T: std::fmt::Debug>(result: Result<T, Status>, code: Code) -> Status {
+    match result {
+        Ok(v) => panic!("expected {code:?}, got OK {v:?}"),
+        Err(status) => {
+            assert_eq!(status.code(), code, "unexpected status: {status:?}");
+            status
+        }
+    }
+}

@@ -1,0 +1,12 @@
+//! API tests: the real application (the same composition root as `tally serve`) on port 0,
+//! a fresh PostgreSQL database per test, the generated tonic clients over real sockets.
+//!
+//! One test binary with modules (rather than one binary per file) keeps link time down.
+
+mod authz;
+mod helpers;
+mod migrations;
+mod server;
+mod sessions;
+mod tokens;
+mod users;
