@@ -11,6 +11,9 @@ const PROTOS: &[&str] = &[
     "tally/v1/roles.proto",
     "tally/v1/accounts.proto",
     "tally/v1/transfers.proto",
+    // Error details, so reflection clients and the gateway can decode them.
+    "google/rpc/status.proto",
+    "google/rpc/error_details.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

@@ -8,7 +8,7 @@
 #   TALLY_ADDR  host:port of a running `tally serve` (gRPC over h2c, reflection on);
 #               default 127.0.0.1:8080
 #
-# The commands below are the ones in scripts/WALKTHROUGH.md (pasted into the README); keep the
+# The commands below are the ones in the README walkthrough; keep the
 # two in step. Every run signs up a new user (alice_<epoch>_<random>), so the script can run
 # again and again against the same database. buf comes from scripts/tools.sh (pinned, installed
 # into .tools/ on first use). Exits non-zero with a message naming the step on any mismatch.
@@ -47,7 +47,7 @@ BUF_BIN_DIR="$("$SCRIPT_DIR/tools.sh" bin)" || fail "could not install buf (scri
 export PATH="$BUF_BIN_DIR:$PATH"
 printf 'walkthrough.sh: buf %s, server %s\n' "$(buf --version)" "$TALLY_ADDR"
 
-# ---- the walkthrough (same commands as scripts/WALKTHROUGH.md) -------------------------------
+# ---- the walkthrough (same commands as the README walkthrough) -------------------------------
 
 TALLY="http://$TALLY_ADDR"
 TALLY_USER="alice_$(date +%s)_$RANDOM"

@@ -64,7 +64,7 @@ pub enum Error {
         reason: &'static str,
         message: String,
     },
-    #[error("{0} is not implemented yet")]
+    #[error("{0} is not implemented")]
     Unimplemented(&'static str),
     /// The database or another dependency is unreachable right now; the call may be retried.
     #[error("service unavailable")]

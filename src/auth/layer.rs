@@ -79,7 +79,12 @@ where
                 return Ok(not_found());
             }
             let decision = match access {
-                None => Err(Error::permission_denied("no access policy for this method")),
+                // A method of a served tally service without a policy: denied by default.
+                None if serves(request.uri().path()) => {
+                    Err(Error::permission_denied("no access policy for this method"))
+                }
+                // A service nobody serves: answer as gRPC does for unknown methods.
+                None => Err(Error::Unimplemented("this method")),
                 Some(Access::Public) => Ok(None),
                 Some(access) => {
                     let header = request
@@ -111,6 +116,15 @@ where
             }
         })
     }
+}
+
+/// Whether `path` names a method of one of tally's own services.
+fn serves(path: &str) -> bool {
+    crate::proto::TALLY_SERVICES.iter().any(|service| {
+        path.strip_prefix('/')
+            .and_then(|p| p.strip_prefix(service))
+            .is_some_and(|rest| rest.starts_with('/'))
+    })
 }
 
 fn not_found() -> Response<tonic::body::Body> {

@@ -1,0 +1,54 @@
+# tally — the two commands are `make run` and `make test`; `make help` lists the rest.
+#
+# Both find or start PostgreSQL and Redis first (scripts/services.sh): DATABASE_URL / REDIS_URL
+# when set, else servers on the default local ports, else throwaway instances under
+# .dev-services/ (installing the Debian packages when missing and running as root).
+
+SHELL := /bin/bash
+.SHELLFLAGS := -euo pipefail -c
+.DEFAULT_GOAL := help
+
+CARGO ?= cargo
+# Where `make run` listens; any TALLY_* / DATABASE_URL / REDIS_URL in the environment applies.
+TALLY_LISTEN_ADDR ?= 127.0.0.1:8080
+export TALLY_LISTEN_ADDR
+
+SERVICES := eval "$$(scripts/services.sh env)"
+
+.PHONY: help build lint fmt migrate run test test-rust test-walkthrough services-stop clean
+
+help: ## List the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 20
+
+build: ## Build the tally binary (debug)
+	$(CARGO) build --locked
+
+lint: ## cargo fmt --check and clippy -D warnings
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --locked --all-targets -- -D warnings
+
+fmt: ## Format the code
+	$(CARGO) fmt --all
+
+migrate: ## Apply pending migrations to DATABASE_URL (or the local/throwaway database)
+	$(SERVICES) && $(CARGO) run --locked --quiet -- migrate up
+
+run: ## Find or start PostgreSQL and Redis, migrate, serve on TALLY_LISTEN_ADDR
+	$(SERVICES) && $(CARGO) build --locked && \
+	  ./target/debug/tally migrate up && \
+	  exec ./target/debug/tally serve
+
+test: test-rust test-walkthrough ## Every test tier: unit, store/API (real PostgreSQL), walkthrough
+
+test-rust: ## Unit and integration tests (cargo test) against real PostgreSQL and Redis
+	$(SERVICES) && $(CARGO) test --locked --no-fail-fast
+
+test-walkthrough: ## The README walkthrough, run with buf curl against a real server
+	$(SERVICES) && $(CARGO) build --locked && scripts/walkthrough-test.sh
+
+services-stop: ## Stop throwaway PostgreSQL/Redis started by scripts/services.sh
+	scripts/services.sh stop
+
+clean: ## Remove build output and throwaway service data
+	scripts/services.sh clean
+	$(CARGO) clean
