@@ -4,6 +4,7 @@
 //! One test binary with modules (rather than one binary per file) keeps link time down.
 
 mod authz;
+mod cli;
 mod helpers;
 mod migrations;
 mod server;

@@ -197,6 +197,20 @@ async fn an_unknown_user_and_a_wrong_password_get_the_same_answer() {
     );
     assert_eq!(unknown.message(), wrong.message());
     assert_eq!(reason(&unknown), reason(&wrong));
+
+    // Timing is reported, not asserted (a timing assertion would be flaky): both paths run
+    // one argon2id verification. `cargo test an_unknown_user -- --nocapture` shows the figures.
+    let mut unknown_ms = Vec::new();
+    let mut wrong_ms = Vec::new();
+    for _ in 0..5 {
+        let started = std::time::Instant::now();
+        let _ = app.login(&unique("nobody"), PASSWORD).await;
+        unknown_ms.push(started.elapsed().as_secs_f64() * 1e3);
+        let started = std::time::Instant::now();
+        let _ = app.login(&erin, "not the password").await;
+        wrong_ms.push(started.elapsed().as_secs_f64() * 1e3);
+    }
+    eprintln!("login latency ms: unknown user {unknown_ms:.1?}, wrong password {wrong_ms:.1?}");
 }
 
 #[tokio::test]
