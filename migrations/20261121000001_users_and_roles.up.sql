@@ -31,9 +31,9 @@ CREATE TABLE roles (
 INSERT INTO roles (name, description, permissions) VALUES
     ('customer', 'Every new user: opens accounts and moves money of their own.',
      ARRAY['accounts.own', 'transfers.own']),
-    ('banker', 'Reads every account and transfer, deposits, withdraws, opens accounts for anyone.',
+    ('banker', 'Reads every account and transfer, deposits, withdraws, opens accounts and moves money for anyone.',
      ARRAY['accounts.read_any', 'accounts.create_any', 'accounts.deposit', 'accounts.withdraw',
-           'transfers.read_any']),
+           'transfers.read_any', 'transfers.create_any']),
     ('admin', 'Everything, including users, sessions and roles.',
      ARRAY['accounts.read_any', 'accounts.create_any', 'accounts.deposit', 'accounts.withdraw',
            'transfers.read_any', 'transfers.create_any', 'users.manage', 'sessions.manage',

@@ -29,6 +29,7 @@ use crate::{
     config::ServeSettings,
     db,
     identity::{Identity, IdentitySettings},
+    ledger::Ledger,
     proto::{
         self,
         tally_v1::{
@@ -99,10 +100,12 @@ impl Application {
                 login_failure_window: settings.login_failure_window,
             },
         ));
+        let ledger = Arc::new(Ledger::new(pool.clone(), settings.ledger.clone()));
+        ledger.bootstrap().await?;
         // The first unknown-user login must not pay for computing the dummy hash.
         tokio::task::spawn_blocking(password::warm_up).await?;
 
-        let state = ApiState { identity };
+        let state = ApiState { identity, ledger };
         let draining = Arc::new(AtomicBool::new(false));
         let (health, health_service) = tonic_health::server::health_reporter();
         let max = settings.max_message_bytes;

@@ -17,6 +17,8 @@ pub const REDIS_URL_DEFAULT: &str = "redis://127.0.0.1:6379";
 /// Revocations must reach already-issued access tokens within 5 s (the contract), so the
 /// session cache may never hold an entry longer than this.
 pub const AUTH_CACHE_TTL_MS_MAX: u64 = 5_000;
+/// The longest pause between two attempts of one transfer.
+pub const TRANSFER_RETRY_BACKOFF_MAX: Duration = Duration::from_millis(100);
 /// PASETO v4.local keys are exactly this long; JWT HS256 secrets at least this long.
 pub const TOKEN_KEY_BYTES: usize = 32;
 
@@ -72,6 +74,14 @@ pub enum Command {
         #[command(flatten)]
         database: DatabaseArgs,
     },
+    /// Recompute every balance from its entries and check the ledger's invariants; exits
+    /// non-zero on any mismatch.
+    Verify {
+        #[command(flatten)]
+        database: DatabaseArgs,
+    },
+    /// Load generator: transfers over gRPC against a running server (see the README).
+    Bench(Box<crate::bench::BenchArgs>),
     /// Operator commands that talk to the database directly (bootstrap the first admin).
     Admin {
         #[command(subcommand)]
@@ -229,6 +239,26 @@ pub struct ServeArgs {
           value_name = "TALLY_STREAMS_PER_CONNECTION_MAX", default_value_t = 256,
           value_parser = clap::value_parser!(u32).range(1..=10_000))]
     pub streams_per_connection_max: u32,
+    /// Currencies as CODE:EXPONENT pairs (exponent: minor units per major unit, as a power of
+    /// ten). A stored currency's exponent can never change.
+    #[arg(long, env = "TALLY_CURRENCIES", value_name = "TALLY_CURRENCIES",
+          default_value = crate::ledger::currency::CURRENCIES_DEFAULT)]
+    pub currencies: String,
+    /// Accounts one owner may hold.
+    #[arg(long, env = "TALLY_ACCOUNTS_PER_OWNER_MAX", value_name = "TALLY_ACCOUNTS_PER_OWNER_MAX",
+          default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub accounts_per_owner_max: u32,
+    /// Attempts of one transfer transaction (serialization failures and deadlocks are retried
+    /// whole) before the call answers ABORTED.
+    #[arg(long, env = "TALLY_TRANSFER_ATTEMPTS_MAX", value_name = "TALLY_TRANSFER_ATTEMPTS_MAX",
+          default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..=100))]
+    pub transfer_attempts_max: u32,
+    /// Backoff before the first retry in milliseconds; doubles per attempt (full jitter), capped
+    /// at 100 ms.
+    #[arg(long, env = "TALLY_TRANSFER_RETRY_BACKOFF_MS",
+          value_name = "TALLY_TRANSFER_RETRY_BACKOFF_MS", default_value_t = 2,
+          value_parser = clap::value_parser!(u64).range(1..=100))]
+    pub transfer_retry_backoff_ms: u64,
     /// On SIGTERM, how long in-flight calls may take to finish before the process exits.
     #[arg(long, env = "TALLY_SHUTDOWN_DRAIN_SECS", value_name = "TALLY_SHUTDOWN_DRAIN_SECS",
           default_value_t = 20, value_parser = clap::value_parser!(u64).range(0..=600))]
@@ -309,6 +339,7 @@ pub struct ServeSettings {
     pub concurrency_max: usize,
     pub streams_per_connection_max: u32,
     pub shutdown_drain: Duration,
+    pub ledger: crate::ledger::LedgerSettings,
 }
 
 impl DatabaseArgs {
@@ -389,6 +420,14 @@ impl ServeArgs {
                 .map_err(|_| config_error("TALLY_CONCURRENCY_MAX", "too large"))?,
             streams_per_connection_max: self.streams_per_connection_max,
             shutdown_drain: Duration::from_secs(self.shutdown_drain_secs),
+            ledger: crate::ledger::LedgerSettings {
+                currencies: crate::ledger::Currencies::parse(&self.currencies)
+                    .map_err(|message| config_error("TALLY_CURRENCIES", message))?,
+                accounts_per_owner_max: self.accounts_per_owner_max,
+                transfer_attempts_max: self.transfer_attempts_max,
+                retry_backoff_base: Duration::from_millis(self.transfer_retry_backoff_ms),
+                retry_backoff_max: TRANSFER_RETRY_BACKOFF_MAX,
+            },
         })
     }
 }

@@ -26,7 +26,17 @@ pub mod reason {
     pub const LOGIN_RATE_LIMITED: &str = "LOGIN_RATE_LIMITED";
     pub const LAST_ADMIN: &str = "LAST_ADMIN";
     pub const NOT_IMPLEMENTED: &str = "NOT_IMPLEMENTED";
+    pub const TRANSFER_ID_REUSED: &str = "TRANSFER_ID_REUSED";
+    pub const INSUFFICIENT_FUNDS: &str = "INSUFFICIENT_FUNDS";
+    pub const CURRENCY_MISMATCH: &str = "CURRENCY_MISMATCH";
+    pub const TRANSACTION_CONFLICT: &str = "TRANSACTION_CONFLICT";
+    pub const ACCOUNT_LIMIT: &str = "ACCOUNT_LIMIT";
+    pub const BALANCE_LIMIT: &str = "BALANCE_LIMIT";
 }
+
+/// SQLSTATEs after which PostgreSQL has certainly rolled the transaction back and a retry of
+/// the whole transaction is safe: serialization_failure and deadlock_detected.
+const RETRYABLE_SQLSTATES: &[&str] = &["40001", "40P01"];
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
@@ -64,6 +74,21 @@ pub enum Error {
         reason: &'static str,
         message: String,
     },
+    /// A business rule refused the call after recording it; ErrorInfo metadata carries the
+    /// recorded resource (for example the FAILED transfer's id).
+    #[error("{message}")]
+    Refused {
+        reason: &'static str,
+        message: String,
+        metadata: Vec<(&'static str, String)>,
+    },
+    /// PostgreSQL aborted the transaction (serialization failure, deadlock, or a concurrent
+    /// insert of the same key): certainly rolled back, so the whole transaction may be retried.
+    #[error("transaction conflict")]
+    Conflict(#[source] sqlx::Error),
+    /// Retries were exhausted; the client may try again with the same idempotency key.
+    #[error("{0}")]
+    Aborted(String),
     #[error("{0} is not implemented")]
     Unimplemented(&'static str),
     /// The database or another dependency is unreachable right now; the call may be retried.
@@ -103,6 +128,8 @@ impl Error {
             Error::PermissionDenied { .. } => Code::PermissionDenied,
             Error::FailedPrecondition { .. } => Code::FailedPrecondition,
             Error::ResourceExhausted { .. } => Code::ResourceExhausted,
+            Error::Refused { .. } => Code::FailedPrecondition,
+            Error::Conflict(_) | Error::Aborted(_) => Code::Aborted,
             Error::Unimplemented(_) => Code::Unimplemented,
             Error::Unavailable(_) => Code::Unavailable,
             Error::Internal(_) => Code::Internal,
@@ -118,7 +145,9 @@ impl Error {
             Error::AlreadyExists { reason, .. }
             | Error::PermissionDenied { reason, .. }
             | Error::FailedPrecondition { reason, .. }
-            | Error::ResourceExhausted { reason, .. } => reason,
+            | Error::ResourceExhausted { reason, .. }
+            | Error::Refused { reason, .. } => reason,
+            Error::Conflict(_) | Error::Aborted(_) => reason::TRANSACTION_CONFLICT,
             Error::Unavailable(_) => "UNAVAILABLE",
             Error::Internal(_) => "INTERNAL",
         }
@@ -129,12 +158,25 @@ impl From<sqlx::Error> for Error {
     /// Unclassified database errors. The store layer maps the constraint violations it expects
     /// before this catch-all; a pool timeout or a lost connection is worth a retry.
     fn from(err: sqlx::Error) -> Self {
+        if is_retryable(&err) {
+            return Error::Conflict(err);
+        }
         match err {
             sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) => {
                 Error::Unavailable(err.into())
             }
             other => Error::Internal(other.into()),
         }
+    }
+}
+
+/// Whether PostgreSQL certainly aborted the transaction that produced `err`.
+pub fn is_retryable(err: &sqlx::Error) -> bool {
+    match err {
+        sqlx::Error::Database(db) => db
+            .code()
+            .is_some_and(|code| RETRYABLE_SQLSTATES.contains(&code.as_ref())),
+        _ => false,
     }
 }
 
@@ -149,7 +191,14 @@ impl From<Error> for Status {
             }
             _ => {}
         }
-        let mut details = ErrorDetails::with_error_info(err.reason(), ERROR_DOMAIN, HashMap::new());
+        let metadata: HashMap<String, String> = match &err {
+            Error::Refused { metadata, .. } => metadata
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), v.clone()))
+                .collect(),
+            _ => HashMap::new(),
+        };
+        let mut details = ErrorDetails::with_error_info(err.reason(), ERROR_DOMAIN, metadata);
         if let Error::InvalidArgument { field, message } = &err {
             details.add_bad_request_violation(*field, message.clone());
         }

@@ -48,6 +48,19 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             }
             Ok(())
         }
+        Command::Verify { database } => {
+            let pool = db::connect(&database.settings()?).await?;
+            db::ensure_migrated(&pool).await?;
+            let report = tally::ledger::verify::run(&pool).await?;
+            println!("{report:#?}");
+            if report.is_consistent() {
+                println!("ledger consistent");
+                Ok(())
+            } else {
+                anyhow::bail!("ledger INCONSISTENT: see the counts above")
+            }
+        }
+        Command::Bench(args) => tally::bench::run(*args).await,
         Command::Admin { action, database } => {
             let pool = db::connect(&database.settings()?).await?;
             tally::admin::run(pool, action).await

@@ -1,55 +1,128 @@
-//! `tally.v1.AccountService`: answers `UNIMPLEMENTED` until the ledger lands. The access
-//! policy already covers every method, so callers are authenticated first.
+//! `tally.v1.AccountService`.
 
 use tonic::{Request, Response, Status};
 
-use super::ApiState;
+use super::{ApiState, principal, timestamp};
 use crate::{
-    error::Error,
+    ledger::{Account, Entry},
     proto::tally_v1::{self as pb, account_service_server::AccountService},
 };
+
+impl From<Account> for pb::Account {
+    fn from(a: Account) -> Self {
+        pb::Account {
+            account_id: a.id.to_string(),
+            owner: a.owner,
+            name: a.name,
+            currency: a.currency,
+            balance: a.balance,
+            created_at: Some(timestamp(a.created_at)),
+            updated_at: Some(timestamp(a.updated_at)),
+        }
+    }
+}
+
+impl From<Entry> for pb::Entry {
+    fn from(e: Entry) -> Self {
+        pb::Entry {
+            entry_id: e.id.to_string(),
+            account_id: e.account_id.to_string(),
+            transfer_id: e.transfer_id.to_string(),
+            amount: e.amount,
+            balance_after: e.balance_after,
+            created_at: Some(timestamp(e.created_at)),
+        }
+    }
+}
 
 #[tonic::async_trait]
 impl AccountService for ApiState {
     async fn create_account(
         &self,
-        _: Request<pb::CreateAccountRequest>,
+        request: Request<pb::CreateAccountRequest>,
     ) -> Result<Response<pb::Account>, Status> {
-        Err(Error::Unimplemented("CreateAccount").into())
+        let principal = principal(&request)?;
+        let r = request.into_inner();
+        let open =
+            self.ledger
+                .parse_open_account(&r.currency, r.owner.as_deref(), r.name.as_deref())?;
+        let account = self.ledger.create_account(&principal, open).await?;
+        Ok(Response::new(account.into()))
     }
 
     async fn get_account(
         &self,
-        _: Request<pb::GetAccountRequest>,
+        request: Request<pb::GetAccountRequest>,
     ) -> Result<Response<pb::Account>, Status> {
-        Err(Error::Unimplemented("GetAccount").into())
+        let principal = principal(&request)?;
+        let account = self
+            .ledger
+            .get_account(&principal, &request.into_inner().account_id)
+            .await?;
+        Ok(Response::new(account.into()))
     }
 
     async fn list_accounts(
         &self,
-        _: Request<pb::ListAccountsRequest>,
+        request: Request<pb::ListAccountsRequest>,
     ) -> Result<Response<pb::ListAccountsResponse>, Status> {
-        Err(Error::Unimplemented("ListAccounts").into())
+        let principal = principal(&request)?;
+        let r = request.into_inner();
+        let page = self
+            .ledger
+            .list_accounts(&principal, r.owner.as_deref(), r.page_size, &r.page_token)
+            .await?;
+        Ok(Response::new(pb::ListAccountsResponse {
+            accounts: page.items.into_iter().map(Into::into).collect(),
+            next_page_token: page.next_page_token,
+        }))
     }
 
     async fn list_entries(
         &self,
-        _: Request<pb::ListEntriesRequest>,
+        request: Request<pb::ListEntriesRequest>,
     ) -> Result<Response<pb::ListEntriesResponse>, Status> {
-        Err(Error::Unimplemented("ListEntries").into())
+        let principal = principal(&request)?;
+        let r = request.into_inner();
+        let page = self
+            .ledger
+            .list_entries(&principal, &r.account_id, r.page_size, &r.page_token)
+            .await?;
+        Ok(Response::new(pb::ListEntriesResponse {
+            entries: page.items.into_iter().map(Into::into).collect(),
+            next_page_token: page.next_page_token,
+        }))
     }
 
     async fn deposit(
         &self,
-        _: Request<pb::DepositRequest>,
+        request: Request<pb::DepositRequest>,
     ) -> Result<Response<pb::Transfer>, Status> {
-        Err(Error::Unimplemented("Deposit").into())
+        let principal = principal(&request)?;
+        let r = request.into_inner();
+        let movement = self.ledger.parse_movement(
+            &r.account_id,
+            &r.request_id,
+            r.amount,
+            r.memo.as_deref(),
+        )?;
+        let applied = self.ledger.deposit(&principal, movement).await?;
+        Ok(super::transfers::applied_response(applied))
     }
 
     async fn withdraw(
         &self,
-        _: Request<pb::WithdrawRequest>,
+        request: Request<pb::WithdrawRequest>,
     ) -> Result<Response<pb::Transfer>, Status> {
-        Err(Error::Unimplemented("Withdraw").into())
+        let principal = principal(&request)?;
+        let r = request.into_inner();
+        let movement = self.ledger.parse_movement(
+            &r.account_id,
+            &r.request_id,
+            r.amount,
+            r.memo.as_deref(),
+        )?;
+        let applied = self.ledger.withdraw(&principal, movement).await?;
+        Ok(super::transfers::applied_response(applied))
     }
 }

@@ -10,6 +10,7 @@ use crate::{
     auth::Principal,
     error::Error,
     identity::{ClientInfo, Identity},
+    ledger::Ledger,
 };
 
 pub mod accounts;
@@ -22,6 +23,7 @@ pub mod users;
 #[derive(Clone)]
 pub struct ApiState {
     pub identity: Arc<Identity>,
+    pub ledger: Arc<Ledger>,
 }
 
 /// The principal the auth layer attached. Its absence on a non-public method is a wiring bug,

@@ -74,7 +74,8 @@ impl Role {
         match self {
             Role::Customer => "Every new user: opens accounts and moves money of their own.",
             Role::Banker => {
-                "Reads every account and transfer, deposits, withdraws, opens accounts for anyone."
+                "Reads every account and transfer, deposits, withdraws, opens accounts and moves \
+                 money for anyone."
             }
             Role::Admin => "Everything, including users, sessions and roles.",
         }
@@ -90,6 +91,7 @@ impl Role {
                 AccountsDeposit,
                 AccountsWithdraw,
                 TransfersReadAny,
+                TransfersCreateAny,
             ],
             Role::Admin => &[
                 AccountsReadAny,

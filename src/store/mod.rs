@@ -2,8 +2,10 @@
 //! owns transactions; expected constraint violations are mapped to domain errors here, by
 //! constraint name.
 
+pub mod accounts;
 pub mod roles;
 pub mod sessions;
+pub mod transfers;
 pub mod users;
 
 /// The constraint a unique or check violation names, if `err` is one.

@@ -130,3 +130,15 @@ pub async fn by_id(conn: &mut PgConnection, id: Uuid) -> Result<Option<UserRow>>
             .await?,
     )
 }
+
+/// Locks a user row against concurrent changes without blocking foreign-key checks on it
+/// (so inserting rows that reference the user still proceeds). Returns whether it exists.
+pub async fn lock_id(conn: &mut PgConnection, id: Uuid) -> Result<bool> {
+    Ok(
+        sqlx::query_scalar::<_, i32>("SELECT 1 FROM users WHERE id = $1 FOR NO KEY UPDATE")
+            .bind(id)
+            .fetch_optional(conn)
+            .await?
+            .is_some(),
+    )
+}

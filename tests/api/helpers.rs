@@ -10,8 +10,9 @@ use tally::{
     app::Application,
     config::{Cli, Command, Environment, ServeSettings},
     proto::tally_v1::{
-        self as pb, role_service_client::RoleServiceClient,
-        session_service_client::SessionServiceClient, user_service_client::UserServiceClient,
+        self as pb, account_service_client::AccountServiceClient,
+        role_service_client::RoleServiceClient, session_service_client::SessionServiceClient,
+        transfer_service_client::TransferServiceClient, user_service_client::UserServiceClient,
     },
 };
 use tokio::sync::oneshot;
@@ -201,6 +202,91 @@ impl TestApp {
 
     pub fn roles(&self) -> RoleServiceClient<Channel> {
         RoleServiceClient::new(self.channel.clone())
+    }
+
+    pub fn accounts(&self) -> AccountServiceClient<Channel> {
+        AccountServiceClient::new(self.channel.clone())
+    }
+
+    pub fn transfers(&self) -> TransferServiceClient<Channel> {
+        TransferServiceClient::new(self.channel.clone())
+    }
+
+    /// Opens an account in `currency` for the holder of `token`.
+    pub async fn open_account(&self, token: &str, currency: &str) -> pb::Account {
+        self.accounts()
+            .create_account(authed(
+                token,
+                pb::CreateAccountRequest {
+                    currency: currency.into(),
+                    owner: None,
+                    name: None,
+                },
+            ))
+            .await
+            .expect("open account")
+            .into_inner()
+    }
+
+    /// Deposits `amount` with a banker's or admin's token.
+    pub async fn deposit(&self, token: &str, account_id: &str, amount: i64) -> pb::Transfer {
+        self.accounts()
+            .deposit(authed(
+                token,
+                pb::DepositRequest {
+                    account_id: account_id.into(),
+                    request_id: Uuid::new_v4().to_string(),
+                    amount,
+                    memo: None,
+                },
+            ))
+            .await
+            .expect("deposit")
+            .into_inner()
+    }
+
+    pub async fn transfer(
+        &self,
+        token: &str,
+        from: &str,
+        to: &str,
+        amount: i64,
+    ) -> Result<pb::Transfer, Status> {
+        self.transfers()
+            .create_transfer(authed(
+                token,
+                pb::CreateTransferRequest {
+                    transfer_id: Uuid::new_v4().to_string(),
+                    from_account_id: from.into(),
+                    to_account_id: to.into(),
+                    amount,
+                    currency: "USD".into(),
+                    memo: None,
+                },
+            ))
+            .await
+            .map(|r| r.into_inner())
+    }
+
+    pub async fn balance(&self, token: &str, account_id: &str) -> i64 {
+        self.accounts()
+            .get_account(authed(
+                token,
+                pb::GetAccountRequest {
+                    account_id: account_id.into(),
+                },
+            ))
+            .await
+            .expect("get account")
+            .into_inner()
+            .balance
+    }
+
+    /// The ledger invariants, as `tally verify` computes them.
+    pub async fn verify(&self) -> tally::ledger::verify::Report {
+        tally::ledger::verify::run(&self.pool)
+            .await
+            .expect("verify runs")
     }
 
     pub async fn create_user(&self, username: &str) -> pb::User {

@@ -6,6 +6,8 @@
 mod authz;
 mod cli;
 mod helpers;
+mod ledger;
+mod ledger_access;
 mod migrations;
 mod server;
 mod sessions;

@@ -1,0 +1,4 @@
+DROP TABLE entries;
+DROP TABLE transfers;
+DROP TABLE accounts;
+DROP TABLE currencies;

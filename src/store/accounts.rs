@@ -1,0 +1,156 @@
+//! Queries on `currencies` and `accounts`.
+
+use sqlx::{FromRow, PgConnection};
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use crate::error::Result;
+
+/// The owner name shown for system accounts (a reserved username).
+pub const SYSTEM_OWNER: &str = "system";
+
+#[derive(Debug, Clone, FromRow)]
+pub struct AccountRow {
+    pub id: Uuid,
+    pub owner_id: Option<Uuid>,
+    /// The owner's username, or `system`.
+    pub owner: String,
+    pub is_system: bool,
+    pub name: String,
+    pub currency: String,
+    pub balance: i64,
+    pub created_at: OffsetDateTime,
+    pub updated_at: OffsetDateTime,
+}
+
+/// An account row under a `FOR NO KEY UPDATE` lock, as the transfer engine needs it.
+#[derive(Debug, Clone, FromRow)]
+pub struct LockedAccount {
+    pub id: Uuid,
+    pub owner_id: Option<Uuid>,
+    pub is_system: bool,
+    pub currency: String,
+    pub balance: i64,
+}
+
+macro_rules! select_account {
+    () => {
+        "SELECT a.id, a.owner_id, COALESCE(u.username, 'system') AS owner, a.is_system, a.name, \
+         a.currency, a.balance, a.created_at, a.updated_at \
+         FROM accounts a LEFT JOIN users u ON u.id = a.owner_id "
+    };
+}
+
+/// Stores `code` if new; returns the exponent stored for it (which may differ).
+pub async fn ensure_currency(conn: &mut PgConnection, code: &str, exponent: i16) -> Result<i16> {
+    sqlx::query("INSERT INTO currencies (code, exponent) VALUES ($1, $2) ON CONFLICT DO NOTHING")
+        .bind(code)
+        .bind(exponent)
+        .execute(&mut *conn)
+        .await?;
+    Ok(
+        sqlx::query_scalar("SELECT exponent FROM currencies WHERE code = $1")
+            .bind(code)
+            .fetch_one(conn)
+            .await?,
+    )
+}
+
+/// Creates the system account of `currency` unless one exists (replicas may race here).
+pub async fn ensure_system_account(conn: &mut PgConnection, currency: &str) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO accounts (id, owner_id, is_system, name, currency) \
+         VALUES ($1, NULL, true, $2, $3) ON CONFLICT DO NOTHING",
+    )
+    .bind(Uuid::now_v7())
+    .bind(format!("{currency} system account"))
+    .bind(currency)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+pub async fn system_account_id(conn: &mut PgConnection, currency: &str) -> Result<Option<Uuid>> {
+    Ok(
+        sqlx::query_scalar("SELECT id FROM accounts WHERE currency = $1 AND is_system")
+            .bind(currency)
+            .fetch_optional(conn)
+            .await?,
+    )
+}
+
+pub async fn insert(
+    conn: &mut PgConnection,
+    id: Uuid,
+    owner_id: Uuid,
+    name: &str,
+    currency: &str,
+) -> Result<()> {
+    sqlx::query("INSERT INTO accounts (id, owner_id, name, currency) VALUES ($1, $2, $3, $4)")
+        .bind(id)
+        .bind(owner_id)
+        .bind(name)
+        .bind(currency)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+pub async fn count_owned(conn: &mut PgConnection, owner_id: Uuid) -> Result<i64> {
+    Ok(
+        sqlx::query_scalar("SELECT count(*) FROM accounts WHERE owner_id = $1")
+            .bind(owner_id)
+            .fetch_one(conn)
+            .await?,
+    )
+}
+
+pub async fn by_id(conn: &mut PgConnection, id: Uuid) -> Result<Option<AccountRow>> {
+    Ok(
+        sqlx::query_as::<_, AccountRow>(concat!(select_account!(), "WHERE a.id = $1"))
+            .bind(id)
+            .fetch_optional(conn)
+            .await?,
+    )
+}
+
+/// The accounts of `owner_id` after `after` (by id), oldest first.
+pub async fn page_owned(
+    conn: &mut PgConnection,
+    owner_id: Uuid,
+    after: Option<Uuid>,
+    limit: i64,
+) -> Result<Vec<AccountRow>> {
+    Ok(sqlx::query_as::<_, AccountRow>(concat!(
+        select_account!(),
+        "WHERE a.owner_id = $1 AND ($2::uuid IS NULL OR a.id > $2) ORDER BY a.id LIMIT $3"
+    ))
+    .bind(owner_id)
+    .bind(after)
+    .bind(limit)
+    .fetch_all(conn)
+    .await?)
+}
+
+/// Locks the given accounts in ascending id order (the one lock order every transfer uses, so
+/// two transfers over the same pair cannot deadlock). `FOR NO KEY UPDATE` rather than
+/// `FOR UPDATE`: it does not conflict with the key-share locks that inserting entries and
+/// transfers (foreign keys to these rows) takes.
+pub async fn lock(conn: &mut PgConnection, ids: &[Uuid]) -> Result<Vec<LockedAccount>> {
+    Ok(sqlx::query_as::<_, LockedAccount>(
+        "SELECT id, owner_id, is_system, currency, balance FROM accounts \
+         WHERE id = ANY($1) ORDER BY id FOR NO KEY UPDATE",
+    )
+    .bind(ids)
+    .fetch_all(conn)
+    .await?)
+}
+
+pub async fn set_balance(conn: &mut PgConnection, id: Uuid, balance: i64) -> Result<()> {
+    sqlx::query("UPDATE accounts SET balance = $2, updated_at = now() WHERE id = $1")
+        .bind(id)
+        .bind(balance)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
