@@ -15,7 +15,7 @@ export TALLY_LISTEN_ADDR
 
 SERVICES := eval "$$(scripts/services.sh env)"
 
-.PHONY: help build lint fmt migrate run test test-rust test-walkthrough services-stop clean
+.PHONY: help build lint fmt migrate run test test-rust test-walkthrough bench verify services-stop clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 20
@@ -45,6 +45,12 @@ test-rust: ## Unit and integration tests (cargo test) against real PostgreSQL an
 
 test-walkthrough: ## The README walkthrough, run with buf curl against a real server
 	$(SERVICES) && $(CARGO) build --locked && scripts/walkthrough-test.sh
+
+bench: ## tally bench (uniform, hot) and pgbench side by side on a fresh database (BENCH_* knobs)
+	scripts/bench.sh
+
+verify: ## Check the ledger invariants of DATABASE_URL (tally verify)
+	$(SERVICES) && $(CARGO) run --locked --quiet -- verify
 
 services-stop: ## Stop throwaway PostgreSQL/Redis started by scripts/services.sh
 	scripts/services.sh stop

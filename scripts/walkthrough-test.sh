@@ -140,7 +140,8 @@ until [[ "$(http_status "http://$ADDR/readyz")" == 200 ]]; do
 done
 log "server ready"
 
-TALLY_ADDR="$ADDR" "$SCRIPT_DIR/walkthrough.sh" || die "the walkthrough failed"
+TALLY_ADDR="$ADDR" DATABASE_URL="$TEST_DB_URL" TALLY_BIN="$TALLY_BIN" "$SCRIPT_DIR/walkthrough.sh" ||
+  die "the walkthrough failed"
 
 log "sending SIGTERM to the server (pid $SERVER_PID)"
 kill -TERM "$SERVER_PID"

@@ -5,8 +5,11 @@
 # Usage:
 #   TALLY_ADDR=127.0.0.1:8080 scripts/walkthrough.sh
 #
-#   TALLY_ADDR  host:port of a running `tally serve` (gRPC over h2c, reflection on);
-#               default 127.0.0.1:8080
+#   TALLY_ADDR    host:port of a running `tally serve` (gRPC over h2c, reflection on);
+#                 default 127.0.0.1:8080
+#   DATABASE_URL  the server's database: the banker of the ledger steps is created with
+#                 `tally admin`, which talks to the database directly
+#   TALLY_BIN     the tally binary for `tally admin` (default <repo>/target/debug/tally)
 #
 # The commands below are the ones in the README walkthrough; keep the
 # two in step. Every run signs up a new user (alice_<epoch>_<random>), so the script can run
@@ -18,6 +21,7 @@ set -euo pipefail
 SCRIPT_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 
 TALLY_ADDR="${TALLY_ADDR:-127.0.0.1:8080}"
+TALLY_BIN="${TALLY_BIN:-$SCRIPT_DIR/../target/debug/tally}"
 
 log() { printf '\n==> %s\n' "$*"; }
 fail() {
@@ -153,6 +157,59 @@ expect_unauthenticated() {
   [[ "$rc" -eq 128 ]] || fail "$step: expected exit status 128 (UNAUTHENTICATED), got $rc"
   expect_contains "$step" "$err" '"code": "unauthenticated"'
 }
+
+# json_field FIELD — a top-level field of the JSON on stdin.
+json_field() { python3 -c 'import json, sys; print(json.load(sys.stdin)[sys.argv[1]])' "$1"; }
+new_id() { python3 -c 'import uuid; print(uuid.uuid4())'; }
+
+log "Open an account (AccountService/CreateAccount)"
+out="$(buf curl --protocol grpc -H "Authorization: Bearer $TOKEN" \
+  "$TALLY/tally.v1.AccountService/CreateAccount" -d '{"currency": "USD", "name": "Checking"}')" ||
+  fail "CreateAccount failed"
+printf '%s\n' "$out"
+expect_contains "CreateAccount" "$out" "\"owner\": \"$TALLY_USER\"" '"currency": "USD"' '"name": "Checking"'
+CHECKING="$(echo "$out" | json_field accountId)" || fail "CreateAccount: no accountId"
+
+log "A banker deposits \$100.00 (tally admin, then AccountService/Deposit)"
+[[ -n "${DATABASE_URL:-}" ]] || fail "DATABASE_URL must name the server's database for tally admin"
+TALLY_BANKER="banker_$(date +%s)_$RANDOM"
+printf '%s\n' "$TALLY_PASSWORD" | "$TALLY_BIN" admin create-user --username "$TALLY_BANKER" \
+  --email "$TALLY_BANKER@example.com" || fail "tally admin create-user failed"
+"$TALLY_BIN" admin grant-role "$TALLY_BANKER" banker || fail "tally admin grant-role failed"
+BANKER_TOKEN="$(buf curl --protocol grpc "$TALLY/tally.v1.SessionService/Login" \
+  -d "{\"username\": \"$TALLY_BANKER\", \"password\": \"$TALLY_PASSWORD\"}" | json_field accessToken)" ||
+  fail "banker login failed"
+out="$(buf curl --protocol grpc -H "Authorization: Bearer $BANKER_TOKEN" \
+  "$TALLY/tally.v1.AccountService/Deposit" \
+  -d "{\"accountId\": \"$CHECKING\", \"requestId\": \"$(new_id)\", \"amount\": \"10000\", \"memo\": \"opening deposit\"}")" ||
+  fail "Deposit failed"
+printf '%s\n' "$out"
+expect_contains "Deposit" "$out" '"amount": "10000"' '"status": "TRANSFER_STATUS_SUCCEEDED"' \
+  '"kind": "TRANSFER_KIND_DEPOSIT"'
+
+log "Move \$25.00 to a second account (TransferService/CreateTransfer)"
+SAVINGS="$(buf curl --protocol grpc -H "Authorization: Bearer $TOKEN" \
+  "$TALLY/tally.v1.AccountService/CreateAccount" -d '{"currency": "USD", "name": "Savings"}' |
+  json_field accountId)" || fail "CreateAccount (savings) failed"
+TRANSFER_ID="$(new_id)"
+out="$(buf curl --protocol grpc -H "Authorization: Bearer $TOKEN" \
+  "$TALLY/tally.v1.TransferService/CreateTransfer" \
+  -d "{\"transferId\": \"$TRANSFER_ID\", \"fromAccountId\": \"$CHECKING\", \"toAccountId\": \"$SAVINGS\", \"amount\": \"2500\", \"currency\": \"USD\", \"memo\": \"rainy day\"}")" ||
+  fail "CreateTransfer failed"
+printf '%s\n' "$out"
+expect_contains "CreateTransfer" "$out" "\"transferId\": \"$TRANSFER_ID\"" '"amount": "2500"' \
+  '"status": "TRANSFER_STATUS_SUCCEEDED"'
+
+log "The statement, newest first (AccountService/ListEntries)"
+out="$(buf curl --protocol grpc -H "Authorization: Bearer $TOKEN" \
+  "$TALLY/tally.v1.AccountService/ListEntries" -d "{\"accountId\": \"$CHECKING\"}")" ||
+  fail "ListEntries failed"
+printf '%s\n' "$out"
+python3 - "$out" <<'PY' || fail "ListEntries: expected -2500 (balance 7500) then +10000 (balance 10000)"
+import json, sys
+entries = json.loads(sys.argv[1])["entries"]
+assert [(e["amount"], e["balanceAfter"]) for e in entries] == [("-2500", "7500"), ("10000", "10000")], entries
+PY
 
 log "Without a token: UNAUTHENTICATED"
 expect_unauthenticated "ListRoles without a token" \
