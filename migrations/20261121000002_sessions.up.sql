@@ -9,7 +9,7 @@ CREATE TABLE sessions (
     -- Moves forward with every refresh: the expiry of the newest refresh token.
     expires_at     timestamptz NOT NULL,
     revoked_at     timestamptz,
-    -- Why it was revoked: logout, refresh_token_reuse, password_changed, admin.
+    -- Why it was revoked: logout, refresh_token_reuse, password_changed, admin, session_limit.
     revoked_reason text,
     CONSTRAINT sessions_user_agent_length CHECK (char_length(user_agent) <= 512),
     CONSTRAINT sessions_client_address_length CHECK (char_length(client_address) <= 128),
@@ -39,3 +39,5 @@ CREATE TABLE login_failures (
 );
 
 CREATE INDEX login_failures_username_failed_at_idx ON login_failures (username, failed_at);
+-- For pruning everything past the window, whichever username it names.
+CREATE INDEX login_failures_failed_at_idx ON login_failures (failed_at);

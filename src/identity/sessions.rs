@@ -28,6 +28,8 @@ const REFRESH_TOKEN_BYTES: usize = 32;
 const REFRESH_TOKEN_CHARS_MAX: usize = 128;
 /// `ListSessions` returns at most this many, newest first.
 pub const SESSIONS_LIST_MAX: i64 = 100;
+/// Live sessions one user may hold; a new login past this revokes the oldest.
+pub const LIVE_SESSIONS_PER_USER_MAX: i64 = 50;
 /// Stored user agents and addresses are cut to these lengths (the columns' CHECKs).
 const USER_AGENT_CHARS_MAX: usize = 512;
 const CLIENT_ADDRESS_CHARS_MAX: usize = 128;
@@ -117,6 +119,9 @@ impl Identity {
         let session_id = Uuid::now_v7();
         let refresh_token = new_refresh_token();
         let refresh_expires_at = now + self.settings.refresh_ttl;
+        let evicted =
+            store::sessions::revoke_beyond(&mut tx, user.id, LIVE_SESSIONS_PER_USER_MAX - 1)
+                .await?;
         store::sessions::insert(
             &mut tx,
             store::sessions::NewSession {
@@ -136,6 +141,9 @@ impl Identity {
         )
         .await?;
         tx.commit().await?;
+        for id in evicted {
+            self.authenticator.forget_session(id);
+        }
 
         let (access_token, access_expires_at) =
             self.issue_access(&user.username, session_id, user.roles.clone(), now)?;
@@ -196,6 +204,7 @@ impl Identity {
         )
         .await?;
         store::sessions::extend(&mut tx, row.session_id, next_expires_at).await?;
+        store::sessions::prune_refresh_tokens(&mut tx, row.session_id).await?;
         tx.commit().await?;
 
         let (access_token, access_expires_at) =

@@ -213,23 +213,45 @@ pub async fn recent_login_failures(
     .await?)
 }
 
-/// Records a failure and prunes this username's failures that fell out of the window.
+/// Records a failure and prunes every failure that fell out of the window (any username, so
+/// guessing many usernames cannot grow the table without bound).
 pub async fn record_login_failure(
     conn: &mut PgConnection,
     username: &str,
     window_secs: i64,
 ) -> Result<()> {
-    sqlx::query(
-        "DELETE FROM login_failures \
-         WHERE username = $1 AND failed_at <= now() - make_interval(secs => $2)",
-    )
-    .bind(username)
-    .bind(window_secs as f64)
-    .execute(&mut *conn)
-    .await?;
+    sqlx::query("DELETE FROM login_failures WHERE failed_at <= now() - make_interval(secs => $1)")
+        .bind(window_secs as f64)
+        .execute(&mut *conn)
+        .await?;
     sqlx::query("INSERT INTO login_failures (username) VALUES ($1)")
         .bind(username)
         .execute(conn)
         .await?;
     Ok(())
+}
+
+/// Deletes a session's refresh tokens that have expired: past their expiry, a rotated token can
+/// no longer be presented, so it is no longer needed to detect reuse.
+pub async fn prune_refresh_tokens(conn: &mut PgConnection, session_id: Uuid) -> Result<()> {
+    sqlx::query("DELETE FROM refresh_tokens WHERE session_id = $1 AND expires_at < now()")
+        .bind(session_id)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// Revokes a user's live sessions beyond the newest `keep`; returns the revoked ids.
+pub async fn revoke_beyond(conn: &mut PgConnection, user_id: Uuid, keep: i64) -> Result<Vec<Uuid>> {
+    Ok(sqlx::query_scalar(
+        "UPDATE sessions SET revoked_at = now(), revoked_reason = 'session_limit' \
+         WHERE id IN (SELECT id FROM sessions \
+                      WHERE user_id = $1 AND revoked_at IS NULL AND expires_at > now() \
+                      ORDER BY created_at DESC, id DESC OFFSET $2) \
+         RETURNING id",
+    )
+    .bind(user_id)
+    .bind(keep)
+    .fetch_all(conn)
+    .await?)
 }

@@ -304,3 +304,58 @@ async fn sessions_are_listed_for_their_owner_and_hidden_from_others() {
         .await
         .expect("admin revokes");
 }
+
+#[tokio::test]
+async fn a_user_holds_at_most_fifty_live_sessions_and_the_oldest_gives_way() {
+    let app = TestApp::spawn().await;
+    let name = unique("busy");
+    app.create_user(&name).await;
+    let first = app.login(&name, PASSWORD).await.unwrap();
+    for _ in 0..50 {
+        app.login(&name, PASSWORD).await.unwrap();
+    }
+    let (live, reason): (i64, Option<String>) = sqlx::query_as(
+        "SELECT (SELECT count(*) FROM sessions s JOIN users u ON u.id = s.user_id \
+                 WHERE u.username = $1 AND s.revoked_at IS NULL), \
+                (SELECT revoked_reason FROM sessions WHERE id = $2::uuid)",
+    )
+    .bind(&name)
+    .bind(&first.session_id)
+    .fetch_one(&app.pool)
+    .await
+    .unwrap();
+    assert_eq!(live, 50);
+    assert_eq!(reason.as_deref(), Some("session_limit"));
+    assert_code(
+        app.users()
+            .get_user(authed(
+                &first.access_token,
+                pb::GetUserRequest {
+                    username: name.clone(),
+                },
+            ))
+            .await,
+        Code::Unauthenticated,
+    );
+}
+
+#[tokio::test]
+async fn failures_past_the_window_are_pruned_whatever_username_they_name() {
+    let app = TestApp::spawn().await;
+    sqlx::query(
+        "INSERT INTO login_failures (username, failed_at) \
+         SELECT 'ghost_' || g, now() - interval '1 day' FROM generate_series(1, 100) g",
+    )
+    .execute(&app.pool)
+    .await
+    .unwrap();
+    assert_code(
+        app.login(&unique("nobody"), PASSWORD).await,
+        Code::Unauthenticated,
+    );
+    assert_eq!(
+        app.count("login_failures").await,
+        1,
+        "old failures are gone"
+    );
+}
