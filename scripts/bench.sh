@@ -11,6 +11,7 @@
 #   BENCH_ACCOUNTS      accounts in the uniform mode (default 100)
 #   BENCH_HOT_ACCOUNTS  accounts in the hot mode (default 4)
 #   BENCH_PROFILE       cargo profile of the server and client (default release)
+#   TALLY_BIN           use this tally binary instead of building one
 #   DATABASE_URL        PostgreSQL server (its database name is replaced); else scripts/services.sh
 #
 # Not part of `make test` (it measures, it does not assert); `make bench` runs it.
@@ -38,12 +39,16 @@ if [[ -z "${DATABASE_URL:-}" ]]; then
   eval "$("$SCRIPT_DIR/services.sh" env)"
 fi
 cd "$ROOT_DIR"
-log "building ($PROFILE)"
-cargo build --locked --profile "$PROFILE" >&2
-case "$PROFILE" in
-  dev) BIN="$ROOT_DIR/target/debug/tally" ;;
-  *) BIN="$ROOT_DIR/target/$PROFILE/tally" ;;
-esac
+if [[ -n "${TALLY_BIN:-}" ]]; then
+  BIN="$TALLY_BIN"
+else
+  log "building ($PROFILE)"
+  cargo build --locked --profile "$PROFILE" >&2
+  case "$PROFILE" in
+    dev) BIN="$ROOT_DIR/target/debug/tally" ;;
+    *) BIN="$ROOT_DIR/target/$PROFILE/tally" ;;
+  esac
+fi
 
 with_database() {
   python3 - "$1" "$2" <<'EOF'
