@@ -11,6 +11,7 @@ pub mod auth;
 pub mod config;
 pub mod db;
 pub mod error;
+pub mod gateway;
 pub mod identity;
 pub mod proto;
 pub mod store;

@@ -128,12 +128,16 @@ fn serves(path: &str) -> bool {
 }
 
 fn not_found() -> Response<tonic::body::Body> {
-    let mut response = Response::new(tonic::body::Body::new("not found\n".to_owned()));
-    *response.status_mut() = http::StatusCode::NOT_FOUND;
-    response.headers_mut().insert(
-        CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; charset=utf-8"),
+    // The same JSON shape as every HTTP JSON error of the gateway.
+    let body = format!(
+        "{{\"code\":{},\"message\":\"no route for this path\",\"details\":[]}}\n",
+        tonic::Code::NotFound as i32
     );
+    let mut response = Response::new(tonic::body::Body::new(body));
+    *response.status_mut() = http::StatusCode::NOT_FOUND;
+    response
+        .headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
     response
 }
 
