@@ -17,13 +17,15 @@ use http::Method;
 
 use super::template::{Segment, Template};
 
+/// (field path, decoded value) per template variable, in template order.
+pub type Captures = Vec<(Vec<String>, String)>;
+
 /// What a lookup found.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Match<'a, T> {
     Found {
         target: &'a T,
-        /// (field path, decoded value) per template variable.
-        variables: Vec<(Vec<String>, String)>,
+        variables: Captures,
     },
     /// The path is known under these other methods.
     MethodNotAllowed(Vec<Method>),
@@ -62,7 +64,7 @@ impl<T> Matcher<T> {
     }
 
     pub fn find(&self, method: &Method, raw_path: &str) -> Match<'_, T> {
-        let mut best: Option<(&Template, &T, Vec<(Vec<String>, String)>)> = None;
+        let mut best: Option<(&Template, &T, Captures)> = None;
         let mut others: Vec<Method> = Vec::new();
         for (m, template, target) in &self.routes {
             let Some(variables) = match_template(template, raw_path) else {
@@ -138,7 +140,7 @@ fn decode_keeping_slashes(segment: &str) -> Option<String> {
 }
 
 /// The variables of `template` in `raw_path`, or `None` when it does not match.
-pub fn match_template(template: &Template, raw_path: &str) -> Option<Vec<(Vec<String>, String)>> {
+pub fn match_template(template: &Template, raw_path: &str) -> Option<Captures> {
     let path = raw_path.strip_prefix('/')?;
     let path = match &template.verb {
         Some(verb) => path.strip_suffix(verb.as_str())?.strip_suffix(':')?,

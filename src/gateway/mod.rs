@@ -34,7 +34,7 @@ pub mod response;
 pub mod rules;
 pub mod template;
 
-use matcher::{Match, Matcher};
+use matcher::{Captures, Match, Matcher};
 use response::{GrpcStatus, json_response};
 use rules::Route;
 
@@ -208,7 +208,7 @@ enum Routed {
     Document(Response<tonic::body::Body>),
     /// Not ours: health checks and unknown paths go to the inner service.
     PassThrough,
-    Call(Route, Vec<(Vec<String>, String)>),
+    Call(Route, Captures),
 }
 
 fn route(gateway: &Gateway, request: &Request<tonic::body::Body>) -> Routed {
@@ -247,7 +247,7 @@ async fn transcode<S>(
     gateway: &Gateway,
     mut inner: S,
     route: Route,
-    variables: Vec<(Vec<String>, String)>,
+    variables: Captures,
     request: Request<tonic::body::Body>,
 ) -> Result<Response<tonic::body::Body>, S::Error>
 where

@@ -17,7 +17,10 @@ use prost::Message as _;
 use prost_reflect::{DynamicMessage, FieldDescriptor, Kind, MessageDescriptor};
 use serde_json::{Map, Value as Json};
 
-use super::rules::{BodyRule, Route, resolve_field_path};
+use super::{
+    matcher::Captures,
+    rules::{BodyRule, Route, resolve_field_path},
+};
 
 /// Headers passed through as gRPC metadata, as they are.
 const FORWARDED_HEADERS: &[&str] = &[
@@ -38,7 +41,7 @@ pub struct BadRequest(pub String);
 /// Builds the request message. `body` is the raw request body (already size-checked).
 pub fn build_message(
     route: &Route,
-    variables: Vec<(Vec<String>, String)>,
+    variables: Captures,
     query: Option<&str>,
     body: &[u8],
 ) -> Result<DynamicMessage, BadRequest> {
