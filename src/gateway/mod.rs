@@ -306,3 +306,6 @@ where
         response::unary(&route, &gateway.pool, answer).await
     })
 }
+
+#[cfg(test)]
+mod tests;

@@ -131,9 +131,16 @@ fn kind_json(kind: &Kind, name: &str, text: &str) -> Result<Json, BadRequest> {
             // "NaN", "Infinity" and garbage: the JSON mapping decides.
             _ => Json::String(text.to_owned()),
         },
-        Kind::Enum(_) => match text.parse::<i64>() {
+        Kind::Enum(e) => match text.parse::<i32>() {
             Ok(n) => Json::Number(n.into()),
-            Err(_) => Json::String(text.to_owned()),
+            Err(_) if e.get_value_by_name(text).is_some() => Json::String(text.to_owned()),
+            Err(_) => {
+                let names: Vec<String> = e.values().map(|v| v.name().to_owned()).collect();
+                return Err(BadRequest(format!(
+                    "`{name}` must be one of {}",
+                    names.join(", ")
+                )));
+            }
         },
         Kind::Message(message) => match message.full_name() {
             "google.protobuf.Timestamp"
@@ -151,8 +158,21 @@ fn kind_json(kind: &Kind, name: &str, text: &str) -> Result<Json, BadRequest> {
                 )));
             }
         },
-        // Integers as strings are canonical proto3 JSON for every integer type.
-        _ => Json::String(text.to_owned()),
+        Kind::String | Kind::Bytes => Json::String(text.to_owned()),
+        // Integers as strings are canonical proto3 JSON for every integer type; checked here
+        // so the error can name the parameter.
+        integer => {
+            let fits = match integer {
+                Kind::Int32 | Kind::Sint32 | Kind::Sfixed32 => text.parse::<i32>().is_ok(),
+                Kind::Uint32 | Kind::Fixed32 => text.parse::<u32>().is_ok(),
+                Kind::Uint64 | Kind::Fixed64 => text.parse::<u64>().is_ok(),
+                _ => text.parse::<i64>().is_ok(),
+            };
+            if !fits {
+                return Err(BadRequest(format!("`{name}` must be an integer in range")));
+            }
+            Json::String(text.to_owned())
+        }
     })
 }
 
