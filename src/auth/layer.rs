@@ -1,7 +1,7 @@
 //! The tower layer that authenticates and authorizes every call before any handler runs.
 //!
-//! It sits in front of all routes (gRPC, gRPC-web, and later the JSON gateway, which turns
-//! JSON calls into gRPC requests outside this layer), so every transport shares one auth path.
+//! It sits in front of all routes (gRPC, gRPC-web, and the JSON gateway, which turns JSON
+//! calls into gRPC requests outside this layer), so every transport shares one auth path.
 //! Interceptors cannot do this job: they are synchronous and do not see the method path.
 //! Rejections are trailers-only gRPC responses (`grpc-status` in the headers), which gRPC and
 //! gRPC-web clients both read.
