@@ -24,6 +24,7 @@ use http_body_util::BodyExt as _;
 use prost_reflect::DescriptorPool;
 use tonic::Code;
 use tower::{Layer, Service};
+use tracing::Instrument as _;
 
 pub mod cors;
 pub mod docs;
@@ -193,7 +194,15 @@ where
                     Routed::Document(response) => response,
                     Routed::PassThrough => inner.call(request).await?,
                     Routed::Call(route, variables) => {
-                        transcode(&gateway, inner, route, variables, request).await?
+                        let span = tracing::info_span!(
+                            "gateway.transcode",
+                            rpc = %route.grpc_path,
+                            http.method = %route.http_method,
+                            http.route = %route.template_text,
+                        );
+                        transcode(&gateway, inner, route, variables, request)
+                            .instrument(span)
+                            .await?
                     }
                 }
             };
