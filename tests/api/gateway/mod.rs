@@ -8,6 +8,7 @@
 
 mod http_surface;
 mod parity;
+mod throughput;
 
 use bytes::{Buf as _, BufMut as _};
 use prost::Message as _;
