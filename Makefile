@@ -38,12 +38,12 @@ run: ## Find or start PostgreSQL and Redis, migrate, serve on TALLY_LISTEN_ADDR
 	  ./target/debug/tally migrate up && \
 	  exec ./target/debug/tally serve
 
-test: test-rust test-walkthrough ## Every test tier: unit, store/API (real PostgreSQL), walkthrough
+test: test-rust test-walkthrough ## Every test tier: unit, store/API (real PostgreSQL), walkthroughs, gateway checks
 
 test-rust: ## Unit and integration tests (cargo test) against real PostgreSQL and Redis
 	$(SERVICES) && $(CARGO) test --locked --no-fail-fast
 
-test-walkthrough: ## The README walkthrough, run with buf curl against a real server
+test-walkthrough: ## README walkthroughs (buf curl, curl), schemathesis, gRPC-web client vs a real server
 	$(SERVICES) && $(CARGO) build --locked && scripts/walkthrough-test.sh
 
 bench: ## tally bench (uniform, hot) and pgbench side by side on a fresh database (BENCH_* knobs)

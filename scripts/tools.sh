@@ -2,14 +2,20 @@
 # scripts/tools.sh — project-local developer tools, installed under <repo>/.tools/ (gitignored).
 #
 # Usage:
-#   scripts/tools.sh buf       install buf if needed, print the absolute path of the buf executable
-#   scripts/tools.sh bin       install every tool if needed, print the absolute path of the bin dir
-#   scripts/tools.sh install   install every tool if needed (prints nothing on stdout)
-#   scripts/tools.sh version   print the pinned versions
+#   scripts/tools.sh buf           install buf if needed, print the path of the buf executable
+#   scripts/tools.sh bin           install buf if needed, print the path of the bin dir
+#   scripts/tools.sh schemathesis  install schemathesis if needed, print the path of its executable
+#   scripts/tools.sh node-modules  install the gRPC-web client packages, print node_modules' path
+#   scripts/tools.sh install       install every tool if needed (prints nothing on stdout)
+#   scripts/tools.sh version       print the pinned versions
 #
 # Tools:
 #   buf  npm package @bufbuild/buf, pinned to BUF_VERSION below (exact version). Works offline
 #        once installed; `buf curl` talks to `tally serve` through server reflection.
+#   schemathesis  PyPI, pinned to SCHEMATHESIS_VERSION, in a virtualenv at .tools/venv (needs
+#        python3 with venv; as root on Debian, python3-venv is installed when missing).
+#   @connectrpc/connect, @connectrpc/connect-web, @bufbuild/protobuf  npm, pinned below: the
+#        gRPC-web client that scripts/grpc-web-client.cjs runs under node.
 #
 # Installing is idempotent: when the pinned version is already in .tools/ nothing runs except a
 # version check (a few milliseconds). A different installed version is replaced. Concurrent runs
@@ -27,6 +33,9 @@ set -euo pipefail
 
 # Pinned tool versions. Bump deliberately (npm view @bufbuild/buf version).
 BUF_VERSION="1.75.0"
+SCHEMATHESIS_VERSION="4.32.5"
+CONNECT_VERSION="2.2.0"
+PROTOBUF_ES_VERSION="2.17.0"
 
 SCRIPT_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 ROOT_DIR="$(cd "$SCRIPT_DIR/.." && pwd)"
@@ -42,7 +51,7 @@ die() {
 }
 
 usage() {
-  sed -n '2,8p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2
+  sed -n '2,10p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2
 }
 
 is_root() { [[ "$(id -u)" -eq 0 ]]; }
@@ -130,6 +139,60 @@ install_buf() {
     die "buf $BUF_VERSION is not runnable after npm install (no native package for $(uname -s)/$(uname -m)?)"
 }
 
+VENV_DIR="$TOOLS_DIR/venv"
+
+installed_schemathesis() {
+  local exe="$VENV_DIR/bin/schemathesis" version
+  [[ -x "$exe" ]] || return 1
+  version="$("$exe" --version 2>/dev/null)" || return 1
+  [[ "$version" == *" $SCHEMATHESIS_VERSION" ]] || return 1
+  printf '%s\n' "$exe"
+}
+
+install_schemathesis() {
+  if installed_schemathesis >/dev/null; then
+    return 0
+  fi
+  command -v python3 >/dev/null 2>&1 || die "python3 is required for schemathesis"
+  if ! python3 -c 'import ensurepip, venv' >/dev/null 2>&1; then
+    if [[ -z "${TALLY_NO_INSTALL:-}" ]] && is_root && command -v apt-get >/dev/null 2>&1; then
+      log "python3 venv support missing: installing python3-venv with apt-get"
+      export DEBIAN_FRONTEND=noninteractive
+      { apt-get update && apt-get install -y --no-install-recommends python3-venv; } >&2 ||
+        die "apt-get install python3-venv failed"
+    else
+      die "python3 venv support is required (Debian/Ubuntu: apt-get install python3-venv)"
+    fi
+  fi
+  log "installing schemathesis $SCHEMATHESIS_VERSION into $VENV_DIR"
+  rm -rf "$VENV_DIR"
+  python3 -m venv "$VENV_DIR" >&2 || die "python3 -m venv failed"
+  "$VENV_DIR/bin/pip" install --quiet --disable-pip-version-check \
+    "schemathesis==$SCHEMATHESIS_VERSION" >&2 ||
+    die "pip install schemathesis==$SCHEMATHESIS_VERSION failed (is PyPI reachable?)"
+  installed_schemathesis >/dev/null || die "schemathesis is not runnable after pip install"
+}
+
+node_modules_ready() {
+  local want="$NODE_MODULES/@connectrpc/connect-web/package.json"
+  [[ -f "$want" ]] && grep -q "\"version\": \"$CONNECT_VERSION\"" "$want" &&
+    [[ -f "$NODE_MODULES/@bufbuild/protobuf/package.json" ]]
+}
+
+install_node_modules() {
+  if node_modules_ready; then
+    return 0
+  fi
+  ensure_npm
+  mkdir -p "$TOOLS_DIR"
+  log "installing the gRPC-web client packages into $TOOLS_DIR"
+  npm install --prefix "$TOOLS_DIR" --save-exact --ignore-scripts --no-audit --no-fund \
+    --loglevel=error "@connectrpc/connect@$CONNECT_VERSION" \
+    "@connectrpc/connect-web@$CONNECT_VERSION" "@bufbuild/protobuf@$PROTOBUF_ES_VERSION" >&2 ||
+    die "npm install of the gRPC-web client packages failed (is the npm registry reachable?)"
+  node_modules_ready || die "the gRPC-web client packages are missing after npm install"
+}
+
 main() {
   local command="${1:-}"
   case "$command" in
@@ -141,18 +204,29 @@ main() {
       install_buf
       printf '%s\n' "$BIN_DIR"
       ;;
+    schemathesis)
+      install_schemathesis
+      installed_schemathesis
+      ;;
+    node-modules)
+      install_node_modules
+      printf '%s\n' "$NODE_MODULES"
+      ;;
     install)
       install_buf
+      install_schemathesis
+      install_node_modules
       ;;
     version)
-      printf 'buf %s\n' "$BUF_VERSION"
+      printf 'buf %s\nschemathesis %s\n@connectrpc/connect(-web) %s\n@bufbuild/protobuf %s\n' \
+        "$BUF_VERSION" "$SCHEMATHESIS_VERSION" "$CONNECT_VERSION" "$PROTOBUF_ES_VERSION"
       ;;
     -h | --help | help)
       usage
       ;;
     *)
       usage
-      die "unknown command '${command}' (expected buf, bin, install or version)"
+      die "unknown command '${command}' (expected buf, bin, schemathesis, node-modules, install or version)"
       ;;
   esac
 }

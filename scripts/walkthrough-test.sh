@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# scripts/walkthrough-test.sh — run the README walkthrough (scripts/walkthrough.sh) against a
-# fresh `tally serve` on a fresh database, then check the server stops cleanly on SIGTERM.
+# scripts/walkthrough-test.sh — run the README walkthroughs (scripts/walkthrough.sh: buf curl and
+# plain curl) and the gateway's third-party checks (scripts/gateway-check.sh: schemathesis, a
+# gRPC-web client) against a fresh `tally serve` on a fresh database, then check the server
+# stops cleanly on SIGTERM.
 #
 # Usage:
 #   scripts/walkthrough-test.sh
@@ -10,7 +12,7 @@
 #      A new database tally_walkthrough_<epoch>_<pid> is created on that server (through the
 #      `postgres` database of the same URL) and dropped at the end, pass or fail.
 #   2. `target/debug/tally serve --migrate true` on a free 127.0.0.1 port, waits for /readyz.
-#   3. scripts/walkthrough.sh against it.
+#   3. scripts/walkthrough.sh, then scripts/gateway-check.sh against it.
 #   4. SIGTERM; the server must exit with status 0 within 30 s.
 #
 # Environment:
@@ -19,7 +21,8 @@
 #   TALLY_BIN             server binary (default <repo>/target/debug/tally; not built here)
 #   TALLY_READY_TIMEOUT   seconds to wait for /readyz (default 60)
 #
-# Needs: bash, python3, psql; buf is installed by scripts/tools.sh on first use.
+# Needs: bash, curl, python3, psql, node; buf, schemathesis and the npm gRPC-web client packages
+# are installed by scripts/tools.sh on first use.
 
 set -euo pipefail
 
@@ -37,11 +40,12 @@ die() {
 }
 
 command -v python3 >/dev/null 2>&1 || die "python3 is required"
+command -v curl >/dev/null 2>&1 || die "curl is required (Debian/Ubuntu: apt-get install curl)"
 command -v psql >/dev/null 2>&1 ||
   die "psql is required to create the test database (Debian/Ubuntu: apt-get install postgresql-client)"
 [[ -x "$TALLY_BIN" ]] || die "$TALLY_BIN not found or not executable; build it first (cargo build)"
 
-# Make sure buf is there before anything is started (the first install takes a few seconds).
+# Make sure the tools are there before anything is started (the first install takes a while).
 "$SCRIPT_DIR/tools.sh" install
 
 if [[ -z "${DATABASE_URL:-}" ]]; then
@@ -142,6 +146,7 @@ log "server ready"
 
 TALLY_ADDR="$ADDR" DATABASE_URL="$TEST_DB_URL" TALLY_BIN="$TALLY_BIN" "$SCRIPT_DIR/walkthrough.sh" ||
   die "the walkthrough failed"
+TALLY_ADDR="$ADDR" "$SCRIPT_DIR/gateway-check.sh" || die "the gateway checks failed"
 
 log "sending SIGTERM to the server (pid $SERVER_PID)"
 kill -TERM "$SERVER_PID"

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# scripts/walkthrough.sh — run the README's `buf curl` walkthrough against a running tally server
-# and check every answer.
+# scripts/walkthrough.sh — run the README's walkthroughs (`buf curl` over gRPC, then plain `curl`
+# over HTTP JSON) against a running tally server and check every answer.
 #
 # Usage:
 #   TALLY_ADDR=127.0.0.1:8080 scripts/walkthrough.sh
@@ -233,4 +233,91 @@ done
 expect_unauthenticated "ListRoles after logout" \
   buf curl --protocol grpc -H "Authorization: Bearer $TOKEN" "$TALLY/tally.v1.RoleService/ListRoles"
 
-printf '\nwalkthrough.sh: OK (user %s on %s)\n' "$TALLY_USER" "$TALLY_ADDR"
+# ---- the same over HTTP JSON with plain curl (the README's curl walkthrough) ------------------
+
+CURL_USER="bob_$(date +%s)_$RANDOM"
+# pretty JSON — what the README pipes through for readability
+pretty() { python3 -m json.tool; }
+json_field() { python3 -c 'import json, sys; print(json.load(sys.stdin)[sys.argv[1]])' "$1"; }
+
+log "curl: is it up?"
+out="$(curl -sS --fail-with-body "$TALLY/healthz")" || fail "curl /healthz failed"
+printf '%s\n' "$out"
+expect_contains "curl /healthz" "$out" "ok"
+
+log "curl: sign up as $CURL_USER (POST /v1/users)"
+out="$(curl -sS --fail-with-body -H 'content-type: application/json' "$TALLY/v1/users" -d @- <<EOF
+{"username": "$CURL_USER", "fullName": "Bob Example", "email": "$CURL_USER@example.com", "password": "$TALLY_PASSWORD"}
+EOF
+)" || fail "curl: POST /v1/users failed: $out"
+printf '%s\n' "$out" | pretty
+expect_contains "curl sign up" "$out" "\"username\":\"$CURL_USER\"" '"roles":["customer"]'
+expect_absent "curl sign up" "$out" "$TALLY_PASSWORD"
+
+log "curl: log in (POST /v1/sessions)"
+LOGIN="$(curl -sS --fail-with-body -H 'content-type: application/json' "$TALLY/v1/sessions" \
+  -d "{\"username\": \"$CURL_USER\", \"password\": \"$TALLY_PASSWORD\"}")" ||
+  fail "curl: POST /v1/sessions failed: $LOGIN"
+printf '%s\n' "$LOGIN" | pretty
+TOKEN="$(echo "$LOGIN" | json_field accessToken)" || fail "curl login: no accessToken"
+SESSION_ID="$(echo "$LOGIN" | json_field sessionId)" || fail "curl login: no sessionId"
+
+log "curl: read yourself (GET /v1/users/$CURL_USER)"
+out="$(curl -sS --fail-with-body -H "authorization: Bearer $TOKEN" "$TALLY/v1/users/$CURL_USER")" ||
+  fail "curl: GET /v1/users/$CURL_USER failed: $out"
+printf '%s\n' "$out" | pretty
+expect_contains "curl GetUser" "$out" "\"email\":\"$CURL_USER@example.com\""
+
+log "curl: change your full name (PATCH /v1/users/$CURL_USER)"
+out="$(curl -sS --fail-with-body -X PATCH -H "authorization: Bearer $TOKEN" \
+  -H 'content-type: application/json' "$TALLY/v1/users/$CURL_USER" -d '{"fullName": "Robert Example"}')" ||
+  fail "curl: PATCH /v1/users/$CURL_USER failed: $out"
+printf '%s\n' "$out" | pretty
+expect_contains "curl UpdateUser" "$out" '"fullName":"Robert Example"'
+
+log "curl: list the roles (GET /v1/roles)"
+out="$(curl -sS --fail-with-body -H "authorization: Bearer $TOKEN" "$TALLY/v1/roles")" ||
+  fail "curl: GET /v1/roles failed: $out"
+printf '%s\n' "$out" | pretty
+expect_contains "curl ListRoles" "$out" '"name":"customer"' '"name":"banker"' '"name":"admin"'
+
+# expect_http STEP STATUS CURL_ARGS... — the call must answer STATUS with a JSON error body.
+expect_http() {
+  local step="$1" want="$2" out status
+  shift 2
+  out="$(curl -sS -w '\nHTTP %{http_code}' "$@")" || fail "$step: curl failed"
+  printf '%s\n' "$out"
+  status="${out##*HTTP }"
+  [[ "$status" == "$want" ]] || fail "$step: expected HTTP $want, got $status"
+  expect_contains "$step" "$out" '"code":' '"message":' '"details":'
+}
+
+log "curl: without a token: 401"
+expect_http "curl ListRoles without a token" 401 "$TALLY/v1/roles"
+
+log "curl: someone else's profile: 404, like a missing one"
+expect_http "curl GetUser of another user" 404 -H "authorization: Bearer $TOKEN" \
+  "$TALLY/v1/users/$TALLY_USER"
+
+log "curl: the API description (GET /openapi.json, GET /docs)"
+out="$(curl -sS --fail-with-body "$TALLY/openapi.json" | json_field openapi)" ||
+  fail "curl: GET /openapi.json failed"
+printf 'openapi %s\n' "$out"
+[[ "$out" == 3.1.* ]] || fail "/openapi.json is not OpenAPI 3.1"
+curl -sS --fail-with-body -o /dev/null "$TALLY/docs" || fail "curl: GET /docs failed"
+
+log "curl: log out (DELETE /v1/sessions/$SESSION_ID)"
+out="$(curl -sS --fail-with-body -X DELETE -H "authorization: Bearer $TOKEN" \
+  "$TALLY/v1/sessions/$SESSION_ID")" || fail "curl: DELETE /v1/sessions failed: $out"
+printf '%s\n' "$out"
+[[ "$out" == "{}" ]] || fail "curl logout: expected {}"
+
+log "curl: the old access token stops working (within 5 s)"
+deadline=$((SECONDS + 7))
+while curl -sf -o /dev/null -H "authorization: Bearer $TOKEN" "$TALLY/v1/roles"; do
+  ((SECONDS < deadline)) || fail "curl logout: the access token still works 7 s after logout"
+  sleep 0.5
+done
+expect_http "curl ListRoles after logout" 401 -H "authorization: Bearer $TOKEN" "$TALLY/v1/roles"
+
+printf '\nwalkthrough.sh: OK (users %s and %s on %s)\n' "$TALLY_USER" "$CURL_USER" "$TALLY_ADDR"

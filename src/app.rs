@@ -2,8 +2,8 @@
 //! one listener. `main` runs it; every integration test runs it on port 0 with a fresh
 //! database, so tests exercise the real wiring.
 //!
-//! One listener carries gRPC over h2c, gRPC-web (HTTP/1.1 or h2) and plain HTTP/1.1
-//! (`/healthz`, `/readyz`). Limits are explicit: message size, per-call deadline, calls in
+//! One listener carries gRPC over h2c, gRPC-web (HTTP/1.1 or h2), HTTP JSON (the gateway layer)
+//! and plain HTTP (`/healthz`, `/readyz`, `/openapi.json`, `/docs`). Limits are explicit: message size, per-call deadline, calls in
 //! flight, streams per connection, and a bounded drain on shutdown.
 
 use std::{
@@ -25,9 +25,16 @@ use tower::{Layer, limit::GlobalConcurrencyLimitLayer};
 
 use crate::{
     api::ApiState,
-    auth::{Authenticator, layer::AuthLayer, password, token},
+    auth::{
+        Authenticator,
+        layer::AuthLayer,
+        password,
+        policy::{Access, METHOD_POLICIES},
+        token,
+    },
     config::ServeSettings,
     db,
+    gateway::{ApiInfo, Gateway, GatewayLayer, GatewayOptions},
     identity::{Identity, IdentitySettings},
     ledger::Ledger,
     proto::{
@@ -56,6 +63,7 @@ pub struct Application {
     settings: ServeSettings,
     pool: PgPool,
     authenticator: Arc<Authenticator>,
+    gateway: Arc<Gateway>,
 }
 
 #[derive(Clone)]
@@ -174,6 +182,16 @@ impl Application {
             )
             .await;
 
+        let gateway = Arc::new(Gateway::new(
+            proto::FILE_DESCRIPTOR_SET,
+            GatewayOptions {
+                body_bytes_max: max,
+                cors_allowed_origins: settings.cors_allowed_origins.clone(),
+                info: api_info(),
+            },
+        )?);
+        tracing::debug!(routes = gateway.route_count(), "http json gateway ready");
+
         let listener = TcpListener::bind(settings.listen_addr).await?;
         let local_addr = listener.local_addr()?;
         Ok(Self {
@@ -185,6 +203,7 @@ impl Application {
             settings,
             pool,
             authenticator,
+            gateway,
         })
     }
 
@@ -211,6 +230,7 @@ impl Application {
             draining,
             settings,
             authenticator,
+            gateway,
             ..
         } = self;
         let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
@@ -221,7 +241,9 @@ impl Application {
             .max_concurrent_streams(settings.streams_per_connection_max)
             .http2_keepalive_interval(Some(HTTP2_KEEPALIVE_INTERVAL))
             .http2_keepalive_timeout(Some(HTTP2_KEEPALIVE_TIMEOUT))
-            // Outermost first: a call waits for a slot, then is authenticated.
+            // Outermost first: JSON calls are transcoded into gRPC calls, then every call waits
+            // for a slot, then is authenticated, so all transports share limits and auth.
+            .layer(GatewayLayer::new(gateway))
             .layer(GlobalConcurrencyLimitLayer::new(settings.concurrency_max))
             .layer(AuthLayer::new(authenticator))
             .add_routes(routes)
@@ -263,6 +285,23 @@ impl Application {
         }
         tracing::info!("stopped");
         Ok(())
+    }
+}
+
+/// What `/openapi.json` says about tally as a whole.
+fn api_info() -> ApiInfo {
+    ApiInfo {
+        title: "tally".to_owned(),
+        version: env!("CARGO_PKG_VERSION").to_owned(),
+        description: "A gRPC-first money ledger. Every RPC of tally.v1 is also served as HTTP \
+                      JSON (proto3 JSON mapping); errors are {code, message, details} with the \
+                      gRPC code number."
+            .to_owned(),
+        public_methods: METHOD_POLICIES
+            .iter()
+            .filter(|(_, access)| *access == Access::Public)
+            .map(|(path, _)| (*path).to_owned())
+            .collect(),
     }
 }
 

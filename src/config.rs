@@ -259,6 +259,16 @@ pub struct ServeArgs {
           value_name = "TALLY_TRANSFER_RETRY_BACKOFF_MS", default_value_t = 2,
           value_parser = clap::value_parser!(u64).range(1..=100))]
     pub transfer_retry_backoff_ms: u64,
+    /// Origins browsers may call from (CORS), comma-separated: exact origins such as
+    /// `https://app.example.com`, or `*` for any. Empty (the default) allows none.
+    #[arg(
+        long,
+        env = "TALLY_CORS_ALLOWED_ORIGINS",
+        value_name = "TALLY_CORS_ALLOWED_ORIGINS",
+        value_delimiter = ',',
+        default_value = ""
+    )]
+    pub cors_allowed_origins: Vec<String>,
     /// On SIGTERM, how long in-flight calls may take to finish before the process exits.
     #[arg(long, env = "TALLY_SHUTDOWN_DRAIN_SECS", value_name = "TALLY_SHUTDOWN_DRAIN_SECS",
           default_value_t = 20, value_parser = clap::value_parser!(u64).range(0..=600))]
@@ -340,6 +350,8 @@ pub struct ServeSettings {
     pub streams_per_connection_max: u32,
     pub shutdown_drain: Duration,
     pub ledger: crate::ledger::LedgerSettings,
+    /// Origins allowed by CORS; `*` alone means any. Empty: none.
+    pub cors_allowed_origins: Vec<String>,
 }
 
 impl DatabaseArgs {
@@ -395,7 +407,9 @@ impl ServeArgs {
                 "must be longer than TALLY_ACCESS_TOKEN_TTL_SECS",
             ));
         }
+        let cors_allowed_origins = cors_origins(&self.cors_allowed_origins)?;
         Ok(ServeSettings {
+            cors_allowed_origins,
             environment,
             database,
             listen_addr: self.listen_addr,
@@ -430,6 +444,27 @@ impl ServeArgs {
             },
         })
     }
+}
+
+/// Checks each CORS origin: `*`, or `scheme://host[:port]` with no path.
+fn cors_origins(raw: &[String]) -> Result<Vec<String>, ConfigError> {
+    let mut origins = Vec::new();
+    for origin in raw.iter().map(|o| o.trim()).filter(|o| !o.is_empty()) {
+        let valid = origin == "*"
+            || origin.split_once("://").is_some_and(|(scheme, rest)| {
+                matches!(scheme, "http" | "https")
+                    && !rest.is_empty()
+                    && !rest.contains(['/', '?', '#', ' ', '*'])
+            });
+        if !valid {
+            return Err(config_error(
+                "TALLY_CORS_ALLOWED_ORIGINS",
+                format!("`{origin}` is not `*` or an origin like https://app.example.com"),
+            ));
+        }
+        origins.push(origin.to_owned());
+    }
+    Ok(origins)
 }
 
 fn decode_token_key(encoded: &str, format: TokenFormat) -> Result<Vec<u8>, ConfigError> {
@@ -538,6 +573,28 @@ mod tests {
         .settings(Environment::Development)
         .expect_err("must refuse");
         assert_eq!(err.variable, "TALLY_REFRESH_TOKEN_TTL_SECS");
+    }
+
+    #[test]
+    fn cors_allows_nothing_by_default_and_checks_each_origin() {
+        let settings = serve_args(&[]).settings(Environment::Production);
+        assert!(
+            settings.is_err(),
+            "production needs a key; checked separately"
+        );
+        let none = serve_args(&[]).settings(Environment::Development).unwrap();
+        assert!(none.cors_allowed_origins.is_empty());
+        let two = serve_args(&["--cors-allowed-origins", "https://a.example,http://b:8080"])
+            .settings(Environment::Development)
+            .unwrap();
+        assert_eq!(
+            two.cors_allowed_origins,
+            ["https://a.example", "http://b:8080"]
+        );
+        let err = serve_args(&["--cors-allowed-origins", "https://a.example/path"])
+            .settings(Environment::Development)
+            .expect_err("a path is not an origin");
+        assert_eq!(err.variable, "TALLY_CORS_ALLOWED_ORIGINS");
     }
 
     #[test]

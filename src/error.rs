@@ -1,5 +1,5 @@
-//! The one error taxonomy of tally, mapped once to a gRPC status (the HTTP gateway maps the
-//! gRPC code to an HTTP status).
+//! The one error taxonomy of tally, mapped once to a gRPC status, and the one table from a gRPC
+//! code to an HTTP status ([`http_status`]) that the HTTP gateway answers with.
 //!
 //! Domain code returns [`Error`]; adapters convert with `Status::from`. Where a client must
 //! branch on the cause, the status carries a `google.rpc.ErrorInfo` with a stable `reason` in
@@ -154,6 +154,27 @@ impl Error {
     }
 }
 
+/// The HTTP status of a gRPC code, by the google.rpc.Code table (google/rpc/code.proto); the
+/// HTTP JSON gateway answers with it.
+pub fn http_status(code: Code) -> http::StatusCode {
+    use http::StatusCode as S;
+    match code {
+        Code::Ok => S::OK,
+        // 499 "client closed request" has no constant in `http`; it is a valid status.
+        Code::Cancelled => S::from_u16(499).unwrap_or(S::BAD_REQUEST),
+        Code::Unknown | Code::Internal | Code::DataLoss => S::INTERNAL_SERVER_ERROR,
+        Code::InvalidArgument | Code::FailedPrecondition | Code::OutOfRange => S::BAD_REQUEST,
+        Code::DeadlineExceeded => S::GATEWAY_TIMEOUT,
+        Code::NotFound => S::NOT_FOUND,
+        Code::AlreadyExists | Code::Aborted => S::CONFLICT,
+        Code::PermissionDenied => S::FORBIDDEN,
+        Code::Unauthenticated => S::UNAUTHORIZED,
+        Code::ResourceExhausted => S::TOO_MANY_REQUESTS,
+        Code::Unimplemented => S::NOT_IMPLEMENTED,
+        Code::Unavailable => S::SERVICE_UNAVAILABLE,
+    }
+}
+
 impl From<sqlx::Error> for Error {
     /// Unclassified database errors. The store layer maps the constraint violations it expects
     /// before this catch-all; a pool timeout or a lost connection is worth a retry.
@@ -222,6 +243,32 @@ mod tests {
             details.error_info().unwrap().reason,
             reason::INVALID_ARGUMENT
         );
+    }
+
+    #[test]
+    fn grpc_codes_map_to_the_google_rpc_http_statuses() {
+        let table = [
+            (Code::Ok, 200),
+            (Code::Cancelled, 499),
+            (Code::Unknown, 500),
+            (Code::InvalidArgument, 400),
+            (Code::DeadlineExceeded, 504),
+            (Code::NotFound, 404),
+            (Code::AlreadyExists, 409),
+            (Code::PermissionDenied, 403),
+            (Code::ResourceExhausted, 429),
+            (Code::FailedPrecondition, 400),
+            (Code::Aborted, 409),
+            (Code::OutOfRange, 400),
+            (Code::Unimplemented, 501),
+            (Code::Internal, 500),
+            (Code::Unavailable, 503),
+            (Code::DataLoss, 500),
+            (Code::Unauthenticated, 401),
+        ];
+        for (code, status) in table {
+            assert_eq!(http_status(code).as_u16(), status, "{code:?}");
+        }
     }
 
     #[test]

@@ -12,6 +12,7 @@ pub mod bench;
 pub mod config;
 pub mod db;
 pub mod error;
+pub mod gateway;
 pub mod identity;
 pub mod ledger;
 pub mod proto;

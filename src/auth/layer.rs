@@ -1,7 +1,7 @@
 //! The tower layer that authenticates and authorizes every call before any handler runs.
 //!
-//! It sits in front of all routes (gRPC, gRPC-web, and later the JSON gateway, which turns
-//! JSON calls into gRPC requests outside this layer), so every transport shares one auth path.
+//! It sits in front of all routes (gRPC, gRPC-web, and the JSON gateway, which turns JSON
+//! calls into gRPC requests outside this layer), so every transport shares one auth path.
 //! Interceptors cannot do this job: they are synchronous and do not see the method path.
 //! Rejections are trailers-only gRPC responses (`grpc-status` in the headers), which gRPC and
 //! gRPC-web clients both read.
@@ -128,12 +128,16 @@ fn serves(path: &str) -> bool {
 }
 
 fn not_found() -> Response<tonic::body::Body> {
-    let mut response = Response::new(tonic::body::Body::new("not found\n".to_owned()));
-    *response.status_mut() = http::StatusCode::NOT_FOUND;
-    response.headers_mut().insert(
-        CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; charset=utf-8"),
+    // The same JSON shape as every HTTP JSON error of the gateway.
+    let body = format!(
+        "{{\"code\":{},\"message\":\"no route for this path\",\"details\":[]}}\n",
+        tonic::Code::NotFound as i32
     );
+    let mut response = Response::new(tonic::body::Body::new(body));
+    *response.status_mut() = http::StatusCode::NOT_FOUND;
+    response
+        .headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
     response
 }
 

@@ -60,7 +60,8 @@ pub const PUBLIC_SERVICES: &[&str] = &[
     "/grpc.reflection.v1alpha.ServerReflection/",
 ];
 
-/// Plain HTTP routes served to anyone.
+/// Plain HTTP routes served to anyone. (`/openapi.json` and `/docs` never reach this layer: the
+/// HTTP JSON gateway answers them in front of it; JSON calls reach it as gRPC paths.)
 pub const PUBLIC_HTTP_PATHS: &[&str] = &["/healthz", "/readyz"];
 
 /// The access for a request path; `None` means deny.

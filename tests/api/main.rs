@@ -5,6 +5,7 @@
 
 mod authz;
 mod cli;
+mod gateway;
 mod helpers;
 mod ledger;
 mod ledger_access;

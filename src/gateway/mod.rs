@@ -1,0 +1,320 @@
+//! HTTP JSON transcoding: one tower layer in front of the gRPC routes that turns JSON calls
+//! into gRPC calls, by the `google.api.http` rules of an encoded descriptor set.
+//!
+//! The layer is generic: it knows the API only through the descriptor set. It sits outside
+//! the concurrency limit and the auth layer, so a JSON call becomes a synthetic gRPC request
+//! that passes the very same limits, authentication, policies and handlers as any gRPC call.
+//! gRPC and gRPC-web requests pass through untouched (CORS aside); paths no rule matches
+//! (`/healthz`, ...) go on to the inner service too. It also serves `GET /openapi.json` and
+//! `GET /docs`, both generated at start-up from the same rules.
+//!
+//! Files: `template` (the path grammar), `matcher` (method + path to route), `rules`
+//! (reading and checking the rules), `request` (JSON to message to gRPC request), `response`
+//! (gRPC answer to JSON), `cors`, `openapi`, `docs`.
+
+use std::{
+    sync::Arc,
+    task::{Context, Poll},
+};
+
+use bytes::Bytes;
+use futures_util::future::BoxFuture;
+use http::{HeaderValue, Method, Request, Response, StatusCode, header};
+use http_body_util::BodyExt as _;
+use prost_reflect::DescriptorPool;
+use tonic::Code;
+use tower::{Layer, Service};
+use tracing::Instrument as _;
+
+pub mod cors;
+pub mod docs;
+pub mod matcher;
+pub mod openapi;
+pub mod request;
+pub mod response;
+pub mod rules;
+pub mod template;
+
+use matcher::{Captures, Match, Matcher};
+use response::{GrpcStatus, json_response};
+use rules::Route;
+
+pub use openapi::ApiInfo;
+
+/// Where the generated documents are served.
+pub const OPENAPI_PATH: &str = "/openapi.json";
+pub const DOCS_PATH: &str = "/docs";
+
+/// What the gateway needs besides the descriptor set.
+#[derive(Debug, Clone)]
+pub struct GatewayOptions {
+    /// Largest request body accepted, in bytes (larger: 413).
+    pub body_bytes_max: usize,
+    /// Origins allowed by CORS (`*` for any); empty allows none.
+    pub cors_allowed_origins: Vec<String>,
+    pub info: ApiInfo,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum GatewayError {
+    #[error("the descriptor set does not decode: {0}")]
+    Descriptors(#[from] prost_reflect::DescriptorError),
+    #[error(transparent)]
+    Rule(#[from] rules::RuleError),
+}
+
+/// Everything built once at start-up and shared by every call.
+pub struct Gateway {
+    pool: DescriptorPool,
+    routes: Matcher<Route>,
+    openapi: Bytes,
+    docs: Bytes,
+    cors: cors::Cors,
+    body_bytes_max: usize,
+}
+
+impl Gateway {
+    /// Reads the rules of `descriptor_set` (encoded `FileDescriptorSet` bytes with the
+    /// `google.api.http` options intact). A bad or conflicting rule is an error naming the
+    /// method.
+    pub fn new(descriptor_set: &[u8], options: GatewayOptions) -> Result<Self, GatewayError> {
+        let pool = DescriptorPool::decode(descriptor_set)?;
+        let routes = rules::load(&pool)?;
+        let document = openapi::document(&routes, &options.info);
+        let docs = docs::render(&document);
+        Ok(Self {
+            openapi: Bytes::from(serde_json::to_vec_pretty(&document).unwrap_or_default()),
+            docs: Bytes::from(docs),
+            pool,
+            routes,
+            cors: cors::Cors::new(&options.cors_allowed_origins),
+            body_bytes_max: options.body_bytes_max,
+        })
+    }
+
+    /// The number of HTTP routes (every binding of every transcoded RPC).
+    pub fn route_count(&self) -> usize {
+        self.routes.routes().count()
+    }
+
+    fn error(&self, code: Code, status: StatusCode, message: &str) -> Response<tonic::body::Body> {
+        let body = GrpcStatus::new(code, message).to_json(&self.pool);
+        json_response(status, &body)
+    }
+
+    fn document(&self, content_type: &'static str, body: Bytes) -> Response<tonic::body::Body> {
+        let mut response = Response::new(tonic::body::Body::new(http_body_util::Full::new(body)));
+        response
+            .headers_mut()
+            .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+        response
+    }
+}
+
+#[derive(Clone)]
+pub struct GatewayLayer {
+    gateway: Arc<Gateway>,
+}
+
+impl GatewayLayer {
+    pub fn new(gateway: Arc<Gateway>) -> Self {
+        Self { gateway }
+    }
+}
+
+impl<S> Layer<S> for GatewayLayer {
+    type Service = GatewayService<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        GatewayService {
+            inner,
+            gateway: self.gateway.clone(),
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct GatewayService<S> {
+    inner: S,
+    gateway: Arc<Gateway>,
+}
+
+fn is_grpc(request: &Request<tonic::body::Body>) -> bool {
+    request
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|ct| ct.as_bytes().starts_with(b"application/grpc"))
+}
+
+/// JSON, or no content type at all (curl without `-H`, an empty body).
+fn is_json(content_type: Option<&HeaderValue>) -> bool {
+    let Some(value) = content_type.and_then(|v| v.to_str().ok()) else {
+        return true;
+    };
+    let essence = value
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    essence == "application/json" || essence.ends_with("+json")
+}
+
+impl<S> Service<Request<tonic::body::Body>> for GatewayService<S>
+where
+    S: Service<Request<tonic::body::Body>, Response = Response<tonic::body::Body>>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+    S::Error: Send + 'static,
+{
+    type Response = Response<tonic::body::Body>;
+    type Error = S::Error;
+    type Future = BoxFuture<'static, Result<Self::Response, Self::Error>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request<tonic::body::Body>) -> Self::Future {
+        // The clone that was driven to readiness serves this call; the fresh clone stays.
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        let gateway = self.gateway.clone();
+        Box::pin(async move {
+            if let Some(preflight) = gateway.cors.preflight(&request) {
+                return Ok(preflight);
+            }
+            let allowed_origin = gateway.cors.allowed(request.headers());
+            let mut response = if is_grpc(&request) {
+                inner.call(request).await?
+            } else {
+                match route(&gateway, &request) {
+                    Routed::Document(response) => response,
+                    Routed::PassThrough => inner.call(request).await?,
+                    Routed::Call(route, variables) => {
+                        let span = tracing::info_span!(
+                            "gateway.transcode",
+                            rpc = %route.grpc_path,
+                            http.method = %route.http_method,
+                            http.route = %route.template_text,
+                        );
+                        transcode(&gateway, inner, route, variables, request)
+                            .instrument(span)
+                            .await?
+                    }
+                }
+            };
+            gateway.cors.decorate(allowed_origin, &mut response);
+            Ok(response)
+        })
+    }
+}
+
+enum Routed {
+    /// Answered by the gateway itself (documents, 405).
+    Document(Response<tonic::body::Body>),
+    /// Not ours: health checks and unknown paths go to the inner service.
+    PassThrough,
+    Call(Route, Captures),
+}
+
+fn route(gateway: &Gateway, request: &Request<tonic::body::Body>) -> Routed {
+    let path = request.uri().path();
+    let method = request.method();
+    if *method == Method::GET || *method == Method::HEAD {
+        if path == OPENAPI_PATH {
+            return Routed::Document(gateway.document("application/json", gateway.openapi.clone()));
+        }
+        if path == DOCS_PATH {
+            return Routed::Document(
+                gateway.document("text/html; charset=utf-8", gateway.docs.clone()),
+            );
+        }
+    }
+    match gateway.routes.find(method, path) {
+        Match::Found { target, variables } => Routed::Call(target.clone(), variables),
+        Match::MethodNotAllowed(methods) => {
+            let allow: Vec<&str> = methods.iter().map(Method::as_str).collect();
+            let mut response = gateway.error(
+                Code::Unimplemented,
+                StatusCode::METHOD_NOT_ALLOWED,
+                &format!("{method} is not allowed here; use {}", allow.join(", ")),
+            );
+            if let Ok(value) = HeaderValue::from_str(&allow.join(", ")) {
+                response.headers_mut().insert(header::ALLOW, value);
+            }
+            Routed::Document(response)
+        }
+        Match::NotFound => Routed::PassThrough,
+    }
+}
+
+/// Reads the body (bounded), builds the message, calls the inner service, converts back.
+async fn transcode<S>(
+    gateway: &Gateway,
+    mut inner: S,
+    route: Route,
+    variables: Captures,
+    request: Request<tonic::body::Body>,
+) -> Result<Response<tonic::body::Body>, S::Error>
+where
+    S: Service<Request<tonic::body::Body>, Response = Response<tonic::body::Body>>,
+{
+    let (parts, body) = request.into_parts();
+    let max = gateway.body_bytes_max;
+    let too_large = || {
+        gateway.error(
+            Code::ResourceExhausted,
+            StatusCode::PAYLOAD_TOO_LARGE,
+            &format!("the request body is larger than {max} bytes"),
+        )
+    };
+    let declared = parts
+        .headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    if declared.is_some_and(|len| len > max as u64) {
+        return Ok(too_large());
+    }
+    let body = match http_body_util::Limited::new(body, max).collect().await {
+        Ok(collected) => collected.to_bytes(),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => return Ok(too_large()),
+        Err(e) => {
+            return Ok(gateway.error(
+                Code::InvalidArgument,
+                StatusCode::BAD_REQUEST,
+                &format!("could not read the request body: {e}"),
+            ));
+        }
+    };
+    if !body.is_empty() && !is_json(parts.headers.get(header::CONTENT_TYPE)) {
+        return Ok(gateway.error(
+            Code::InvalidArgument,
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "the request body must be application/json",
+        ));
+    }
+    let message = match request::build_message(&route, variables, parts.uri.query(), &body) {
+        Ok(message) => message,
+        Err(request::BadRequest(message)) => {
+            return Ok(gateway.error(Code::InvalidArgument, StatusCode::BAD_REQUEST, &message));
+        }
+    };
+    let grpc = request::grpc_request(
+        &route,
+        &parts.headers,
+        parts.extensions,
+        request::frame(&message),
+    );
+    let answer = inner.call(grpc).await?;
+    Ok(if route.server_streaming() {
+        response::streaming(route, gateway.pool.clone(), answer)
+    } else {
+        response::unary(&route, &gateway.pool, answer).await
+    })
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,286 @@
+//! Turns the gRPC answer of a synthetic call back into HTTP JSON.
+//!
+//! The status comes from the trailers, or from the headers of a trailers-only response (the
+//! auth layer rejects that way). `grpc-message` is percent-decoded; `grpc-status-details-bin`
+//! is decoded as a `google.rpc.Status` from the descriptor pool, so its details come out as
+//! JSON with `@type` (ErrorInfo, BadRequest, ...). Success bodies are the canonical proto3
+//! JSON of the response message (or of its `response_body` field); server-streaming answers
+//! are newline-delimited JSON, one message per line, and a failure after the first message is
+//! a last line `{"error": {...}}`.
+
+use base64::Engine as _;
+use bytes::{Buf, Bytes, BytesMut};
+use futures_util::StreamExt as _;
+use http::{HeaderMap, HeaderValue, Response, StatusCode, header};
+use http_body_util::BodyExt as _;
+use prost_reflect::{DescriptorPool, DynamicMessage, MessageDescriptor, SerializeOptions};
+use serde_json::{Value as Json, json};
+use tonic::Code;
+
+use super::rules::Route;
+use crate::error::http_status;
+
+/// `-bin` metadata is standard base64, padded or not depending on the sender.
+const BASE64_ANY_PADDING: base64::engine::GeneralPurpose = base64::engine::GeneralPurpose::new(
+    &base64::alphabet::STANDARD,
+    base64::engine::GeneralPurposeConfig::new()
+        .with_decode_padding_mode(base64::engine::DecodePaddingMode::Indifferent),
+);
+
+/// A gRPC status as the gateway answers it.
+#[derive(Debug, Clone)]
+pub struct GrpcStatus {
+    pub code: Code,
+    pub message: String,
+    pub details_bin: Option<Bytes>,
+}
+
+impl GrpcStatus {
+    pub fn new(code: Code, message: impl Into<String>) -> Self {
+        Self {
+            code,
+            message: message.into(),
+            details_bin: None,
+        }
+    }
+
+    /// Reads `grpc-status`, `grpc-message` and `grpc-status-details-bin` from headers or
+    /// trailers; `None` when there is no `grpc-status`.
+    pub fn from_headers(headers: &HeaderMap) -> Option<Self> {
+        let code = headers
+            .get("grpc-status")?
+            .to_str()
+            .ok()?
+            .parse::<i32>()
+            .ok()?;
+        let message = headers
+            .get("grpc-message")
+            .map(|v| {
+                percent_encoding::percent_decode(v.as_bytes())
+                    .decode_utf8_lossy()
+                    .into_owned()
+            })
+            .unwrap_or_default();
+        let details_bin = headers
+            .get("grpc-status-details-bin")
+            .and_then(|v| BASE64_ANY_PADDING.decode(v.as_bytes()).ok())
+            .map(Bytes::from);
+        Some(Self {
+            code: Code::from_i32(code),
+            message,
+            details_bin,
+        })
+    }
+
+    /// `{"code": N, "message": "...", "details": [...]}`.
+    pub fn to_json(&self, pool: &DescriptorPool) -> Json {
+        json!({
+            "code": self.code as i32,
+            "message": self.message,
+            "details": self.details(pool),
+        })
+    }
+
+    fn details(&self, pool: &DescriptorPool) -> Json {
+        let Some(bin) = &self.details_bin else {
+            return json!([]);
+        };
+        let decoded = pool
+            .get_message_by_name("google.rpc.Status")
+            .and_then(|desc| DynamicMessage::decode(desc, bin.clone()).ok())
+            .and_then(|status| to_json(&status, false).ok());
+        match decoded.as_ref().and_then(|s| s.get("details")) {
+            Some(details) => details.clone(),
+            // Details whose types the pool does not know still reach the client, encoded.
+            None => json!([{
+                "@type": "type.googleapis.com/google.rpc.Status",
+                "value": base64::engine::general_purpose::STANDARD.encode(bin),
+            }]),
+        }
+    }
+
+    /// The HTTP error response of this status.
+    pub fn into_response(self, pool: &DescriptorPool) -> Response<tonic::body::Body> {
+        let status = http_status(self.code);
+        json_response(status, &self.to_json(pool))
+    }
+}
+
+fn serialize_options(emit_defaults: bool) -> SerializeOptions {
+    SerializeOptions::new().skip_default_fields(!emit_defaults)
+}
+
+fn to_json(message: &DynamicMessage, emit_defaults: bool) -> Result<Json, serde_json::Error> {
+    message.serialize_with_options(
+        serde_json::value::Serializer,
+        &serialize_options(emit_defaults),
+    )
+}
+
+pub fn json_response(status: StatusCode, body: &Json) -> Response<tonic::body::Body> {
+    let mut bytes = serde_json::to_vec(body).unwrap_or_else(|_| b"{}".to_vec());
+    bytes.push(b'\n');
+    let mut response = Response::new(tonic::body::Body::new(http_body_util::Full::new(
+        Bytes::from(bytes),
+    )));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    response
+}
+
+/// The JSON of one response message, or of its `response_body` field.
+fn message_json(route: &Route, payload: Bytes) -> Result<Json, GrpcStatus> {
+    let message = DynamicMessage::decode(route.method.output(), payload)
+        .map_err(|e| GrpcStatus::new(Code::Internal, format!("undecodable response: {e}")))?;
+    let internal = |e: serde_json::Error| GrpcStatus::new(Code::Internal, e.to_string());
+    match &route.response_body {
+        None => to_json(&message, false).map_err(internal),
+        Some(field) => {
+            let whole = to_json(&message, true).map_err(internal)?;
+            Ok(whole.get(field.json_name()).cloned().unwrap_or(Json::Null))
+        }
+    }
+}
+
+/// Splits complete frames off the front of `buf`.
+fn next_frame(buf: &mut BytesMut) -> Result<Option<Bytes>, GrpcStatus> {
+    if buf.len() < 5 {
+        return Ok(None);
+    }
+    if buf[0] != 0 {
+        // The synthetic request advertises no compression, so none may come back.
+        return Err(GrpcStatus::new(Code::Internal, "compressed response frame"));
+    }
+    let len = u32::from_be_bytes([buf[1], buf[2], buf[3], buf[4]]) as usize;
+    if buf.len() < 5 + len {
+        return Ok(None);
+    }
+    buf.advance(5);
+    Ok(Some(buf.split_to(len).freeze()))
+}
+
+/// Converts the answer of a unary call.
+pub async fn unary(
+    route: &Route,
+    pool: &DescriptorPool,
+    response: Response<tonic::body::Body>,
+) -> Response<tonic::body::Body> {
+    let (parts, body) = response.into_parts();
+    if let Some(status) = GrpcStatus::from_headers(&parts.headers) {
+        // Trailers-only: the call was refused before any message.
+        return status.into_response(pool);
+    }
+    let collected = match body.collect().await {
+        Ok(collected) => collected,
+        Err(e) => {
+            return GrpcStatus::new(Code::Unavailable, format!("the call failed: {e}"))
+                .into_response(pool);
+        }
+    };
+    let trailers = collected.trailers().cloned().unwrap_or_default();
+    let status = GrpcStatus::from_headers(&trailers)
+        .unwrap_or_else(|| GrpcStatus::new(Code::Internal, "the answer carried no grpc-status"));
+    if status.code != Code::Ok {
+        return status.into_response(pool);
+    }
+    let mut buf = BytesMut::from(collected.to_bytes());
+    let result = next_frame(&mut buf).and_then(|frame| {
+        let payload = frame
+            .ok_or_else(|| GrpcStatus::new(Code::Internal, "the answer carried no message"))?;
+        message_json(route, payload)
+    });
+    match result {
+        Ok(json) => json_response(StatusCode::OK, &json),
+        Err(status) => status.into_response(pool),
+    }
+}
+
+/// Converts the answer of a server-streaming call into newline-delimited JSON.
+pub fn streaming(
+    route: Route,
+    pool: DescriptorPool,
+    response: Response<tonic::body::Body>,
+) -> Response<tonic::body::Body> {
+    let (parts, body) = response.into_parts();
+    if let Some(status) = GrpcStatus::from_headers(&parts.headers) {
+        return status.into_response(&pool);
+    }
+    struct State {
+        body: http_body_util::BodyStream<tonic::body::Body>,
+        buf: BytesMut,
+        done: bool,
+    }
+    let state = State {
+        body: http_body_util::BodyStream::new(body),
+        buf: BytesMut::new(),
+        done: false,
+    };
+    let line = |json: Json| {
+        let mut bytes = serde_json::to_vec(&json).unwrap_or_default();
+        bytes.push(b'\n');
+        Ok::<_, std::convert::Infallible>(http_body::Frame::data(Bytes::from(bytes)))
+    };
+    let stream = futures_util::stream::unfold(state, move |mut state| {
+        let (route, pool) = (route.clone(), pool.clone());
+        async move {
+            loop {
+                if state.done {
+                    return None;
+                }
+                match next_frame(&mut state.buf) {
+                    Ok(Some(payload)) => {
+                        let json = match message_json(&route, payload) {
+                            Ok(json) => json,
+                            Err(status) => {
+                                state.done = true;
+                                json!({ "error": status.to_json(&pool) })
+                            }
+                        };
+                        return Some((line(json), state));
+                    }
+                    Ok(None) => {}
+                    Err(status) => {
+                        state.done = true;
+                        return Some((line(json!({ "error": status.to_json(&pool) })), state));
+                    }
+                }
+                let error = match state.body.next().await {
+                    Some(Ok(frame)) => match frame.into_data() {
+                        Ok(data) => {
+                            state.buf.extend_from_slice(&data);
+                            continue;
+                        }
+                        Err(frame) => frame
+                            .into_trailers()
+                            .ok()
+                            .and_then(|t| GrpcStatus::from_headers(&t))
+                            .filter(|s| s.code != Code::Ok),
+                    },
+                    Some(Err(e)) => Some(GrpcStatus::new(Code::Unavailable, e.to_string())),
+                    None => None,
+                };
+                state.done = true;
+                if let Some(status) = error {
+                    return Some((line(json!({ "error": status.to_json(&pool) })), state));
+                }
+                return None;
+            }
+        }
+    });
+    let mut response = Response::new(tonic::body::Body::new(http_body_util::StreamBody::new(
+        stream,
+    )));
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/x-ndjson"),
+    );
+    response
+}
+
+/// The message descriptor of `google.rpc.Status`, when the pool has it (OpenAPI uses it).
+pub fn status_descriptor(pool: &DescriptorPool) -> Option<MessageDescriptor> {
+    pool.get_message_by_name("google.rpc.Status")
+}

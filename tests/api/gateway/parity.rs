@@ -1,0 +1,448 @@
+//! Every RPC answers the same over JSON and gRPC; auth is identical over JSON.
+
+use serde_json::{Value as Json, json};
+
+use super::{Answer, answer_of, grpc, http_json, normalise, pool};
+use crate::helpers::*;
+
+/// One RPC called both ways. `{u}` in the request and path is replaced by a fresh value per
+/// transport (for calls that change state), then mapped back before comparing.
+struct Case {
+    rpc: &'static str,
+    http_method: &'static str,
+    path: String,
+    request: Json,
+    token: Option<String>,
+    /// Set when the RPC must succeed (not merely agree) in this scenario.
+    expect_ok: bool,
+}
+
+fn case(rpc: &'static str, http_method: &'static str, path: String, request: Json) -> Case {
+    Case {
+        rpc,
+        http_method,
+        path,
+        request,
+        token: None,
+        expect_ok: false,
+    }
+}
+
+impl Case {
+    fn token(mut self, token: &str) -> Self {
+        self.token = Some(token.to_owned());
+        self
+    }
+    fn ok(mut self) -> Self {
+        self.expect_ok = true;
+        self
+    }
+}
+
+fn fill_id(json: &Json, id: &str) -> Json {
+    serde_json::from_str(&json.to_string().replace("{id}", id)).unwrap()
+}
+
+fn fill(json: &Json, placeholder: &str) -> Json {
+    serde_json::from_str(&json.to_string().replace("{u}", placeholder)).unwrap()
+}
+
+/// The body the HTTP rule takes: everything but the path-bound fields for `body: "*"`
+/// (sending them again is allowed, but the plain form is what clients send), none for GET.
+fn http_body(case: &Case, request: &Json) -> Option<Json> {
+    match case.http_method {
+        "GET" | "DELETE" => None,
+        _ => Some(request.clone()),
+    }
+}
+
+#[tokio::test]
+async fn every_rpc_answers_the_same_over_json_and_grpc() {
+    let app = TestApp::spawn().await;
+    let me = unique("gw");
+    let other = unique("gwo");
+    let admin = unique("gwa");
+    let customer = app.signed_in(&me, &[]).await;
+    app.create_user(&other).await;
+    let root = app.signed_in(&admin, &["admin"]).await;
+    let (tok, admin_tok) = (customer.access_token.as_str(), root.access_token.as_str());
+    // A funded account, a second one, and a transfer between them, made over gRPC.
+    let checking = app.open_account(tok, "USD").await.account_id;
+    let savings = app.open_account(tok, "USD").await.account_id;
+    app.deposit(admin_tok, &checking, 1_000).await;
+    let first_transfer = app
+        .transfer(tok, &checking, &savings, 10)
+        .await
+        .unwrap()
+        .transfer_id;
+    let missing = "0196f3a0-0000-7000-8000-000000000001";
+
+    let cases = vec![
+        case(
+            "tally.v1.UserService/CreateUser",
+            "POST",
+            "/v1/users".into(),
+            json!({
+                "username": "{u}", "fullName": "Parity", "email": "{u}@example.com",
+                "password": PASSWORD,
+            }),
+        )
+        .ok(),
+        case(
+            "tally.v1.UserService/CreateUser",
+            "POST",
+            "/v1/users".into(),
+            json!({"username": "X!", "password": "short"}),
+        ),
+        case(
+            "tally.v1.UserService/GetUser",
+            "GET",
+            format!("/v1/users/{me}"),
+            json!({"username": me}),
+        )
+        .token(tok)
+        .ok(),
+        case(
+            "tally.v1.UserService/GetUser",
+            "GET",
+            format!("/v1/users/{other}"),
+            json!({"username": other}),
+        )
+        .token(tok),
+        case(
+            "tally.v1.UserService/UpdateUser",
+            "PATCH",
+            format!("/v1/users/{me}"),
+            json!({"username": me, "fullName": "Renamed"}),
+        )
+        .token(tok)
+        .ok(),
+        case(
+            "tally.v1.UserService/VerifyEmail",
+            "POST",
+            "/v1/users:verifyEmail".into(),
+            json!({"verificationId": missing, "code": "abc"}),
+        ),
+        case(
+            "tally.v1.UserService/VerifyEmail",
+            "GET",
+            format!("/v1/verify_email?verificationId={missing}&code=abc"),
+            json!({"verificationId": missing, "code": "abc"}),
+        ),
+        case(
+            "tally.v1.UserService/ResendVerification",
+            "POST",
+            format!("/v1/users/{me}:resendVerification"),
+            json!({"username": me}),
+        )
+        .token(tok),
+        case(
+            "tally.v1.SessionService/Login",
+            "POST",
+            "/v1/sessions".into(),
+            json!({"username": me, "password": PASSWORD}),
+        )
+        .ok(),
+        case(
+            "tally.v1.SessionService/Login",
+            "POST",
+            "/v1/sessions".into(),
+            json!({"username": me, "password": "wrong password!!"}),
+        ),
+        case(
+            "tally.v1.SessionService/RefreshSession",
+            "POST",
+            "/v1/sessions:refresh".into(),
+            json!({"refreshToken": "not-a-token"}),
+        ),
+        case(
+            "tally.v1.SessionService/ListSessions",
+            "GET",
+            format!("/v1/users/{me}/sessions"),
+            json!({"username": me}),
+        )
+        .token(tok)
+        .ok(),
+        case(
+            "tally.v1.SessionService/RevokeSession",
+            "DELETE",
+            format!("/v1/sessions/{missing}"),
+            json!({"sessionId": missing}),
+        )
+        .token(tok),
+        case(
+            "tally.v1.RoleService/ListRoles",
+            "GET",
+            "/v1/roles".into(),
+            json!({}),
+        )
+        .token(tok)
+        .ok(),
+        case(
+            "tally.v1.RoleService/GrantRole",
+            "POST",
+            format!("/v1/users/{other}/roles"),
+            json!({"username": other, "role": "banker"}),
+        )
+        .token(admin_tok)
+        .ok(),
+        case(
+            "tally.v1.RoleService/GrantRole",
+            "POST",
+            format!("/v1/users/{other}/roles"),
+            json!({"username": other, "role": "banker"}),
+        )
+        .token(tok),
+        case(
+            "tally.v1.RoleService/RevokeRole",
+            "DELETE",
+            format!("/v1/users/{other}/roles/banker"),
+            json!({"username": other, "role": "banker"}),
+        )
+        .token(admin_tok)
+        .ok(),
+        case(
+            "tally.v1.AccountService/CreateAccount",
+            "POST",
+            "/v1/accounts".into(),
+            json!({"currency": "USD", "name": "parity"}),
+        )
+        .token(tok)
+        .ok(),
+        case(
+            "tally.v1.AccountService/CreateAccount",
+            "POST",
+            "/v1/accounts".into(),
+            json!({"currency": "XXX"}),
+        )
+        .token(tok),
+        case(
+            "tally.v1.AccountService/GetAccount",
+            "GET",
+            format!("/v1/accounts/{checking}"),
+            json!({"accountId": checking}),
+        )
+        .token(tok)
+        .ok(),
+        case(
+            "tally.v1.AccountService/GetAccount",
+            "GET",
+            format!("/v1/accounts/{missing}"),
+            json!({"accountId": missing}),
+        )
+        .token(tok),
+        case(
+            "tally.v1.AccountService/ListAccounts",
+            "GET",
+            "/v1/accounts?pageSize=1".into(),
+            json!({"pageSize": 1}),
+        )
+        .token(tok)
+        .ok(),
+        case(
+            "tally.v1.AccountService/ListEntries",
+            "GET",
+            format!("/v1/accounts/{checking}/entries?pageSize=5"),
+            json!({"accountId": checking, "pageSize": 5}),
+        )
+        .token(tok)
+        .ok(),
+        case(
+            "tally.v1.AccountService/Deposit",
+            "POST",
+            format!("/v1/accounts/{checking}:deposit"),
+            json!({"accountId": checking, "requestId": "{id}", "amount": "100", "memo": "parity"}),
+        )
+        .token(admin_tok)
+        .ok(),
+        case(
+            "tally.v1.AccountService/Deposit",
+            "POST",
+            format!("/v1/accounts/{checking}:deposit"),
+            json!({"accountId": checking, "requestId": "{id}", "amount": "100"}),
+        )
+        .token(tok),
+        case(
+            "tally.v1.AccountService/Withdraw",
+            "POST",
+            format!("/v1/accounts/{checking}:withdraw"),
+            json!({"accountId": checking, "requestId": "{id}", "amount": "50"}),
+        )
+        .token(admin_tok)
+        .ok(),
+        case(
+            "tally.v1.AccountService/Withdraw",
+            "POST",
+            format!("/v1/accounts/{checking}:withdraw"),
+            json!({"accountId": checking, "requestId": "{id}", "amount": "0"}),
+        )
+        .token(admin_tok),
+        case(
+            "tally.v1.TransferService/CreateTransfer",
+            "POST",
+            "/v1/transfers".into(),
+            json!({
+                "transferId": "{id}", "fromAccountId": checking, "toAccountId": savings,
+                "amount": "5", "currency": "USD", "memo": "parity",
+            }),
+        )
+        .token(tok)
+        .ok(),
+        case(
+            "tally.v1.TransferService/CreateTransfer",
+            "POST",
+            "/v1/transfers".into(),
+            json!({
+                "transferId": "{id}", "fromAccountId": checking, "toAccountId": savings,
+                "amount": "999999999", "currency": "USD",
+            }),
+        )
+        .token(tok),
+        case(
+            "tally.v1.TransferService/GetTransfer",
+            "GET",
+            format!("/v1/transfers/{first_transfer}"),
+            json!({"transferId": first_transfer}),
+        )
+        .token(tok)
+        .ok(),
+        case(
+            "tally.v1.TransferService/ListTransfers",
+            "GET",
+            format!("/v1/accounts/{checking}/transfers?pageSize=3"),
+            json!({"accountId": checking, "pageSize": 3}),
+        )
+        .token(tok)
+        .ok(),
+        case(
+            "tally.v1.TransferService/ListTransfers",
+            "GET",
+            format!("/v1/accounts/{missing}/transfers"),
+            json!({"accountId": missing}),
+        )
+        .token(tok),
+    ];
+
+    // Every RPC of the descriptor set has at least one case.
+    for service in pool().services().filter(|s| s.package_name() == "tally.v1") {
+        for method in service.methods() {
+            let rpc = format!("{}/{}", service.full_name(), method.name());
+            assert!(
+                cases.iter().any(|c| c.rpc == rpc),
+                "{rpc} has no parity case"
+            );
+        }
+    }
+
+    for case in &cases {
+        let (g, j) = (unique("pg"), unique("pj"));
+        // `{id}`: a fresh UUID per transport (idempotency keys).
+        let (gid, jid) = (
+            uuid::Uuid::new_v4().to_string(),
+            uuid::Uuid::new_v4().to_string(),
+        );
+        let over_grpc = grpc(
+            &app,
+            case.rpc,
+            &fill(&fill_id(&case.request, &gid), &g),
+            case.token.as_deref(),
+        )
+        .await;
+        let request = fill(&fill_id(&case.request, &jid), &j);
+        let (status, body) = http_json(
+            &app,
+            case.http_method,
+            &case.path.replace("{u}", &j),
+            http_body(case, &request).as_ref(),
+            case.token.as_deref(),
+        )
+        .await;
+        let over_json = answer_of(status, body.clone());
+        if let Answer::Err { code, .. } = &over_json {
+            let expected = tally::error::http_status(tonic::Code::from_i32(*code)).as_u16();
+            assert_eq!(status, expected, "{}: HTTP status of {body}", case.rpc);
+        }
+        let over_grpc = normalise(over_grpc, &[(&g, "{u}"), (&gid, "{id}")]);
+        let over_json = normalise(over_json, &[(&j, "{u}"), (&jid, "{id}")]);
+        assert_eq!(
+            over_json, over_grpc,
+            "{} {}: JSON and gRPC differ",
+            case.http_method, case.path
+        );
+        if case.expect_ok {
+            assert!(
+                matches!(over_json, Answer::Ok(_)),
+                "{}: expected OK, got {over_json:?}",
+                case.rpc
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn auth_over_json_answers_401_403_and_404_like_grpc() {
+    let app = TestApp::spawn().await;
+    let (me, other) = (unique("au"), unique("ao"));
+    let customer = app.signed_in(&me, &[]).await;
+    app.create_user(&other).await;
+    let tok = customer.access_token.as_str();
+
+    let (status, body) = http_json(&app, "GET", "/v1/roles", None, None).await;
+    assert_eq!(status, 401, "{body}");
+    assert_eq!(body["code"], 16);
+    assert_eq!(body["details"][0]["reason"], "UNAUTHENTICATED");
+
+    let grant = json!({"role": "admin"});
+    let path = format!("/v1/users/{me}/roles");
+    let (status, body) = http_json(&app, "POST", &path, Some(&grant), Some(tok)).await;
+    assert_eq!(status, 403, "{body}");
+    assert_eq!(body["code"], 7);
+    assert_eq!(body["details"][0]["reason"], "PERMISSION_DENIED");
+
+    // Another user's profile is indistinguishable from a missing one.
+    let (status, foreign) =
+        http_json(&app, "GET", &format!("/v1/users/{other}"), None, Some(tok)).await;
+    assert_eq!(status, 404, "{foreign}");
+    let (_, missing) = http_json(&app, "GET", "/v1/users/nobody_here", None, Some(tok)).await;
+    assert_eq!(foreign, missing);
+
+    let (status, body) = http_json(&app, "GET", "/v1/roles", None, Some("v4.local.garbage")).await;
+    assert_eq!((status, body["code"].clone()), (401, json!(16)));
+
+    // Another user's account is indistinguishable from a missing one, and a customer cannot
+    // deposit (403) even into their own account.
+    let other_login = app.login(&other, PASSWORD).await.unwrap();
+    let theirs = app
+        .open_account(&other_login.access_token, "USD")
+        .await
+        .account_id;
+    let mine = app.open_account(tok, "USD").await.account_id;
+    let (status, foreign) = http_json(
+        &app,
+        "GET",
+        &format!("/v1/accounts/{theirs}"),
+        None,
+        Some(tok),
+    )
+    .await;
+    assert_eq!(status, 404, "{foreign}");
+    let (_, missing) = http_json(
+        &app,
+        "GET",
+        "/v1/accounts/0196f3a0-0000-7000-8000-00000000abcd",
+        None,
+        Some(tok),
+    )
+    .await;
+    assert_eq!(foreign, missing);
+    let deposit = json!({"requestId": uuid::Uuid::new_v4().to_string(), "amount": "100"});
+    let (status, body) = http_json(
+        &app,
+        "POST",
+        &format!("/v1/accounts/{mine}:deposit"),
+        Some(&deposit),
+        Some(tok),
+    )
+    .await;
+    assert_eq!((status, body["code"].clone()), (403, json!(7)), "{body}");
+}
