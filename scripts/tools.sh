@@ -3,6 +3,7 @@
 #
 # Usage:
 #   scripts/tools.sh buf       install buf if needed, print the absolute path of the buf executable
+#   scripts/tools.sh aiosmtpd  install aiosmtpd if needed, print the absolute path of the venv's python
 #   scripts/tools.sh bin       install every tool if needed, print the absolute path of the bin dir
 #   scripts/tools.sh install   install every tool if needed (prints nothing on stdout)
 #   scripts/tools.sh version   print the pinned versions
@@ -10,6 +11,9 @@
 # Tools:
 #   buf  npm package @bufbuild/buf, pinned to BUF_VERSION below (exact version). Works offline
 #        once installed; `buf curl` talks to `tally serve` through server reflection.
+#   aiosmtpd  PyPI package, pinned to AIOSMTPD_VERSION, in a Python venv at .tools/venv (needs
+#        python3 with the venv module; Debian: python3-venv). The tests run scripts/smtp_sink.py
+#        with that python as a real SMTP server.
 #
 # Installing is idempotent: when the pinned version is already in .tools/ nothing runs except a
 # version check (a few milliseconds). A different installed version is replaced. Concurrent runs
@@ -27,6 +31,7 @@ set -euo pipefail
 
 # Pinned tool versions. Bump deliberately (npm view @bufbuild/buf version).
 BUF_VERSION="1.75.0"
+AIOSMTPD_VERSION="1.4.6"
 
 SCRIPT_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 ROOT_DIR="$(cd "$SCRIPT_DIR/.." && pwd)"
@@ -42,7 +47,7 @@ die() {
 }
 
 usage() {
-  sed -n '2,8p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2
+  sed -n '2,9p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2
 }
 
 is_root() { [[ "$(id -u)" -eq 0 ]]; }
@@ -130,6 +135,44 @@ install_buf() {
     die "buf $BUF_VERSION is not runnable after npm install (no native package for $(uname -s)/$(uname -m)?)"
 }
 
+VENV_DIR="$TOOLS_DIR/venv"
+
+# Path of the venv's python when it has the pinned aiosmtpd, or failure.
+installed_aiosmtpd() {
+  local python="$VENV_DIR/bin/python" version
+  [[ -x "$python" ]] || return 1
+  version="$("$python" -c 'import importlib.metadata as m; print(m.version("aiosmtpd"))' 2>/dev/null)" || return 1
+  [[ "$version" == "$AIOSMTPD_VERSION" ]] || return 1
+  printf '%s\n' "$python"
+}
+
+install_aiosmtpd() {
+  if installed_aiosmtpd >/dev/null; then
+    return 0
+  fi
+  command -v python3 >/dev/null 2>&1 || die "python3 is required for aiosmtpd (Debian/Ubuntu: apt-get install python3 python3-venv)"
+  mkdir -p "$TOOLS_DIR"
+  local lock_fd
+  if command -v flock >/dev/null 2>&1; then
+    exec {lock_fd}>"$TOOLS_DIR/.lock-venv"
+    flock "$lock_fd"
+    if installed_aiosmtpd >/dev/null; then
+      exec {lock_fd}>&-
+      return 0
+    fi
+  fi
+  log "installing aiosmtpd==$AIOSMTPD_VERSION into $VENV_DIR"
+  [[ -x "$VENV_DIR/bin/python" ]] || python3 -m venv "$VENV_DIR" >&2 ||
+    die "python3 -m venv failed (Debian/Ubuntu: apt-get install python3-venv)"
+  "$VENV_DIR/bin/python" -m pip install --quiet --disable-pip-version-check \
+    "aiosmtpd==$AIOSMTPD_VERSION" >&2 ||
+    die "pip install aiosmtpd==$AIOSMTPD_VERSION failed (is PyPI reachable?)"
+  if [[ -n "${lock_fd:-}" ]]; then
+    exec {lock_fd}>&-
+  fi
+  installed_aiosmtpd >/dev/null || die "aiosmtpd $AIOSMTPD_VERSION is not importable after pip install"
+}
+
 main() {
   local command="${1:-}"
   case "$command" in
@@ -141,18 +184,24 @@ main() {
       install_buf
       printf '%s\n' "$BIN_DIR"
       ;;
+    aiosmtpd)
+      install_aiosmtpd
+      installed_aiosmtpd
+      ;;
     install)
       install_buf
+      install_aiosmtpd
       ;;
     version)
       printf 'buf %s\n' "$BUF_VERSION"
+      printf 'aiosmtpd %s\n' "$AIOSMTPD_VERSION"
       ;;
     -h | --help | help)
       usage
       ;;
     *)
       usage
-      die "unknown command '${command}' (expected buf, bin, install or version)"
+      die "unknown command '${command}' (expected buf, aiosmtpd, bin, install or version)"
       ;;
   esac
 }

@@ -29,6 +29,7 @@ use crate::{
     config::ServeSettings,
     db,
     identity::{Identity, IdentitySettings},
+    jobs::{self, outbox::Relay},
     proto::{
         self,
         tally_v1::{
@@ -97,7 +98,13 @@ impl Application {
                 refresh_ttl: settings.tokens.refresh_ttl,
                 login_failures_max: settings.login_failures_max,
                 login_failure_window: settings.login_failure_window,
+                verification_ttl: settings.verification_ttl,
             },
+            Some(Relay::spawn(
+                pool.clone(),
+                jobs::queue::storage(&settings.queue, 1)?,
+                settings.queue.lease,
+            )),
         ));
         // The first unknown-user login must not pay for computing the dummy hash.
         tokio::task::spawn_blocking(password::warm_up).await?;

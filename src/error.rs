@@ -26,6 +26,9 @@ pub mod reason {
     pub const LOGIN_RATE_LIMITED: &str = "LOGIN_RATE_LIMITED";
     pub const LAST_ADMIN: &str = "LAST_ADMIN";
     pub const NOT_IMPLEMENTED: &str = "NOT_IMPLEMENTED";
+    pub const VERIFICATION_CODE_INVALID: &str = "VERIFICATION_CODE_INVALID";
+    pub const VERIFICATION_RATE_LIMITED: &str = "VERIFICATION_RATE_LIMITED";
+    pub const EMAIL_ALREADY_VERIFIED: &str = "EMAIL_ALREADY_VERIFIED";
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

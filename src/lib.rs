@@ -12,6 +12,7 @@ pub mod config;
 pub mod db;
 pub mod error;
 pub mod identity;
+pub mod jobs;
 pub mod proto;
 pub mod store;
 pub mod telemetry;

@@ -2,9 +2,11 @@
 //! owns transactions; expected constraint violations are mapped to domain errors here, by
 //! constraint name.
 
+pub mod mail;
 pub mod roles;
 pub mod sessions;
 pub mod users;
+pub mod verifications;
 
 /// The constraint a unique or check violation names, if `err` is one.
 pub(crate) fn violated_constraint(err: &sqlx::Error) -> Option<&str> {
