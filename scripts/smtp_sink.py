@@ -2,13 +2,14 @@
 """A real SMTP server for tally's tests: aiosmtpd, storing each accepted message as a file.
 
 Usage: smtp_sink.py --dir DIR [--port 0] [--refuse-first N] [--refuse-always]
-                    [--refuse-code 451]
+                    [--refuse-code 451] [--delay-ms 0]
 
 Listens on 127.0.0.1 and prints "LISTENING <port>" on stdout once it accepts connections.
 Every accepted message becomes DIR/<n>.eml (the raw message) and DIR/<n>.txt (the decoded
 text/plain part, so tests need no MIME parser). Every DATA command, accepted or refused, is
 counted in DIR/attempts (one line each). --refuse-first N answers the first N DATA commands
 with --refuse-code (451: transient, 550: permanent); --refuse-always refuses every one.
+--delay-ms makes every DATA command take that long (a slow server keeps mail in flight).
 """
 
 import argparse
@@ -24,8 +25,9 @@ from aiosmtpd.smtp import SMTP
 
 
 class Sink:
-    def __init__(self, folder, refuse_first, refuse_always, refuse_code):
+    def __init__(self, folder, refuse_first, refuse_always, refuse_code, delay_ms):
         self.folder = folder
+        self.delay_ms = delay_ms
         self.refuse_first = refuse_first
         self.refuse_always = refuse_always
         self.refuse_code = refuse_code
@@ -34,6 +36,8 @@ class Sink:
 
     async def handle_DATA(self, server, session, envelope):
         self.attempts += 1
+        if self.delay_ms:
+            await asyncio.sleep(self.delay_ms / 1000)
         with open(os.path.join(self.folder, "attempts"), "a") as f:
             f.write(f"{self.attempts}\n")
         if self.refuse_always or self.attempts <= self.refuse_first:
@@ -60,9 +64,10 @@ async def main():
     parser.add_argument("--refuse-first", type=int, default=0)
     parser.add_argument("--refuse-always", action="store_true")
     parser.add_argument("--refuse-code", type=int, default=451)
+    parser.add_argument("--delay-ms", type=int, default=0)
     args = parser.parse_args()
     os.makedirs(args.dir, exist_ok=True)
-    handler = Sink(args.dir, args.refuse_first, args.refuse_always, args.refuse_code)
+    handler = Sink(args.dir, args.refuse_first, args.refuse_always, args.refuse_code, args.delay_ms)
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", args.port))

@@ -102,7 +102,7 @@ impl Application {
             },
             Some(Relay::spawn(
                 pool.clone(),
-                jobs::queue::storage(&settings.queue, 1)?,
+                jobs::queue::storage(&settings.queue, 1, jobs::queue::PUSH_ONLY_HEARTBEAT)?,
                 settings.queue.lease,
             )),
         ));

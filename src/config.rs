@@ -207,6 +207,11 @@ pub struct WorkerArgs {
     #[arg(long, env = "TALLY_SMTP_TIMEOUT_MS", value_name = "TALLY_SMTP_TIMEOUT_MS",
           default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(100..=120_000))]
     pub smtp_timeout_ms: u64,
+    /// How often an idle worker asks Redis for jobs, in milliseconds. (apalis' Redis backend
+    /// looks for new jobs on its heartbeat, so this is the heartbeat interval.)
+    #[arg(long, env = "TALLY_QUEUE_POLL_MS", value_name = "TALLY_QUEUE_POLL_MS",
+          default_value_t = 1_000, value_parser = clap::value_parser!(u64).range(50..=60_000))]
+    pub queue_poll_ms: u64,
     /// Jobs processed at once.
     #[arg(long, env = "TALLY_WORKER_CONCURRENCY", value_name = "TALLY_WORKER_CONCURRENCY",
           default_value_t = 4, value_parser = clap::value_parser!(u64).range(1..=256))]
@@ -452,6 +457,7 @@ pub struct WorkerSettings {
     pub database: DatabaseSettings,
     pub queue: QueueSettings,
     pub mail: MailSettings,
+    pub queue_poll: Duration,
     pub concurrency: usize,
     pub attempts_max: u32,
     pub backoff_base: Duration,
@@ -547,6 +553,7 @@ impl WorkerArgs {
                 from: self.mail_from.clone(),
                 public_url: public_url.to_owned(),
             },
+            queue_poll: Duration::from_millis(self.queue_poll_ms),
             concurrency: usize::try_from(self.worker_concurrency)
                 .map_err(|_| config_error("TALLY_WORKER_CONCURRENCY", "too large"))?,
             attempts_max: self.mail_attempts_max,

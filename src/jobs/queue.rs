@@ -20,13 +20,20 @@ const REDIS_CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 const REDIS_RESPONSE_TIMEOUT: Duration = Duration::from_secs(5);
 /// The connection manager's own reconnect attempts per failed command; the callers retry too.
 const REDIS_RECONNECT_RETRIES: usize = 2;
+/// The heartbeat of a storage that only pushes (in `serve`); it never consumes.
+pub const PUSH_ONLY_HEARTBEAT: Duration = Duration::from_secs(30);
 
 pub type MailStorage = RedisStorage<MailJob, ConnectionManager>;
 
 /// A storage on `settings.queue` that connects on first use. `batch_size` is how many jobs a
 /// worker fetches at once (keep it at the worker's concurrency so a stopping worker holds few
-/// unstarted jobs).
-pub fn storage(settings: &QueueSettings, batch_size: usize) -> anyhow::Result<MailStorage> {
+/// unstarted jobs). An idle consumer looks for new jobs every `poll`: apalis' Redis backend
+/// parks after an empty fetch until its next heartbeat, so the heartbeat is the poll.
+pub fn storage(
+    settings: &QueueSettings,
+    batch_size: usize,
+    poll: Duration,
+) -> anyhow::Result<MailStorage> {
     let client = redis::Client::open(settings.redis_url.as_str()).context("REDIS_URL")?;
     let config = ConnectionManagerConfig::new()
         .set_connection_timeout(Some(REDIS_CONNECT_TIMEOUT))
@@ -37,7 +44,8 @@ pub fn storage(settings: &QueueSettings, batch_size: usize) -> anyhow::Result<Ma
     // The queue name is pinned: apalis would otherwise derive it from the Rust type path.
     let config = Config::default()
         .queue(&settings.queue)
-        .batch_size(batch_size.max(1));
+        .batch_size(batch_size.max(1))
+        .heartbeat_interval(poll);
     Ok(RedisStorage::new(conn).with_config(config))
 }
 

@@ -70,7 +70,7 @@ impl Worker {
     /// Like [`Worker::build`] with a pool the caller made (tests share theirs).
     pub fn build_with_pool(settings: WorkerSettings, pool: PgPool) -> anyhow::Result<Self> {
         let mailer = Mailer::new(&settings.mail)?;
-        let storage = queue::storage(&settings.queue, settings.concurrency)?;
+        let storage = queue::storage(&settings.queue, settings.concurrency, settings.queue_poll)?;
         Ok(Worker {
             context: Arc::new(JobContext {
                 pool,

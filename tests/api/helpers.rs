@@ -28,6 +28,11 @@ fn server_url() -> String {
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned())
 }
 
+/// The Redis of `REDIS_URL`, or the local default.
+pub fn redis_url() -> String {
+    std::env::var("REDIS_URL").unwrap_or_else(|_| tally::config::REDIS_URL_DEFAULT.to_owned())
+}
+
 /// `url` with its database name replaced.
 fn with_database(url: &str, database: &str) -> String {
     let (base, query) = match url.split_once('?') {
@@ -128,6 +133,9 @@ pub fn settings(database_url: &str, extra: &[&str]) -> ServeSettings {
 
 pub struct TestApp {
     pub addr: SocketAddr,
+    /// The Redis mail queue this server pushes to (unique per test, so parallel tests and a
+    /// `make run` worker on the same Redis never take each other's jobs).
+    pub settings: ServeSettings,
     pub channel: Channel,
     pub pool: PgPool,
     stop: Option<oneshot::Sender<()>>,
@@ -157,7 +165,12 @@ impl TestApp {
     }
 
     async fn spawn_on(db: std::sync::Arc<TestDatabase>, pool: PgPool, extra: &[&str]) -> Self {
-        let app = Application::build_with_pool(settings(&db.url, extra), pool.clone())
+        let queue = format!("tally:test:{}", Uuid::new_v4().simple());
+        let redis_url = redis_url();
+        let mut flags = vec!["--mail-queue", &queue, "--redis-url", &redis_url];
+        flags.extend_from_slice(extra);
+        let settings = settings(&db.url, &flags);
+        let app = Application::build_with_pool(settings.clone(), pool.clone())
             .await
             .expect("application builds");
         let addr = app.local_addr();
@@ -172,6 +185,7 @@ impl TestApp {
             .expect("connect to the test server");
         TestApp {
             addr,
+            settings,
             channel,
             pool,
             stop: Some(stop),

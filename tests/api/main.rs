@@ -6,8 +6,10 @@
 mod authz;
 mod cli;
 mod helpers;
+mod mail_harness;
 mod migrations;
 mod server;
 mod sessions;
 mod tokens;
 mod users;
+mod verification;
