@@ -128,7 +128,10 @@ DB_CREATED=1
 PORT="$(free_port)"
 ADDR="127.0.0.1:$PORT"
 log "starting $TALLY_BIN serve on $ADDR (log: $SERVER_LOG)"
+# A mail queue of its own: no worker drains it, and no other worker (say, of `make run`) on
+# the same Redis should see these sign-ups.
 DATABASE_URL="$TEST_DB_URL" TALLY_ENV=development TALLY_REFLECTION=true \
+  TALLY_MAIL_QUEUE="tally:walkthrough:$DB_NAME" \
   "$TALLY_BIN" serve --migrate true --listen-addr "$ADDR" >"$SERVER_LOG" 2>&1 &
 SERVER_PID=$!
 
