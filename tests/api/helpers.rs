@@ -167,7 +167,16 @@ impl TestApp {
     async fn spawn_on(db: std::sync::Arc<TestDatabase>, pool: PgPool, extra: &[&str]) -> Self {
         let queue = format!("tally:test:{}", Uuid::new_v4().simple());
         let redis_url = redis_url();
-        let mut flags = vec!["--mail-queue", &queue, "--redis-url", &redis_url];
+        // A short lease: a job stranded in Redis (a consumer restarted under load) is queued
+        // again within seconds rather than the production default of minutes.
+        let mut flags = vec![
+            "--mail-queue",
+            &queue,
+            "--redis-url",
+            &redis_url,
+            "--outbox-lease-secs",
+            "10",
+        ];
         flags.extend_from_slice(extra);
         let settings = settings(&db.url, &flags);
         let app = Application::build_with_pool(settings.clone(), pool.clone())

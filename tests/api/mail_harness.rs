@@ -252,7 +252,7 @@ pub fn worker_argv(app: &TestApp, smtp_url: &str) -> Vec<String> {
         "--smtp-timeout-ms",
         "2000",
         "--outbox-lease-secs",
-        "30",
+        "10",
         "--outbox-sweep-interval-ms",
         "100",
         "--queue-poll-ms",
