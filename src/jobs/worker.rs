@@ -16,6 +16,7 @@
 use std::{future::Future, sync::Arc, time::Duration};
 
 use apalis::prelude::{BoxDynError, Data, WorkerBuilder, WorkerBuilderExt as _};
+use apalis_core::backend::Vacuum as _;
 use base64::Engine as _;
 use sha2::{Digest as _, Sha256};
 use sqlx::PgPool;
@@ -35,6 +36,11 @@ use crate::{config::WorkerSettings, db, store};
 pub const CODE_BYTES: usize = 32;
 /// After the queue consumer fails (Redis gone), wait this long before starting it again.
 const CONSUMER_RESTART_DELAY: Duration = Duration::from_secs(1);
+/// apalis keeps every finished job's data in Redis; the sweeper deletes what finished more
+/// than [`FINISHED_JOBS_KEPT`] ago, once per [`VACUUM_INTERVAL`], so Redis does not grow
+/// with every mail ever sent.
+const VACUUM_INTERVAL: Duration = Duration::from_secs(600);
+const FINISHED_JOBS_KEPT: Duration = Duration::from_secs(3_600);
 
 /// Everything a job needs, shared by the jobs in flight.
 struct JobContext {
@@ -166,7 +172,8 @@ async fn consume_loop(
     }
 }
 
-/// Pushes due outbox rows every `sweep_interval` until asked to stop.
+/// Pushes due outbox rows every `sweep_interval` (and vacuums finished jobs out of Redis now
+/// and then) until asked to stop.
 async fn sweep_loop(
     context: Arc<JobContext>,
     mut storage: MailStorage,
@@ -174,6 +181,7 @@ async fn sweep_loop(
 ) {
     let mut tick = tokio::time::interval(context.settings.sweep_interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last_vacuum: Option<tokio::time::Instant> = None;
     loop {
         tokio::select! {
             _ = tick.tick() => {}
@@ -190,6 +198,13 @@ async fn sweep_loop(
             Ok(0) => {}
             Ok(pushed) => tracing::info!(pushed, "outbox sweep queued mail"),
             Err(err) => tracing::warn!(error = format!("{err:#}"), "outbox sweep failed"),
+        }
+        if last_vacuum.is_none_or(|at| at.elapsed() >= VACUUM_INTERVAL) {
+            last_vacuum = Some(tokio::time::Instant::now());
+            match storage.vacuum_before(FINISHED_JOBS_KEPT).await {
+                Ok(removed) => tracing::debug!(removed, "finished jobs vacuumed from Redis"),
+                Err(err) => tracing::warn!(error = %err, "vacuuming finished jobs failed"),
+            }
         }
     }
 }
