@@ -117,14 +117,18 @@ impl Worker {
             "worker stopping: no new jobs, finishing the ones in flight"
         );
         let _ = stop_tx.send(true);
+        let (consumer_abort, sweeper_abort) = (consumer.abort_handle(), sweeper.abort_handle());
         let drained = tokio::time::timeout(context.settings.shutdown_drain, async {
             let _ = consumer.await;
             let _ = sweeper.await;
         })
         .await;
         if drained.is_err() {
-            // Their outbox rows stay; the sweep requeues them when the lease runs out.
+            // Their transactions roll back and their outbox rows stay; the sweep queues them
+            // again when the lease runs out.
             tracing::warn!("drain time exceeded; abandoning the jobs still in flight");
+            consumer_abort.abort();
+            sweeper_abort.abort();
         }
         let JobMetricsSnapshot {
             sent,

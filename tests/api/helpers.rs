@@ -279,7 +279,23 @@ impl Drop for TestApp {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
+        // Leave the shared Redis as we found it (a dead throwaway Redis just times out).
+        let _ = forget_queue(&self.settings.queue.redis_url, &self.settings.queue.queue);
     }
+}
+
+/// Deletes every Redis key of a test's mail queue.
+fn forget_queue(redis_url: &str, queue: &str) -> redis::RedisResult<()> {
+    use redis::Commands as _;
+    let client = redis::Client::open(redis_url)?;
+    let mut conn = client.get_connection_with_timeout(Duration::from_millis(500))?;
+    let keys: Vec<String> = conn
+        .scan_match::<_, String>(format!("{queue}:*"))?
+        .collect::<Result<_, _>>()?;
+    if !keys.is_empty() {
+        conn.del::<_, ()>(keys)?;
+    }
+    Ok(())
 }
 
 /// `message` with `authorization: Bearer <token>`.
