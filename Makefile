@@ -12,6 +12,12 @@ CARGO ?= cargo
 # Where `make run` listens; any TALLY_* / DATABASE_URL / REDIS_URL in the environment applies.
 TALLY_LISTEN_ADDR ?= 127.0.0.1:8080
 export TALLY_LISTEN_ADDR
+# Where mailed verification links point (the server above), and where the worker writes .eml
+# files when SMTP_URL is unset.
+TALLY_PUBLIC_URL ?= http://$(TALLY_LISTEN_ADDR)
+export TALLY_PUBLIC_URL
+TALLY_MAIL_DIR ?= .dev-mail
+export TALLY_MAIL_DIR
 
 SERVICES := eval "$$(scripts/services.sh env)"
 
@@ -33,15 +39,20 @@ fmt: ## Format the code
 migrate: ## Apply pending migrations to DATABASE_URL (or the local/throwaway database)
 	$(SERVICES) && $(CARGO) run --locked --quiet -- migrate up
 
-run: ## Find or start PostgreSQL and Redis, migrate, serve on TALLY_LISTEN_ADDR
+# The worker runs in the background of the same shell and the server in the foreground.
+# Ctrl-C stops the server; whichever way the server ends, the EXIT trap sends the worker
+# SIGTERM (it drains its jobs in flight) and waits for it.
+run: ## Find or start PostgreSQL and Redis, migrate, serve on TALLY_LISTEN_ADDR beside the mail worker
 	$(SERVICES) && $(CARGO) build --locked && \
 	  ./target/debug/tally migrate up && \
-	  exec ./target/debug/tally serve
+	  { ./target/debug/tally worker & worker=$$!; \
+	    trap 'kill -TERM $$worker 2>/dev/null || true; wait $$worker || true' EXIT; \
+	    ./target/debug/tally serve; }
 
 test: test-rust test-walkthrough ## Every test tier: unit, store/API (real PostgreSQL), walkthroughs, gateway checks
 
-test-rust: ## Unit and integration tests (cargo test) against real PostgreSQL and Redis
-	$(SERVICES) && $(CARGO) test --locked --no-fail-fast
+test-rust: ## Unit and integration tests (cargo test) against real PostgreSQL, Redis and SMTP
+	$(SERVICES) && scripts/tools.sh aiosmtpd >/dev/null && $(CARGO) test --locked --no-fail-fast
 
 test-walkthrough: ## README walkthroughs (buf curl, curl), schemathesis, gRPC-web client vs a real server
 	$(SERVICES) && $(CARGO) build --locked && scripts/walkthrough-test.sh

@@ -5,6 +5,7 @@
 #   scripts/tools.sh buf           install buf if needed, print the path of the buf executable
 #   scripts/tools.sh bin           install buf if needed, print the path of the bin dir
 #   scripts/tools.sh schemathesis  install schemathesis if needed, print the path of its executable
+#   scripts/tools.sh aiosmtpd      install aiosmtpd if needed, print the path of the venv's python
 #   scripts/tools.sh node-modules  install the gRPC-web client packages, print node_modules' path
 #   scripts/tools.sh install       install every tool if needed (prints nothing on stdout)
 #   scripts/tools.sh version       print the pinned versions
@@ -12,8 +13,10 @@
 # Tools:
 #   buf  npm package @bufbuild/buf, pinned to BUF_VERSION below (exact version). Works offline
 #        once installed; `buf curl` talks to `tally serve` through server reflection.
-#   schemathesis  PyPI, pinned to SCHEMATHESIS_VERSION, in a virtualenv at .tools/venv (needs
-#        python3 with venv; as root on Debian, python3-venv is installed when missing).
+#   schemathesis, aiosmtpd  PyPI, pinned to SCHEMATHESIS_VERSION and AIOSMTPD_VERSION, in one
+#        virtualenv at .tools/venv (needs python3 with venv; as root on Debian, python3-venv is
+#        installed when missing). The tests run scripts/smtp_sink.py with that python as a real
+#        SMTP server.
 #   @connectrpc/connect, @connectrpc/connect-web, @bufbuild/protobuf  npm, pinned below: the
 #        gRPC-web client that scripts/grpc-web-client.cjs runs under node.
 #
@@ -36,6 +39,7 @@ BUF_VERSION="1.75.0"
 SCHEMATHESIS_VERSION="4.32.5"
 CONNECT_VERSION="2.2.0"
 PROTOBUF_ES_VERSION="2.17.0"
+AIOSMTPD_VERSION="1.4.6"
 
 SCRIPT_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 ROOT_DIR="$(cd "$SCRIPT_DIR/.." && pwd)"
@@ -51,7 +55,7 @@ die() {
 }
 
 usage() {
-  sed -n '2,10p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2
+  sed -n '2,11p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2
 }
 
 is_root() { [[ "$(id -u)" -eq 0 ]]; }
@@ -149,11 +153,31 @@ installed_schemathesis() {
   printf '%s\n' "$exe"
 }
 
-install_schemathesis() {
-  if installed_schemathesis >/dev/null; then
+# Path of the venv's python when it has the pinned aiosmtpd, or failure.
+installed_aiosmtpd() {
+  local python="$VENV_DIR/bin/python" version
+  [[ -x "$python" ]] || return 1
+  version="$("$python" -c 'import importlib.metadata as m; print(m.version("aiosmtpd"))' 2>/dev/null)" || return 1
+  [[ "$version" == "$AIOSMTPD_VERSION" ]] || return 1
+  printf '%s\n' "$python"
+}
+
+# Both Python tools live in one venv; installing either installs both pinned versions.
+install_python_tools() {
+  if installed_schemathesis >/dev/null && installed_aiosmtpd >/dev/null; then
     return 0
   fi
-  command -v python3 >/dev/null 2>&1 || die "python3 is required for schemathesis"
+  command -v python3 >/dev/null 2>&1 || die "python3 is required for schemathesis and aiosmtpd"
+  mkdir -p "$TOOLS_DIR"
+  local lock_fd=""
+  if command -v flock >/dev/null 2>&1; then
+    exec {lock_fd}>"$TOOLS_DIR/.lock-venv"
+    flock "$lock_fd"
+    if installed_schemathesis >/dev/null && installed_aiosmtpd >/dev/null; then
+      exec {lock_fd}>&-
+      return 0
+    fi
+  fi
   if ! python3 -c 'import ensurepip, venv' >/dev/null 2>&1; then
     if [[ -z "${TALLY_NO_INSTALL:-}" ]] && is_root && command -v apt-get >/dev/null 2>&1; then
       log "python3 venv support missing: installing python3-venv with apt-get"
@@ -164,13 +188,16 @@ install_schemathesis() {
       die "python3 venv support is required (Debian/Ubuntu: apt-get install python3-venv)"
     fi
   fi
-  log "installing schemathesis $SCHEMATHESIS_VERSION into $VENV_DIR"
-  rm -rf "$VENV_DIR"
-  python3 -m venv "$VENV_DIR" >&2 || die "python3 -m venv failed"
-  "$VENV_DIR/bin/pip" install --quiet --disable-pip-version-check \
-    "schemathesis==$SCHEMATHESIS_VERSION" >&2 ||
-    die "pip install schemathesis==$SCHEMATHESIS_VERSION failed (is PyPI reachable?)"
+  log "installing schemathesis $SCHEMATHESIS_VERSION and aiosmtpd $AIOSMTPD_VERSION into $VENV_DIR"
+  [[ -x "$VENV_DIR/bin/python" ]] || python3 -m venv "$VENV_DIR" >&2 || die "python3 -m venv failed"
+  "$VENV_DIR/bin/python" -m pip install --quiet --disable-pip-version-check \
+    "schemathesis==$SCHEMATHESIS_VERSION" "aiosmtpd==$AIOSMTPD_VERSION" >&2 ||
+    die "pip install of schemathesis and aiosmtpd failed (is PyPI reachable?)"
+  if [[ -n "$lock_fd" ]]; then
+    exec {lock_fd}>&-
+  fi
   installed_schemathesis >/dev/null || die "schemathesis is not runnable after pip install"
+  installed_aiosmtpd >/dev/null || die "aiosmtpd $AIOSMTPD_VERSION is not importable after pip install"
 }
 
 node_modules_ready() {
@@ -205,8 +232,12 @@ main() {
       printf '%s\n' "$BIN_DIR"
       ;;
     schemathesis)
-      install_schemathesis
+      install_python_tools
       installed_schemathesis
+      ;;
+    aiosmtpd)
+      install_python_tools
+      installed_aiosmtpd
       ;;
     node-modules)
       install_node_modules
@@ -214,19 +245,19 @@ main() {
       ;;
     install)
       install_buf
-      install_schemathesis
+      install_python_tools
       install_node_modules
       ;;
     version)
-      printf 'buf %s\nschemathesis %s\n@connectrpc/connect(-web) %s\n@bufbuild/protobuf %s\n' \
-        "$BUF_VERSION" "$SCHEMATHESIS_VERSION" "$CONNECT_VERSION" "$PROTOBUF_ES_VERSION"
+      printf 'buf %s\nschemathesis %s\naiosmtpd %s\n@connectrpc/connect(-web) %s\n@bufbuild/protobuf %s\n' \
+        "$BUF_VERSION" "$SCHEMATHESIS_VERSION" "$AIOSMTPD_VERSION" "$CONNECT_VERSION" "$PROTOBUF_ES_VERSION"
       ;;
     -h | --help | help)
       usage
       ;;
     *)
       usage
-      die "unknown command '${command}' (expected buf, bin, schemathesis, node-modules, install or version)"
+      die "unknown command '${command}' (expected buf, bin, schemathesis, aiosmtpd, node-modules, install or version)"
       ;;
   esac
 }

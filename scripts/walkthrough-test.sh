@@ -93,6 +93,7 @@ WORK_DIR="$(mktemp -d "${TMPDIR:-/tmp}/tally-walkthrough.XXXXXX")"
 SERVER_LOG="$WORK_DIR/server.log"
 SERVER_PID=""
 DB_CREATED=""
+MAIL_QUEUE="tally:walkthrough:$DB_NAME"
 
 cleanup() {
   local rc=$?
@@ -107,6 +108,11 @@ cleanup() {
       >/dev/null 2>&1 ||
       psql "$ADMIN_URL" -v ON_ERROR_STOP=1 -qXc "DROP DATABASE IF EXISTS $DB_NAME" >/dev/null ||
       log "warning: could not drop database $DB_NAME"
+  fi
+  if [[ -n "$DB_CREATED" ]] && command -v redis-cli >/dev/null 2>&1; then
+    # The sign-ups' jobs on the server's own mail queue, which no worker drained.
+    redis-cli -u "${REDIS_URL:-redis://127.0.0.1:6379}" --scan --pattern "$MAIL_QUEUE:*" 2>/dev/null |
+      xargs -r redis-cli -u "${REDIS_URL:-redis://127.0.0.1:6379}" del >/dev/null 2>&1 || true
   fi
   if [[ "$rc" -ne 0 && -s "$SERVER_LOG" ]]; then
     log "server log (last 40 lines of $SERVER_LOG):"
@@ -132,7 +138,10 @@ DB_CREATED=1
 PORT="$(free_port)"
 ADDR="127.0.0.1:$PORT"
 log "starting $TALLY_BIN serve on $ADDR (log: $SERVER_LOG)"
+# A mail queue of its own: no worker drains it, and no other worker (say, of `make run`) on
+# the same Redis should see these sign-ups. Its keys are deleted at the end.
 DATABASE_URL="$TEST_DB_URL" TALLY_ENV=development TALLY_REFLECTION=true \
+  TALLY_MAIL_QUEUE="$MAIL_QUEUE" \
   "$TALLY_BIN" serve --migrate true --listen-addr "$ADDR" >"$SERVER_LOG" 2>&1 &
 SERVER_PID=$!
 

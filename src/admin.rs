@@ -1,6 +1,7 @@
 //! `tally admin …`: operator commands that talk to the database directly, so a fresh
-//! deployment can create its first admin without the API. They go through the same domain
-//! code (validation, hashing, the last-admin rule) as the RPCs.
+//! deployment can create its first admin without the API, and an operator can see and
+//! requeue dead-lettered mail. They go through the same domain code (validation, hashing,
+//! the last-admin rule) as the RPCs.
 
 use std::{sync::Arc, time::Duration};
 
@@ -12,10 +13,15 @@ use crate::{
     auth::{Authenticator, token::PasetoCodec},
     config::AdminAction,
     identity::{Identity, IdentitySettings, users::CreateUser},
+    store,
 };
 
 /// Who the logs name as the actor of shell commands.
 const SHELL_ACTOR: &str = "shell";
+/// Verification codes of users created from the shell live as long as the default.
+const ADMIN_VERIFICATION_TTL: Duration = Duration::from_secs(86_400);
+/// `dead-letters` lines are cut to this many characters of the error.
+const DEAD_LETTER_ERROR_CHARS_SHOWN: usize = 200;
 
 pub async fn run(pool: PgPool, action: AdminAction) -> anyhow::Result<()> {
     crate::db::ensure_migrated(&pool).await?;
@@ -27,14 +33,17 @@ pub async fn run(pool: PgPool, action: AdminAction) -> anyhow::Result<()> {
     )?);
     let authenticator = Arc::new(Authenticator::new(codec, pool.clone(), Duration::ZERO));
     let identity = Identity::new(
-        pool,
+        pool.clone(),
         authenticator,
         IdentitySettings {
             access_ttl: Duration::from_secs(60),
             refresh_ttl: Duration::from_secs(120),
             login_failures_max: 1,
             login_failure_window: Duration::from_secs(1),
+            verification_ttl: ADMIN_VERIFICATION_TTL,
         },
+        // No Redis here: the worker's outbox sweep queues the mail of users made from the shell.
+        None,
     );
     match action {
         AdminAction::CreateUser {
@@ -58,6 +67,34 @@ pub async fn run(pool: PgPool, action: AdminAction) -> anyhow::Result<()> {
         AdminAction::RevokeRole { username, role } => {
             let user = identity.revoke_role(SHELL_ACTOR, &username, &role).await?;
             println!("{}: roles {}", user.username, user.roles.join(", "));
+        }
+        AdminAction::DeadLetters { all, limit } => {
+            let mut conn = pool.acquire().await?;
+            let letters = store::mail::dead_letters(&mut conn, all, limit).await?;
+            if letters.is_empty() {
+                println!("no dead letters");
+            }
+            for d in letters {
+                let requeued = d
+                    .requeued_at
+                    .map_or_else(|| "-".to_owned(), |t| t.to_string());
+                let error: String = d
+                    .last_error
+                    .chars()
+                    .take(DEAD_LETTER_ERROR_CHARS_SHOWN)
+                    .collect();
+                println!(
+                    "{} verification={} to={} attempts={} dead_at={} requeued_at={} error={}",
+                    d.id, d.verification_id, d.email, d.attempts, d.dead_at, requeued, error
+                );
+            }
+        }
+        AdminAction::RequeueDeadLetter { id } => {
+            let mut conn = pool.acquire().await?;
+            match store::mail::requeue(&mut conn, id).await? {
+                Some(outbox_id) => println!("requeued {id} as outbox {outbox_id}"),
+                None => anyhow::bail!("no dead letter {id} waiting to be requeued"),
+            }
         }
     }
     Ok(())

@@ -36,6 +36,7 @@ use crate::{
     db,
     gateway::{ApiInfo, Gateway, GatewayLayer, GatewayOptions},
     identity::{Identity, IdentitySettings},
+    jobs::{self, outbox::Relay},
     ledger::Ledger,
     proto::{
         self,
@@ -106,7 +107,13 @@ impl Application {
                 refresh_ttl: settings.tokens.refresh_ttl,
                 login_failures_max: settings.login_failures_max,
                 login_failure_window: settings.login_failure_window,
+                verification_ttl: settings.verification_ttl,
             },
+            Some(Relay::spawn(
+                pool.clone(),
+                jobs::queue::storage(&settings.queue, 1, jobs::queue::PUSH_ONLY_HEARTBEAT)?,
+                settings.queue.lease,
+            )),
         ));
         let ledger = Arc::new(Ledger::new(pool.clone(), settings.ledger.clone()));
         ledger.bootstrap().await?;

@@ -10,6 +10,10 @@ use std::{net::SocketAddr, time::Duration};
 use base64::Engine as _;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+mod worker;
+
+pub use worker::{MailSettings, MailTransportSettings, WorkerArgs, WorkerSettings};
+
 /// Default PostgreSQL URL: the local server on its standard port.
 pub const DATABASE_URL_DEFAULT: &str = "postgres://postgres@127.0.0.1:5432/tally";
 /// Default Redis URL: the local server on its standard port.
@@ -67,6 +71,8 @@ pub enum LogFormat {
 pub enum Command {
     /// Serve gRPC, gRPC-web and HTTP on one listener.
     Serve(Box<ServeArgs>),
+    /// Drain the mail job queue: send verification mail, retry, dead-letter.
+    Worker(Box<WorkerArgs>),
     /// Apply, revert or list database migrations.
     Migrate {
         #[command(subcommand)]
@@ -119,6 +125,17 @@ pub enum AdminAction {
     GrantRole { username: String, role: String },
     /// Revoke a role from a user.
     RevokeRole { username: String, role: String },
+    /// List mail that failed every attempt (dead letters), newest first.
+    DeadLetters {
+        /// Also list dead letters that were requeued already.
+        #[arg(long)]
+        all: bool,
+        /// At most this many lines.
+        #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(i64).range(1..=10_000))]
+        limit: i64,
+    },
+    /// Put a dead letter back into the mail outbox with a fresh attempt budget.
+    RequeueDeadLetter { id: uuid::Uuid },
 }
 
 #[derive(Debug, Clone, Args)]
@@ -136,6 +153,29 @@ pub struct DatabaseArgs {
           default_value_t = 5_000, value_parser = clap::value_parser!(u64).range(100..=60_000))]
     pub db_acquire_timeout_ms: u64,
 }
+
+/// Where the mail job queue lives; `serve` pushes to it and `worker` drains it.
+#[derive(Debug, Clone, Args)]
+pub struct QueueArgs {
+    /// Redis URL for the mail job queue.
+    #[arg(long, env = "REDIS_URL", value_name = "REDIS_URL", hide_env_values = true,
+          default_value = REDIS_URL_DEFAULT)]
+    pub redis_url: String,
+    /// Name of the mail queue in Redis. Pinned (not derived from a Rust type path) so a
+    /// rename in the code cannot orphan queued jobs; distinct names let environments share
+    /// one Redis.
+    #[arg(long, env = "TALLY_MAIL_QUEUE", value_name = "TALLY_MAIL_QUEUE",
+          default_value = MAIL_QUEUE_DEFAULT)]
+    pub mail_queue: String,
+    /// A queued mail not finished within this many seconds is queued again (a job lost with
+    /// Redis or a killed worker); must exceed TALLY_SMTP_TIMEOUT_MS.
+    #[arg(long, env = "TALLY_OUTBOX_LEASE_SECS", value_name = "TALLY_OUTBOX_LEASE_SECS",
+          default_value_t = 300, value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    pub outbox_lease_secs: u64,
+}
+
+/// The queue every deployment uses unless told otherwise.
+pub const MAIL_QUEUE_DEFAULT: &str = "tally:mail:v1";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum TokenFormat {
@@ -157,10 +197,12 @@ pub struct ServeArgs {
         default_value = "0.0.0.0:8080"
     )]
     pub listen_addr: SocketAddr,
-    /// Redis URL for the mail job queue.
-    #[arg(long, env = "REDIS_URL", value_name = "REDIS_URL", hide_env_values = true,
-          default_value = REDIS_URL_DEFAULT)]
-    pub redis_url: String,
+    #[command(flatten)]
+    pub queue: QueueArgs,
+    /// How long a verification code stays valid, in seconds.
+    #[arg(long, env = "TALLY_VERIFICATION_TTL_SECS", value_name = "TALLY_VERIFICATION_TTL_SECS",
+          default_value_t = 86_400, value_parser = clap::value_parser!(u64).range(60..=604_800))]
+    pub verification_ttl_secs: u64,
     /// Apply pending migrations at start instead of refusing an unmigrated database.
     #[arg(long, env = "TALLY_MIGRATE", value_name = "TALLY_MIGRATE", default_value_t = false,
           action = clap::ArgAction::Set)]
@@ -337,7 +379,8 @@ pub struct ServeSettings {
     pub environment: Environment,
     pub database: DatabaseSettings,
     pub listen_addr: SocketAddr,
-    pub redis_url: String,
+    pub queue: QueueSettings,
+    pub verification_ttl: Duration,
     pub migrate: bool,
     pub tokens: TokenSettings,
     pub login_failures_max: u32,
@@ -352,6 +395,42 @@ pub struct ServeSettings {
     pub ledger: crate::ledger::LedgerSettings,
     /// Origins allowed by CORS; `*` alone means any. Empty: none.
     pub cors_allowed_origins: Vec<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct QueueSettings {
+    pub redis_url: String,
+    pub queue: String,
+    /// How long a pushed mail may stay unfinished before the sweep pushes it again.
+    pub lease: Duration,
+}
+
+impl QueueArgs {
+    pub fn settings(&self) -> Result<QueueSettings, ConfigError> {
+        if !(self.redis_url.starts_with("redis://") || self.redis_url.starts_with("rediss://")) {
+            return Err(config_error(
+                "REDIS_URL",
+                "must be a redis:// or rediss:// URL",
+            ));
+        }
+        let queue = self.mail_queue.trim();
+        if queue.is_empty()
+            || queue.len() > 128
+            || !queue
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, ':' | '_' | '-' | '.'))
+        {
+            return Err(config_error(
+                "TALLY_MAIL_QUEUE",
+                "must be 1 to 128 characters of letters, digits, ':', '_', '-' and '.'",
+            ));
+        }
+        Ok(QueueSettings {
+            redis_url: self.redis_url.clone(),
+            queue: queue.to_owned(),
+            lease: Duration::from_secs(self.outbox_lease_secs),
+        })
+    }
 }
 
 impl DatabaseArgs {
@@ -376,12 +455,7 @@ impl ServeArgs {
     /// Validates the arguments into settings. Rules that span variables live here.
     pub fn settings(&self, environment: Environment) -> Result<ServeSettings, ConfigError> {
         let database = self.database.settings()?;
-        if !(self.redis_url.starts_with("redis://") || self.redis_url.starts_with("rediss://")) {
-            return Err(config_error(
-                "REDIS_URL",
-                "must be a redis:// or rediss:// URL",
-            ));
-        }
+        let queue = self.queue.settings()?;
         let key = match &self.token_key {
             Some(encoded) => TokenKey::Configured(decode_token_key(encoded, self.token_format)?),
             None if environment == Environment::Production => {
@@ -413,7 +487,8 @@ impl ServeArgs {
             environment,
             database,
             listen_addr: self.listen_addr,
-            redis_url: self.redis_url.clone(),
+            queue,
+            verification_ttl: Duration::from_secs(self.verification_ttl_secs),
             migrate: self.migrate,
             tokens: TokenSettings {
                 format: self.token_format,

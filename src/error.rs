@@ -32,6 +32,9 @@ pub mod reason {
     pub const TRANSACTION_CONFLICT: &str = "TRANSACTION_CONFLICT";
     pub const ACCOUNT_LIMIT: &str = "ACCOUNT_LIMIT";
     pub const BALANCE_LIMIT: &str = "BALANCE_LIMIT";
+    pub const VERIFICATION_CODE_INVALID: &str = "VERIFICATION_CODE_INVALID";
+    pub const VERIFICATION_RATE_LIMITED: &str = "VERIFICATION_RATE_LIMITED";
+    pub const EMAIL_ALREADY_VERIFIED: &str = "EMAIL_ALREADY_VERIFIED";
 }
 
 /// SQLSTATEs after which PostgreSQL has certainly rolled the transaction back and a retry of

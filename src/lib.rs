@@ -14,6 +14,7 @@ pub mod db;
 pub mod error;
 pub mod gateway;
 pub mod identity;
+pub mod jobs;
 pub mod ledger;
 pub mod proto;
 pub mod store;

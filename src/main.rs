@@ -4,7 +4,9 @@ use clap::Parser;
 use tally::{
     app::Application,
     config::{Cli, Command, MigrateAction},
-    db, telemetry,
+    db,
+    jobs::worker::Worker,
+    telemetry,
 };
 
 #[tokio::main]
@@ -27,6 +29,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let settings = args.settings(cli.global.environment)?;
             let app = Application::build(settings).await?;
             app.run_until_stopped(shutdown_signal()).await
+        }
+        Command::Worker(args) => {
+            let settings = args.settings(cli.global.environment)?;
+            let worker = Worker::build(settings).await?;
+            worker.run_until_stopped(shutdown_signal()).await
         }
         Command::Migrate { action, database } => {
             let pool = db::connect(&database.settings()?).await?;

@@ -81,15 +81,27 @@ impl UserService for ApiState {
 
     async fn verify_email(
         &self,
-        _request: Request<pb::VerifyEmailRequest>,
+        request: Request<pb::VerifyEmailRequest>,
     ) -> Result<Response<pb::VerifyEmailResponse>, Status> {
-        Err(Error::Unimplemented("VerifyEmail").into())
+        let pb::VerifyEmailRequest {
+            verification_id,
+            code,
+        } = request.into_inner();
+        let verified = self.identity.verify_email(&verification_id, &code).await?;
+        Ok(Response::new(pb::VerifyEmailResponse {
+            username: verified.username,
+            email_verified: verified.email_verified,
+        }))
     }
 
     async fn resend_verification(
         &self,
-        _request: Request<pb::ResendVerificationRequest>,
+        request: Request<pb::ResendVerificationRequest>,
     ) -> Result<Response<pb::ResendVerificationResponse>, Status> {
-        Err(Error::Unimplemented("ResendVerification").into())
+        let principal = principal(&request)?;
+        self.identity
+            .resend_verification(&principal, &request.into_inner().username)
+            .await?;
+        Ok(Response::new(pb::ResendVerificationResponse {}))
     }
 }

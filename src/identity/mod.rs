@@ -10,6 +10,7 @@ use time::OffsetDateTime;
 
 use crate::{
     auth::{Authenticator, Principal},
+    jobs::outbox::Relay,
     store::users::UserRow,
 };
 
@@ -17,6 +18,7 @@ pub mod roles;
 pub mod sessions;
 pub mod users;
 pub mod validate;
+pub mod verification;
 
 /// Settings the identity rules need.
 #[derive(Debug, Clone)]
@@ -25,12 +27,17 @@ pub struct IdentitySettings {
     pub refresh_ttl: Duration,
     pub login_failures_max: u32,
     pub login_failure_window: Duration,
+    /// How long a verification code stays valid.
+    pub verification_ttl: Duration,
 }
 
 pub struct Identity {
     pool: PgPool,
     authenticator: Arc<Authenticator>,
     settings: IdentitySettings,
+    /// Pushes verification mail to the queue right after commit; `None` leaves it to the
+    /// worker's outbox sweep (as in `tally admin`).
+    relay: Option<Relay>,
 }
 
 impl Identity {
@@ -38,11 +45,13 @@ impl Identity {
         pool: PgPool,
         authenticator: Arc<Authenticator>,
         settings: IdentitySettings,
+        relay: Option<Relay>,
     ) -> Self {
         Self {
             pool,
             authenticator,
             settings,
+            relay,
         }
     }
 }

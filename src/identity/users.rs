@@ -6,7 +6,7 @@ use super::{Identity, User, may_see_user, validate};
 use crate::{
     auth::{Principal, Role, password},
     error::{Error, Result, reason},
-    store,
+    store::{self, verifications::Purpose},
 };
 
 /// A validated sign-up.
@@ -64,7 +64,8 @@ impl UpdateUser {
 }
 
 impl Identity {
-    /// Creates a user holding the `customer` role. The user and the role grant commit together.
+    /// Creates a user holding the `customer` role. The user, the role grant, the email
+    /// verification and the outbox row that owes its mail commit together.
     pub async fn create_user(&self, new: CreateUser) -> Result<User> {
         let password_hash = password::hash(new.password).await?;
         let mut tx = self.pool.begin().await?;
@@ -81,10 +82,14 @@ impl Identity {
         )
         .await?;
         store::roles::grant(&mut tx, id, Role::Customer.name()).await?;
+        let outbox_id = self
+            .open_verification(&mut tx, id, &new.email, Purpose::Signup)
+            .await?;
         let user = store::users::by_username(&mut tx, &new.username)
             .await?
             .ok_or_else(|| Error::internal(anyhow::anyhow!("inserted user vanished")))?;
         tx.commit().await?;
+        self.relay_mail(outbox_id);
         tracing::info!(user.username = %new.username, "user created");
         Ok(user.into())
     }
@@ -131,10 +136,16 @@ impl Identity {
         if let Some(full_name) = &change.full_name {
             store::users::update_full_name(&mut tx, user.id, full_name).await?;
         }
+        let mut outbox_id = None;
         if let Some(email) = &change.email
             && !email.eq_ignore_ascii_case(&user.email)
         {
+            // A new address is unverified until its own code comes back; older codes die.
             store::users::update_email(&mut tx, user.id, email).await?;
+            outbox_id = Some(
+                self.open_verification(&mut tx, user.id, email, Purpose::EmailChanged)
+                    .await?,
+            );
         }
         if let Some(hash) = &new_hash {
             store::users::update_password(&mut tx, user.id, hash).await?;
@@ -146,6 +157,9 @@ impl Identity {
             .await?
             .ok_or(Error::NotFound("user"))?;
         tx.commit().await?;
+        if let Some(outbox_id) = outbox_id {
+            self.relay_mail(outbox_id);
+        }
         if new_hash.is_some() {
             self.authenticator.forget_user(user.id);
             tracing::info!(user.username = %change.username, "password changed");

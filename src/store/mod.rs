@@ -3,10 +3,12 @@
 //! constraint name.
 
 pub mod accounts;
+pub mod mail;
 pub mod roles;
 pub mod sessions;
 pub mod transfers;
 pub mod users;
+pub mod verifications;
 
 /// The constraint a unique or check violation names, if `err` is one.
 pub(crate) fn violated_constraint(err: &sqlx::Error) -> Option<&str> {

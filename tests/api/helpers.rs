@@ -29,6 +29,11 @@ fn server_url() -> String {
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned())
 }
 
+/// The Redis of `REDIS_URL`, or the local default.
+pub fn redis_url() -> String {
+    std::env::var("REDIS_URL").unwrap_or_else(|_| tally::config::REDIS_URL_DEFAULT.to_owned())
+}
+
 /// `url` with its database name replaced.
 fn with_database(url: &str, database: &str) -> String {
     let (base, query) = match url.split_once('?') {
@@ -129,6 +134,9 @@ pub fn settings(database_url: &str, extra: &[&str]) -> ServeSettings {
 
 pub struct TestApp {
     pub addr: SocketAddr,
+    /// The Redis mail queue this server pushes to (unique per test, so parallel tests and a
+    /// `make run` worker on the same Redis never take each other's jobs).
+    pub settings: ServeSettings,
     pub channel: Channel,
     pub pool: PgPool,
     stop: Option<oneshot::Sender<()>>,
@@ -158,7 +166,21 @@ impl TestApp {
     }
 
     async fn spawn_on(db: std::sync::Arc<TestDatabase>, pool: PgPool, extra: &[&str]) -> Self {
-        let app = Application::build_with_pool(settings(&db.url, extra), pool.clone())
+        let queue = format!("tally:test:{}", Uuid::new_v4().simple());
+        let redis_url = redis_url();
+        // A short lease: a job stranded in Redis (a consumer restarted under load) is queued
+        // again within seconds rather than the production default of minutes.
+        let mut flags = vec![
+            "--mail-queue",
+            &queue,
+            "--redis-url",
+            &redis_url,
+            "--outbox-lease-secs",
+            "10",
+        ];
+        flags.extend_from_slice(extra);
+        let settings = settings(&db.url, &flags);
+        let app = Application::build_with_pool(settings.clone(), pool.clone())
             .await
             .expect("application builds");
         let addr = app.local_addr();
@@ -173,6 +195,7 @@ impl TestApp {
             .expect("connect to the test server");
         TestApp {
             addr,
+            settings,
             channel,
             pool,
             stop: Some(stop),
@@ -342,7 +365,23 @@ impl Drop for TestApp {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
+        // Leave the shared Redis as we found it (a dead throwaway Redis just times out).
+        let _ = forget_queue(&self.settings.queue.redis_url, &self.settings.queue.queue);
     }
+}
+
+/// Deletes every Redis key of a test's mail queue.
+fn forget_queue(redis_url: &str, queue: &str) -> redis::RedisResult<()> {
+    use redis::Commands as _;
+    let client = redis::Client::open(redis_url)?;
+    let mut conn = client.get_connection_with_timeout(Duration::from_millis(500))?;
+    let keys: Vec<String> = conn
+        .scan_match::<_, String>(format!("{queue}:*"))?
+        .collect::<Result<_, _>>()?;
+    if !keys.is_empty() {
+        conn.del::<_, ()>(keys)?;
+    }
+    Ok(())
 }
 
 /// `message` with `authorization: Bearer <token>`.
