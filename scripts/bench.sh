@@ -86,14 +86,25 @@ printf '%s\n' "$PASSWORD" | DATABASE_URL="$URL" RUST_LOG=warn "$BIN" admin creat
   --username "$USER_NAME" --email "$USER_NAME@example.com" >/dev/null
 DATABASE_URL="$URL" RUST_LOG=warn "$BIN" admin grant-role "$USER_NAME" banker >/dev/null
 
+# run_tally ACCOUNTS MODE [MORE ARGS] — one `tally bench` run (it opens its own accounts).
 run_tally() {
+  local accounts="$1" mode="$2"
+  shift 2
   "$BIN" bench --addr "http://127.0.0.1:$PORT" --username "$USER_NAME" --password "$PASSWORD" \
-    --clients "$CLIENTS" --seconds "$DURATION" --accounts "$1" --mode "$2" --hot-accounts "$HOT"
+    --clients "$CLIENTS" --seconds "$DURATION" --accounts "$accounts" --mode "$mode" \
+    --hot-accounts "$HOT" "$@"
 }
 log "tally bench, uniform: $CLIENTS clients, $ACCOUNTS accounts, ${DURATION}s"
 run_tally "$ACCOUNTS" uniform | tee "$WORK_DIR/tally-uniform.txt" >&2
 log "tally bench, hot: $CLIENTS clients, $HOT accounts, ${DURATION}s"
 run_tally "$HOT" hot | tee "$WORK_DIR/tally-hot.txt" >&2
+log "tally bench, JSON versus gRPC: GetAccount and CreateTransfer"
+run_tally "$ACCOUNTS" uniform --operation get-account --protocol grpc |
+  tee "$WORK_DIR/tally-get-grpc.txt" >&2
+run_tally "$ACCOUNTS" uniform --operation get-account --protocol json |
+  tee "$WORK_DIR/tally-get-json.txt" >&2
+run_tally "$ACCOUNTS" uniform --operation transfer --protocol json |
+  tee "$WORK_DIR/tally-uniform-json.txt" >&2
 
 REQUESTER="$(psql "$URL" -qAtXc "SELECT id FROM users WHERE username = '$USER_NAME'")"
 # pgbench's accounts: the bench user's, numbered in id order, so the hot set is the same
@@ -126,7 +137,7 @@ work, clients, duration = sys.argv[1], sys.argv[2], sys.argv[3]
 
 def tally(name):
     text = open(os.path.join(work, f"tally-{name}.txt")).read()
-    tps = re.search(r"transfers/s\s+(\d+)", text).group(1)
+    tps = re.search(r"calls/s\s+(\d+)", text).group(1)
     lat = re.search(r"p50 ([\d.]+)\s+p90 ([\d.]+)\s+p99 ([\d.]+)\s+max ([\d.]+)", text).groups()
     retries = re.search(r"retries\s+(\d+)", text).group(1)
     errors = re.search(r"errors\s+(.*)", text).group(1)
@@ -156,4 +167,13 @@ for name in ("uniform", "hot"):
     for tool, f in (("tally bench (gRPC)", tally), ("pgbench (SQL only)", pgbench)):
         tps, lat, retries, errors = f(name)
         print(f"| {tool} | {name} | {tps} | {' | '.join(lat)} | {retries} | {errors} |")
+
+print(f"\nHTTP JSON (gateway, HTTP/1.1) versus gRPC (HTTP/2), uniform, {clients} clients\n")
+print("| operation | gRPC calls/s | JSON calls/s | JSON / gRPC | gRPC p50 ms | JSON p50 ms |")
+print("|---|---|---|---|---|---|")
+for op, grpc_name, json_name in (("GetAccount", "get-grpc", "get-json"),
+                                 ("CreateTransfer", "uniform", "uniform-json")):
+    g, j = tally(grpc_name), tally(json_name)
+    ratio = float(j[0]) / float(g[0]) if float(g[0]) else 0.0
+    print(f"| {op} | {g[0]} | {j[0]} | {ratio:.2f} | {g[1][0]} | {j[1][0]} |")
 EOF

@@ -23,6 +23,22 @@ use crate::proto::tally_v1::{
 };
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Protocol {
+    /// The generated tonic client over HTTP/2.
+    Grpc,
+    /// HTTP/1.1 JSON through the gateway (`POST /v1/transfers`, `GET /v1/accounts/{id}`).
+    Json,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Operation {
+    /// CreateTransfer between two accounts of the pool.
+    Transfer,
+    /// GetAccount of one account of the pool.
+    GetAccount,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Mode {
     /// Any two of the accounts.
     Uniform,
@@ -65,6 +81,10 @@ pub struct BenchArgs {
     pub seconds: u64,
     #[arg(long, value_enum, default_value_t = Mode::Uniform)]
     pub mode: Mode,
+    #[arg(long, value_enum, default_value_t = Protocol::Grpc)]
+    pub protocol: Protocol,
+    #[arg(long, value_enum, default_value_t = Operation::Transfer)]
+    pub operation: Operation,
     /// Accounts the hot mode uses.
     #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(2..=1_000))]
     pub hot_accounts: u32,
@@ -123,21 +143,35 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             .collect(),
     };
     eprintln!(
-        "bench: {} clients, {:?} mode over {} accounts, {} s",
+        "bench: {} clients, {:?} {:?} over {:?}, {:?} mode over {} accounts, {} s",
         args.clients,
+        args.operation,
+        args.protocol,
+        args.addr,
         args.mode,
         pool.len(),
         args.seconds
     );
+    // One HTTP/1.1 keep-alive pool shared by the JSON clients (one connection per client).
+    let http = reqwest::Client::builder()
+        .http1_only()
+        .pool_max_idle_per_host(args.clients as usize)
+        .build()?;
 
     let deadline = Instant::now() + Duration::from_secs(args.seconds);
     let started = Instant::now();
     let mut tasks = Vec::new();
     for i in 0..args.clients as usize {
-        let channel = channels[i % channels.len()].clone();
+        let target = Target {
+            channel: channels[i % channels.len()].clone(),
+            http: http.clone(),
+            base: args.addr.trim_end_matches('/').to_owned(),
+            protocol: args.protocol,
+            operation: args.operation,
+        };
         let (token, pool, currency) = (token.clone(), pool.clone(), args.currency.clone());
         tasks.push(tokio::spawn(async move {
-            client(channel, token, pool, currency, deadline).await
+            client(target, token, pool, currency, deadline).await
         }));
     }
     let mut total = Tally::default();
@@ -192,53 +226,147 @@ async fn open_accounts(
     Ok(ids)
 }
 
-async fn client(
+/// Where and how one client sends its calls.
+struct Target {
     channel: Channel,
+    http: reqwest::Client,
+    base: String,
+    protocol: Protocol,
+    operation: Operation,
+}
+
+/// What one call came to.
+enum Outcome {
+    /// Succeeded after this many server-side transaction attempts (1 for reads).
+    Ok(u64),
+    /// Refused by a ledger rule (FAILED_PRECONDITION).
+    Refused,
+    Error(String),
+}
+
+async fn client(
+    target: Target,
     token: String,
     pool: Vec<String>,
     currency: String,
     deadline: Instant,
 ) -> anyhow::Result<Tally> {
-    let mut transfers = TransferServiceClient::new(channel);
+    let mut transfers = TransferServiceClient::new(target.channel.clone());
+    let mut accounts = AccountServiceClient::new(target.channel.clone());
     let mut tally = Tally::default();
     while Instant::now() < deadline {
         let from = rand::random_range(0..pool.len());
         let to = (from + rand::random_range(1..pool.len())) % pool.len();
-        let request = authed(
-            &token,
-            pb::CreateTransferRequest {
-                transfer_id: Uuid::new_v4().to_string(),
-                from_account_id: pool[from].clone(),
-                to_account_id: pool[to].clone(),
-                amount: rand::random_range(1..=100),
-                currency: currency.clone(),
-                memo: None,
-            },
-        )?;
+        let request = pb::CreateTransferRequest {
+            transfer_id: Uuid::new_v4().to_string(),
+            from_account_id: pool[from].clone(),
+            to_account_id: pool[to].clone(),
+            amount: rand::random_range(1..=100),
+            currency: currency.clone(),
+            memo: None,
+        };
         let sent = Instant::now();
-        let result = transfers.create_transfer(request).await;
+        let outcome = match (target.protocol, target.operation) {
+            (Protocol::Grpc, Operation::Transfer) => {
+                grpc_outcome(transfers.create_transfer(authed(&token, request)?).await)
+            }
+            (Protocol::Grpc, Operation::GetAccount) => grpc_outcome(
+                accounts
+                    .get_account(authed(
+                        &token,
+                        pb::GetAccountRequest {
+                            account_id: pool[from].clone(),
+                        },
+                    )?)
+                    .await,
+            ),
+            (Protocol::Json, Operation::Transfer) => {
+                let body = serde_json::json!({
+                    "transferId": request.transfer_id,
+                    "fromAccountId": request.from_account_id,
+                    "toAccountId": request.to_account_id,
+                    "amount": request.amount.to_string(),
+                    "currency": request.currency,
+                });
+                json_outcome(
+                    target
+                        .http
+                        .post(format!("{}/v1/transfers", target.base))
+                        .bearer_auth(&token)
+                        .json(&body)
+                        .send()
+                        .await,
+                )
+                .await
+            }
+            (Protocol::Json, Operation::GetAccount) => {
+                json_outcome(
+                    target
+                        .http
+                        .get(format!("{}/v1/accounts/{}", target.base, pool[from]))
+                        .bearer_auth(&token)
+                        .send()
+                        .await,
+                )
+                .await
+            }
+        };
         tally.latencies_us.push(sent.elapsed().as_micros() as u64);
-        match result {
-            Ok(response) => {
+        match outcome {
+            Outcome::Ok(attempts) => {
                 tally.succeeded += 1;
-                let attempts = response
-                    .metadata()
-                    .get(crate::api::transfers::ATTEMPTS_HEADER)
-                    .and_then(|v| v.to_str().ok())
-                    .and_then(|v| v.parse::<u64>().ok())
-                    .unwrap_or(1);
                 tally.retries += attempts.saturating_sub(1);
             }
-            Err(status) if status.code() == Code::FailedPrecondition => tally.refused += 1,
-            Err(status) => {
-                *tally
-                    .errors
-                    .entry(format!("{:?}", status.code()))
-                    .or_default() += 1
-            }
+            Outcome::Refused => tally.refused += 1,
+            Outcome::Error(code) => *tally.errors.entry(code).or_default() += 1,
         }
     }
     Ok(tally)
+}
+
+fn grpc_outcome<T>(result: Result<tonic::Response<T>, tonic::Status>) -> Outcome {
+    match result {
+        Ok(response) => Outcome::Ok(
+            response
+                .metadata()
+                .get(crate::api::transfers::ATTEMPTS_HEADER)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse::<u64>().ok())
+                .unwrap_or(1),
+        ),
+        Err(status) if status.code() == Code::FailedPrecondition => Outcome::Refused,
+        Err(status) => Outcome::Error(format!("{:?}", status.code())),
+    }
+}
+
+/// The gateway answers 400 for FAILED_PRECONDITION and for INVALID_ARGUMENT, so a refusal is
+/// told apart by the gRPC code in the JSON error body.
+async fn json_outcome(result: reqwest::Result<reqwest::Response>) -> Outcome {
+    /// google.rpc.Code FAILED_PRECONDITION.
+    const FAILED_PRECONDITION: i64 = 9;
+    match result {
+        Ok(response) if response.status().is_success() => Outcome::Ok(
+            response
+                .headers()
+                .get(crate::api::transfers::ATTEMPTS_HEADER)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse::<u64>().ok())
+                .unwrap_or(1),
+        ),
+        Ok(response) if response.status() == reqwest::StatusCode::BAD_REQUEST => {
+            let code = response
+                .json::<serde_json::Value>()
+                .await
+                .ok()
+                .and_then(|body| body["code"].as_i64());
+            match code {
+                Some(FAILED_PRECONDITION) => Outcome::Refused,
+                other => Outcome::Error(format!("HTTP 400, code {other:?}")),
+            }
+        }
+        Ok(response) => Outcome::Error(format!("HTTP {}", response.status().as_u16())),
+        Err(err) => Outcome::Error(format!("transport: {err}")),
+    }
 }
 
 fn percentile(sorted: &[u64], p: f64) -> f64 {
@@ -254,11 +382,15 @@ fn report(args: &BenchArgs, t: &Tally, elapsed: Duration) {
     sorted.sort_unstable();
     let calls = sorted.len() as f64;
     let secs = elapsed.as_secs_f64();
+    println!(
+        "operation       {:?} over {:?}",
+        args.operation, args.protocol
+    );
     println!("mode            {:?}", args.mode);
     println!("clients         {}", args.clients);
     println!("duration        {secs:.1} s");
     println!(
-        "transfers/s     {:.0} succeeded ({} succeeded, {} refused by a rule, {:.0} calls/s)",
+        "calls/s         {:.0} succeeded ({} succeeded, {} refused by a rule, {:.0} calls/s)",
         t.succeeded as f64 / secs,
         t.succeeded,
         t.refused,
