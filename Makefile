@@ -20,7 +20,7 @@ DOCKER ?= docker
 IMAGE ?= tally:dev
 
 .PHONY: help build lint fmt migrate run test test-rust test-walkthrough bench verify services-stop clean \
-	docker-build compose-up compose-down k8s-validate lint-workflows
+	docker-build docker-validate compose-up compose-down k8s-validate lint-workflows
 
 help: ## List the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 20
@@ -43,7 +43,7 @@ run: ## Find or start PostgreSQL and Redis, migrate, serve on TALLY_LISTEN_ADDR
 	  ./target/debug/tally migrate up && \
 	  exec ./target/debug/tally serve
 
-test: test-rust test-walkthrough k8s-validate lint-workflows ## Every test tier: unit, store/API (real PostgreSQL), walkthrough, manifests, workflows
+test: test-rust test-walkthrough docker-validate k8s-validate lint-workflows ## Every test tier: unit, store/API (real PostgreSQL), walkthrough, container files, manifests, workflows
 
 test-rust: ## Unit and integration tests (cargo test) against real PostgreSQL and Redis
 	$(SERVICES) && $(CARGO) test --locked --no-fail-fast
@@ -66,6 +66,9 @@ clean: ## Remove build output and throwaway service data
 
 docker-build: ## Build the container image tally:dev (IMAGE=...) from the Dockerfile
 	$(DOCKER) build -t $(IMAGE) .
+
+docker-validate: ## Lint the Dockerfile (hadolint) and validate docker-compose.yml (compose-spec), offline
+	scripts/docker-validate.sh
 
 compose-up: ## Start PostgreSQL, Redis, Mailpit, migrate, server and worker with Docker Compose
 	$(DOCKER) compose up -d --build

