@@ -348,7 +348,10 @@ async fn json_outcome(result: reqwest::Result<reqwest::Response>) -> Outcome {
         Ok(response) if response.status().is_success() => Outcome::Ok(
             response
                 .headers()
-                .get(crate::api::transfers::ATTEMPTS_HEADER)
+                .get(format!(
+                    "grpc-metadata-{}",
+                    crate::api::transfers::ATTEMPTS_HEADER
+                ))
                 .and_then(|v| v.to_str().ok())
                 .and_then(|v| v.parse::<u64>().ok())
                 .unwrap_or(1),

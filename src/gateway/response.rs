@@ -193,8 +193,26 @@ pub async fn unary(
         message_json(route, payload)
     });
     match result {
-        Ok(json) => json_response(StatusCode::OK, &json),
+        Ok(json) => {
+            let mut response = json_response(StatusCode::OK, &json);
+            forward_metadata(&parts.headers, response.headers_mut());
+            response
+        }
         Err(status) => status.into_response(pool),
+    }
+}
+
+/// Response metadata the handler set reaches HTTP clients as `Grpc-Metadata-<name>` headers,
+/// as grpc-gateway does; the gRPC protocol's own headers stay behind.
+fn forward_metadata(from: &http::HeaderMap, to: &mut http::HeaderMap) {
+    for (name, value) in from {
+        let name = name.as_str();
+        if name.starts_with("grpc-") || name == "content-type" || name == "te" {
+            continue;
+        }
+        if let Ok(forwarded) = http::HeaderName::try_from(format!("grpc-metadata-{name}")) {
+            to.append(forwarded, value.clone());
+        }
     }
 }
 

@@ -206,3 +206,34 @@ async fn grpc_web_still_works_beside_json_and_cors_is_opt_in() {
     );
     assert_eq!(response.headers()["grpc-status"], "16");
 }
+
+#[tokio::test]
+async fn response_metadata_reaches_http_clients_as_grpc_metadata_headers() {
+    let app = TestApp::spawn().await;
+    let banker = app.signed_in(&unique("bk"), &["banker"]).await.access_token;
+    let user = app.signed_in(&unique("md"), &[]).await.access_token;
+    let from = app.open_account(&user, "USD").await.account_id;
+    let to = app.open_account(&user, "USD").await.account_id;
+    app.deposit(&banker, &from, 100).await;
+    let response = reqwest::Client::new()
+        .post(format!("http://{}/v1/transfers", app.addr))
+        .bearer_auth(&user)
+        .json(&serde_json::json!({
+            "transferId": uuid::Uuid::new_v4().to_string(),
+            "fromAccountId": from, "toAccountId": to, "amount": "5", "currency": "USD",
+        }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let attempts = response.headers()["grpc-metadata-tally-attempts"]
+        .to_str()
+        .unwrap();
+    assert!(attempts.parse::<u32>().unwrap() >= 1);
+    assert!(
+        response
+            .headers()
+            .get("grpc-metadata-grpc-status")
+            .is_none()
+    );
+}
