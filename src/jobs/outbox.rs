@@ -99,6 +99,7 @@ pub async fn sweep(
             Ok(()) => {
                 pushed += 1;
                 JobMetrics::count(&metrics.relayed);
+                ::metrics::counter!("tally_mail_outbox_relayed_total").increment(1);
             }
             Err(err) => {
                 failure = Some(err);
@@ -113,6 +114,11 @@ pub async fn sweep(
     }
 }
 
+#[tracing::instrument(
+    name = "outbox.relay",
+    skip_all,
+    fields(outbox.id = %row.id, verification.id = %row.verification_id)
+)]
 async fn push_row(
     conn: &mut sqlx::PgConnection,
     storage: &mut MailStorage,
