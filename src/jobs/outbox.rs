@@ -20,6 +20,7 @@ use std::time::Duration;
 
 use sqlx::PgPool;
 use tokio::sync::mpsc;
+use tracing::Instrument as _;
 use uuid::Uuid;
 
 use super::{
@@ -114,11 +115,6 @@ pub async fn sweep(
     }
 }
 
-#[tracing::instrument(
-    name = "outbox.relay",
-    skip_all,
-    fields(outbox.id = %row.id, verification.id = %row.verification_id)
-)]
 async fn push_row(
     conn: &mut sqlx::PgConnection,
     storage: &mut MailStorage,
@@ -127,9 +123,22 @@ async fn push_row(
 ) -> anyhow::Result<()> {
     let job: MailJob = serde_json::from_value(row.payload.clone())
         .map_err(|err| anyhow::anyhow!("outbox row {} has an unknown payload: {err}", row.id))?;
-    queue::push(storage, job).await?;
-    let lease_ms = i64::try_from(lease.as_millis()).unwrap_or(i64::MAX);
-    store::mail::mark_relayed(conn, row.id, lease_ms).await?;
-    tracing::debug!(outbox.id = %row.id, verification.id = %row.verification_id, "mail queued");
-    Ok(())
+    let span = tracing::info_span!(
+        "outbox.relay",
+        otel.kind = "producer",
+        outbox.id = %row.id,
+        verification.id = %row.verification_id,
+    );
+    // The push belongs to the trace of the call that owed the mail, like the job itself.
+    let MailJob::VerificationMailV1 { traceparent, .. } = &job;
+    crate::telemetry::continue_trace_from(&span, traceparent.as_deref());
+    async {
+        queue::push(storage, job).await?;
+        let lease_ms = i64::try_from(lease.as_millis()).unwrap_or(i64::MAX);
+        store::mail::mark_relayed(conn, row.id, lease_ms).await?;
+        tracing::debug!(outbox.id = %row.id, verification.id = %row.verification_id, "mail queued");
+        Ok(())
+    }
+    .instrument(span)
+    .await
 }
