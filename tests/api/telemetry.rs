@@ -439,3 +439,38 @@ async fn traces_reach_an_otlp_receiver_continuing_traceparent_and_the_trace_that
         "the outbox relay push is in the sign-up's trace: {spans:#?}"
     );
 }
+
+#[test]
+fn the_grafana_dashboard_is_json_with_a_panel_for_every_series() {
+    let text = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/deploy/grafana/tally.json"
+    ))
+    .expect("deploy/grafana/tally.json");
+    let dashboard: Json = serde_json::from_str(&text).expect("the dashboard is valid JSON");
+    let exprs: Vec<&str> = dashboard["panels"]
+        .as_array()
+        .expect("panels")
+        .iter()
+        .flat_map(|p| p["targets"].as_array().into_iter().flatten())
+        .filter_map(|t| t["expr"].as_str())
+        .collect();
+    for series in [
+        "tally_rpc_requests_total",
+        "tally_rpc_duration_seconds_bucket",
+        "tally_transfers_total",
+        "tally_transfer_retries_total",
+        "tally_transfer_aborts_total",
+        "tally_db_pool_connections",
+        "tally_db_pool_connections_max",
+        "tally_mail_outbox_backlog",
+        "tally_mail_queue_depth",
+        "tally_mail_jobs_total",
+        "tally_mail_outbox_relayed_total",
+    ] {
+        assert!(
+            exprs.iter().any(|e| e.contains(&format!("{series}{{"))),
+            "no panel queries {series}"
+        );
+    }
+}
