@@ -107,9 +107,9 @@ impl Telemetry {
         .await;
         match flushed {
             Ok(Ok(Ok(()))) => {}
-            Ok(Ok(Err(err))) => eprintln!("flushing traces failed: {err}"),
-            Ok(Err(err)) => eprintln!("flushing traces failed: {err}"),
-            Err(_) => eprintln!("flushing traces timed out"),
+            Ok(Ok(Err(err))) => tracing::warn!(error = %err, "flushing traces failed"),
+            Ok(Err(err)) => tracing::warn!(error = %err, "flushing traces failed"),
+            Err(_) => tracing::warn!("flushing traces timed out; buffered spans are lost"),
         }
     }
 }

@@ -264,6 +264,18 @@ fn free_port() -> u16 {
         .port()
 }
 
+/// The real binary with `args`, exporting its spans to `endpoint`.
+fn spawn_traced(args: &[String], endpoint: &str) -> tokio::process::Child {
+    tokio::process::Command::new(env!("CARGO_BIN_EXE_tally"))
+        .args(args)
+        .env("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap_or_else(|err| panic!("start tally {}: {err}", args[0]))
+}
+
 /// Sends SIGTERM and waits for a clean exit (which flushes the span exporter).
 async fn terminate(child: &mut tokio::process::Child, what: &str) {
     let pid = child.id().expect("running").to_string();
@@ -289,34 +301,21 @@ async fn traces_reach_an_otlp_receiver_continuing_traceparent_and_the_trace_that
     let smtp = SmtpSink::start(&[]).await;
     let port = free_port();
     let base = format!("http://127.0.0.1:{port}");
-    let mut serve = tokio::process::Command::new(env!("CARGO_BIN_EXE_tally"))
-        .args([
-            "serve",
-            "--listen-addr",
-            &format!("127.0.0.1:{port}"),
-            "--database-url",
-            &app.db.url,
-            "--redis-url",
-            &app.settings.queue.redis_url,
-            "--mail-queue",
-            &app.settings.queue.queue,
-        ])
-        .env("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("start tally serve");
-    let mut argv = crate::mail_harness::worker_argv(&app, &smtp.url());
-    argv.remove(0);
-    let mut worker = tokio::process::Command::new(env!("CARGO_BIN_EXE_tally"))
-        .args(&argv)
-        .env("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("start tally worker");
+    let serve_args = [
+        "serve",
+        "--listen-addr",
+        &format!("127.0.0.1:{port}"),
+        "--database-url",
+        &app.db.url,
+        "--redis-url",
+        &app.settings.queue.redis_url,
+        "--mail-queue",
+        &app.settings.queue.queue,
+    ]
+    .map(str::to_owned);
+    let mut serve = spawn_traced(&serve_args, &endpoint);
+    let worker_args = crate::mail_harness::worker_argv(&app, &smtp.url());
+    let mut worker = spawn_traced(&worker_args[1..], &endpoint);
     let http = reqwest::Client::new();
     let up = eventually(WAIT, || async {
         http.get(format!("{base}/healthz"))
