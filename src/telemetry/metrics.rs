@@ -52,10 +52,6 @@ pub fn install() -> &'static PrometheusHandle {
             tracing::warn!("a metrics recorder was already installed; /metrics stays empty");
         }
         describe();
-        // Rare events still get a series from the start, so dashboards and alerts see a 0
-        // rather than nothing.
-        metrics::counter!("tally_transfer_retries_total").absolute(0);
-        metrics::counter!("tally_transfer_aborts_total").absolute(0);
         handle
     })
 }
