@@ -3,7 +3,7 @@
 //! database, so tests exercise the real wiring.
 //!
 //! One listener carries gRPC over h2c, gRPC-web (HTTP/1.1 or h2), HTTP JSON (the gateway layer)
-//! and plain HTTP (`/healthz`, `/readyz`, `/openapi.json`, `/docs`). Limits are explicit: message size, per-call deadline, calls in
+//! and plain HTTP (`/healthz`, `/readyz`, `/metrics`, `/openapi.json`, `/docs`). Limits are explicit: message size, per-call deadline, calls in
 //! flight, streams per connection, and a bounded drain on shutdown.
 
 use std::{
@@ -46,6 +46,7 @@ use crate::{
             transfer_service_server::TransferServiceServer, user_service_server::UserServiceServer,
         },
     },
+    telemetry::{self, rpc::RpcLayer},
 };
 
 /// `/readyz` gives the database this long to answer before calling the server unready.
@@ -87,6 +88,7 @@ impl Application {
 
     /// Like [`Application::build`] with a pool the caller made (tests share theirs).
     pub async fn build_with_pool(settings: ServeSettings, pool: PgPool) -> anyhow::Result<Self> {
+        telemetry::metrics::install();
         if let crate::config::TokenKey::Ephemeral(_) = settings.tokens.key {
             tracing::warn!(
                 "TALLY_TOKEN_KEY is not set: using an ephemeral key; tokens die with this \
@@ -128,6 +130,7 @@ impl Application {
         let http = axum::Router::new()
             .route("/healthz", get(|| async { "ok\n" }))
             .route("/readyz", get(readyz))
+            .route("/metrics", get(telemetry::metrics::render))
             .with_state(HttpState {
                 pool: pool.clone(),
                 draining: draining.clone(),
@@ -238,6 +241,7 @@ impl Application {
             settings,
             authenticator,
             gateway,
+            pool,
             ..
         } = self;
         let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
@@ -251,6 +255,8 @@ impl Application {
             // Outermost first: JSON calls are transcoded into gRPC calls, then every call waits
             // for a slot, then is authenticated, so all transports share limits and auth.
             .layer(GatewayLayer::new(gateway))
+            // Inside the gateway, so JSON calls are measured as the gRPC calls they become.
+            .layer(RpcLayer)
             .layer(GlobalConcurrencyLimitLayer::new(settings.concurrency_max))
             .layer(AuthLayer::new(authenticator))
             .add_routes(routes)
@@ -259,6 +265,13 @@ impl Application {
             });
         let mut server = tokio::spawn(server);
         tracing::info!(addr = %settings.listen_addr, "serving");
+        let (sampler_stop, sampler_stopped) = tokio::sync::watch::channel(false);
+        let sampler = telemetry::metrics::spawn_sampler(
+            pool.clone(),
+            settings.database.max_connections,
+            Some(settings.queue.clone()),
+            sampler_stopped,
+        );
 
         tokio::select! {
             joined = &mut server => {
@@ -282,6 +295,8 @@ impl Application {
                 .await;
         }
         let _ = stop_tx.send(());
+        let _ = sampler_stop.send(true);
+        let _ = sampler.await;
         // tonic's graceful shutdown waits for every connection without limit; bound it.
         match tokio::time::timeout(settings.shutdown_drain, &mut server).await {
             Ok(joined) => joined??,

@@ -53,6 +53,15 @@ pub struct GlobalArgs {
         global = true
     )]
     pub log_format: Option<LogFormat>,
+    /// OTLP/gRPC endpoint of an OpenTelemetry collector (e.g. http://otel-collector:4317).
+    /// Unset: no traces are exported.
+    #[arg(
+        long,
+        env = "OTEL_EXPORTER_OTLP_ENDPOINT",
+        value_name = "OTEL_EXPORTER_OTLP_ENDPOINT",
+        global = true
+    )]
+    pub otlp_endpoint: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

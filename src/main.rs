@@ -12,8 +12,17 @@ use tally::{
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    telemetry::init(&cli.global);
-    match run(cli).await {
+    let telemetry = match telemetry::init(&cli.global) {
+        Ok(telemetry) => telemetry,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    let result = run(cli).await;
+    // Spans buffered for the collector go out before the process ends (serve and worker).
+    telemetry.shutdown().await;
+    match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(err) => {
             // `{:#}` prints the whole cause chain on one line.

@@ -62,7 +62,7 @@ pub const PUBLIC_SERVICES: &[&str] = &[
 
 /// Plain HTTP routes served to anyone. (`/openapi.json` and `/docs` never reach this layer: the
 /// HTTP JSON gateway answers them in front of it; JSON calls reach it as gRPC paths.)
-pub const PUBLIC_HTTP_PATHS: &[&str] = &["/healthz", "/readyz"];
+pub const PUBLIC_HTTP_PATHS: &[&str] = &["/healthz", "/readyz", "/metrics"];
 
 /// The access for a request path; `None` means deny.
 pub fn access_for(path: &str) -> Option<Access> {

@@ -1,6 +1,6 @@
 //! `tally worker` configuration: the mail transport, retry and queue settings.
 
-use std::{path::PathBuf, str::FromStr as _, time::Duration};
+use std::{net::SocketAddr, path::PathBuf, str::FromStr as _, time::Duration};
 
 use clap::Args;
 
@@ -83,6 +83,15 @@ pub struct WorkerArgs {
     #[arg(long, env = "TALLY_SHUTDOWN_DRAIN_SECS", value_name = "TALLY_SHUTDOWN_DRAIN_SECS",
           default_value_t = 20, value_parser = clap::value_parser!(u64).range(0..=600))]
     pub shutdown_drain_secs: u64,
+    /// Address of the worker's Prometheus `/metrics` listener (the worker serves nothing
+    /// else).
+    #[arg(
+        long,
+        env = "TALLY_WORKER_METRICS_ADDR",
+        value_name = "TALLY_WORKER_METRICS_ADDR",
+        default_value = "0.0.0.0:9091"
+    )]
+    pub metrics_addr: SocketAddr,
 }
 
 /// How mail leaves the worker.
@@ -115,6 +124,7 @@ pub struct WorkerSettings {
     pub backoff_max: Duration,
     pub sweep_interval: Duration,
     pub shutdown_drain: Duration,
+    pub metrics_addr: SocketAddr,
 }
 
 impl WorkerArgs {
@@ -184,6 +194,7 @@ impl WorkerArgs {
             backoff_max: Duration::from_millis(self.mail_backoff_max_ms),
             sweep_interval: Duration::from_millis(self.outbox_sweep_interval_ms),
             shutdown_drain: Duration::from_secs(self.shutdown_drain_secs),
+            metrics_addr: self.metrics_addr,
         })
     }
 }

@@ -200,6 +200,8 @@ where
                             http.method = %route.http_method,
                             http.route = %route.template_text,
                         );
+                        // In the caller's trace, beside the `rpc` span of the call it makes.
+                        crate::telemetry::continue_trace(&span, request.headers());
                         transcode(&gateway, inner, route, variables, request)
                             .instrument(span)
                             .await?

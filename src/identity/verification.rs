@@ -68,8 +68,12 @@ impl Identity {
         )
         .await?;
         let outbox_id = Uuid::now_v7();
-        let payload = serde_json::to_value(MailJob::VerificationMailV1 { verification_id })
-            .map_err(Error::internal)?;
+        let payload = serde_json::to_value(MailJob::VerificationMailV1 {
+            verification_id,
+            // The job continues the trace of the call that owes the mail.
+            traceparent: crate::telemetry::current_traceparent(),
+        })
+        .map_err(Error::internal)?;
         store::mail::insert_outbox(conn, outbox_id, verification_id, &payload).await?;
         Ok(outbox_id)
     }

@@ -30,11 +30,21 @@ pub mod worker;
 #[serde(tag = "type")]
 pub enum MailJob {
     /// Send the mail of one verification. Carries no secret: the worker mints the code.
+    ///
+    /// `traceparent` (W3C) names the span that owed the mail, so the job's span continues
+    /// that trace. It is optional and omitted when absent, which keeps the shape compatible
+    /// both ways: payloads written before it existed decode, and a worker that predates it
+    /// ignores it.
     #[serde(rename = "verification_mail.v1")]
-    VerificationMailV1 { verification_id: Uuid },
+    VerificationMailV1 {
+        verification_id: Uuid,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        traceparent: Option<String>,
+    },
 }
 
-/// Counters of what the worker did, for logs now and `/metrics` later.
+/// Counters of what the worker did, for its logs and tests; `/metrics` has the same counts as
+/// `tally_mail_jobs_total{outcome}` and `tally_mail_outbox_relayed_total`.
 #[derive(Debug, Default)]
 pub struct JobMetrics {
     /// Mail handed to the SMTP server (or written to a file).
@@ -85,6 +95,7 @@ mod tests {
         let id = Uuid::nil();
         let json = serde_json::to_value(MailJob::VerificationMailV1 {
             verification_id: id,
+            traceparent: None,
         })
         .unwrap();
         assert_eq!(
@@ -93,5 +104,26 @@ mod tests {
         );
         let unknown = serde_json::json!({"type": "verification_mail.v9", "verification_id": id});
         assert!(serde_json::from_value::<MailJob>(unknown).is_err());
+    }
+
+    #[test]
+    fn a_payload_carries_its_trace_and_one_without_a_trace_still_decodes() {
+        let id = Uuid::nil();
+        let old = serde_json::json!({"type": "verification_mail.v1", "verification_id": id});
+        assert_eq!(
+            serde_json::from_value::<MailJob>(old).unwrap(),
+            MailJob::VerificationMailV1 {
+                verification_id: id,
+                traceparent: None
+            }
+        );
+        let traceparent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+        let job = MailJob::VerificationMailV1 {
+            verification_id: id,
+            traceparent: Some(traceparent.to_owned()),
+        };
+        let json = serde_json::to_value(&job).unwrap();
+        assert_eq!(json["traceparent"], traceparent);
+        assert_eq!(serde_json::from_value::<MailJob>(json).unwrap(), job);
     }
 }

@@ -20,6 +20,7 @@ use std::time::Duration;
 
 use sqlx::PgPool;
 use tokio::sync::mpsc;
+use tracing::Instrument as _;
 use uuid::Uuid;
 
 use super::{
@@ -99,6 +100,7 @@ pub async fn sweep(
             Ok(()) => {
                 pushed += 1;
                 JobMetrics::count(&metrics.relayed);
+                ::metrics::counter!("tally_mail_outbox_relayed_total").increment(1);
             }
             Err(err) => {
                 failure = Some(err);
@@ -121,9 +123,22 @@ async fn push_row(
 ) -> anyhow::Result<()> {
     let job: MailJob = serde_json::from_value(row.payload.clone())
         .map_err(|err| anyhow::anyhow!("outbox row {} has an unknown payload: {err}", row.id))?;
-    queue::push(storage, job).await?;
-    let lease_ms = i64::try_from(lease.as_millis()).unwrap_or(i64::MAX);
-    store::mail::mark_relayed(conn, row.id, lease_ms).await?;
-    tracing::debug!(outbox.id = %row.id, verification.id = %row.verification_id, "mail queued");
-    Ok(())
+    let span = tracing::info_span!(
+        "outbox.relay",
+        otel.kind = "producer",
+        outbox.id = %row.id,
+        verification.id = %row.verification_id,
+    );
+    // The push belongs to the trace of the call that owed the mail, like the job itself.
+    let MailJob::VerificationMailV1 { traceparent, .. } = &job;
+    crate::telemetry::continue_trace_from(&span, traceparent.as_deref());
+    async {
+        queue::push(storage, job).await?;
+        let lease_ms = i64::try_from(lease.as_millis()).unwrap_or(i64::MAX);
+        store::mail::mark_relayed(conn, row.id, lease_ms).await?;
+        tracing::debug!(outbox.id = %row.id, verification.id = %row.verification_id, "mail queued");
+        Ok(())
+    }
+    .instrument(span)
+    .await
 }

@@ -12,9 +12,14 @@
 //! The code is minted here, at send time, rather than with the verification: so the plain
 //! secret is never at rest anywhere (not in PostgreSQL, not in the outbox, not in Redis),
 //! only in the mail. PostgreSQL keeps its SHA-256.
+//!
+//! The worker serves Prometheus `/metrics` on its own small listener
+//! (`TALLY_WORKER_METRICS_ADDR`): it has no other HTTP surface, and the job counters and
+//! queue figures live in this process.
 
-use std::{future::Future, sync::Arc, time::Duration};
+use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
 
+use anyhow::Context as _;
 use apalis::prelude::{BoxDynError, Data, WorkerBuilder, WorkerBuilderExt as _};
 use apalis_core::backend::Vacuum as _;
 use base64::Engine as _;
@@ -22,6 +27,7 @@ use sha2::{Digest as _, Sha256};
 use sqlx::PgPool;
 use time::OffsetDateTime;
 use tokio::sync::watch;
+use tracing::Instrument as _;
 use uuid::Uuid;
 
 use super::{
@@ -30,7 +36,7 @@ use super::{
     outbox,
     queue::{self, MailStorage},
 };
-use crate::{config::WorkerSettings, db, store};
+use crate::{config::WorkerSettings, db, store, telemetry};
 
 /// Bytes of randomness in a verification code.
 pub const CODE_BYTES: usize = 32;
@@ -54,6 +60,7 @@ struct JobContext {
 pub struct Worker {
     context: Arc<JobContext>,
     storage: MailStorage,
+    metrics_listener: std::net::TcpListener,
 }
 
 /// What became of one job.
@@ -75,7 +82,17 @@ impl Worker {
 
     /// Like [`Worker::build`] with a pool the caller made (tests share theirs).
     pub fn build_with_pool(settings: WorkerSettings, pool: PgPool) -> anyhow::Result<Self> {
+        telemetry::metrics::install();
         let mailer = Mailer::new(&settings.mail)?;
+        // Bound now, so a taken port fails the start and tests can learn the real port.
+        let metrics_listener =
+            std::net::TcpListener::bind(settings.metrics_addr).with_context(|| {
+                format!(
+                    "TALLY_WORKER_METRICS_ADDR: binding {}",
+                    settings.metrics_addr
+                )
+            })?;
+        metrics_listener.set_nonblocking(true)?;
         let storage = queue::storage(&settings.queue, settings.concurrency, settings.queue_poll)?;
         Ok(Worker {
             context: Arc::new(JobContext {
@@ -85,11 +102,17 @@ impl Worker {
                 metrics: Arc::new(JobMetrics::default()),
             }),
             storage,
+            metrics_listener,
         })
     }
 
     pub fn metrics(&self) -> Arc<JobMetrics> {
         self.context.metrics.clone()
+    }
+
+    /// The bound address of the `/metrics` listener.
+    pub fn metrics_addr(&self) -> anyhow::Result<SocketAddr> {
+        Ok(self.metrics_listener.local_addr()?)
     }
 
     /// Consumes the queue and sweeps the outbox until `shutdown` resolves; then stops taking
@@ -98,8 +121,22 @@ impl Worker {
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
-        let Worker { context, storage } = self;
+        let Worker {
+            context,
+            storage,
+            metrics_listener,
+        } = self;
         let (stop_tx, stop_rx) = watch::channel(false);
+        let metrics_server = serve_metrics(
+            tokio::net::TcpListener::from_std(metrics_listener)?,
+            stop_rx.clone(),
+        );
+        let sampler = telemetry::metrics::spawn_sampler(
+            context.pool.clone(),
+            context.settings.database.max_connections,
+            Some(context.settings.queue.clone()),
+            stop_rx.clone(),
+        );
         let sweeper = tokio::spawn(sweep_loop(
             context.clone(),
             storage.clone(),
@@ -130,6 +167,8 @@ impl Worker {
             consumer_abort.abort();
             sweeper_abort.abort();
         }
+        let _ = sampler.await;
+        let _ = metrics_server.await;
         let JobMetricsSnapshot {
             sent,
             dropped,
@@ -213,24 +252,73 @@ async fn sweep_loop(
     }
 }
 
+/// Serves `GET /metrics` (and nothing else) until `stop` turns true.
+fn serve_metrics(
+    listener: tokio::net::TcpListener,
+    mut stop: watch::Receiver<bool>,
+) -> tokio::task::JoinHandle<()> {
+    let app = axum::Router::new().route("/metrics", axum::routing::get(telemetry::metrics::render));
+    tokio::spawn(async move {
+        let served = axum::serve(listener, app)
+            .with_graceful_shutdown(async move {
+                let _ = stop.wait_for(|s| *s).await;
+            })
+            .await;
+        if let Err(err) = served {
+            tracing::warn!(error = %err, "the worker's metrics listener failed");
+        }
+    })
+}
+
 /// The apalis handler. Only a broken database makes it fail; delivery failures are recorded
 /// in the outbox and retried from there.
 async fn handle(job: MailJob, context: Data<Arc<JobContext>>) -> Result<(), BoxDynError> {
-    let MailJob::VerificationMailV1 { verification_id } = job;
-    let outcome = deliver(&context, verification_id).await.map_err(|err| {
-        tracing::error!(verification.id = %verification_id, error = format!("{err:#}"), "mail job failed");
-        BoxDynError::from(err)
-    })?;
+    let MailJob::VerificationMailV1 {
+        verification_id,
+        traceparent,
+    } = job;
+    let span = tracing::info_span!(
+        "mail.job",
+        otel.kind = "consumer",
+        job.kind = "verification_mail.v1",
+        verification.id = %verification_id,
+        outcome = tracing::field::Empty,
+    );
+    // The job continues the trace of the call that owed the mail.
+    telemetry::continue_trace_from(&span, traceparent.as_deref());
+    let outcome = deliver(&context, verification_id)
+        .instrument(span.clone())
+        .await
+        .map_err(|err| {
+            let _entered = span.enter();
+            tracing::error!(verification.id = %verification_id, error = format!("{err:#}"), "mail job failed");
+            metrics::counter!("tally_mail_jobs_total", "outcome" => "failed").increment(1);
+            span.record("outcome", "failed");
+            BoxDynError::from(err)
+        })?;
     let metrics = &context.metrics;
-    match outcome {
-        Outcome::Sent => JobMetrics::count(&metrics.sent),
+    let label = match outcome {
+        Outcome::Sent => {
+            JobMetrics::count(&metrics.sent);
+            "sent"
+        }
         Outcome::Dropped(why) => {
             JobMetrics::count(&metrics.dropped);
+            let _entered = span.enter();
             tracing::info!(verification.id = %verification_id, reason = why, "mail job dropped");
+            "dropped"
         }
-        Outcome::Retry => JobMetrics::count(&metrics.retried),
-        Outcome::Dead => JobMetrics::count(&metrics.dead),
-    }
+        Outcome::Retry => {
+            JobMetrics::count(&metrics.retried);
+            "retried"
+        }
+        Outcome::Dead => {
+            JobMetrics::count(&metrics.dead);
+            "dead"
+        }
+    };
+    span.record("outcome", label);
+    metrics::counter!("tally_mail_jobs_total", "outcome" => label).increment(1);
     Ok(())
 }
 

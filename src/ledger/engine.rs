@@ -16,6 +16,8 @@
 
 use std::time::Duration;
 
+use tracing::Instrument as _;
+
 use sha2::{Digest, Sha256};
 use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
@@ -226,6 +228,14 @@ pub async fn execute(
     let mut attempt: u32 = 0;
     loop {
         attempt += 1;
+        let span = tracing::info_span!(
+            "ledger.transaction",
+            transfer.id = %posting.id,
+            db.system = "postgresql",
+            attempt,
+            retries = attempt - 1,
+            outcome = tracing::field::Empty,
+        );
         let outcome = async {
             let mut tx = pool
                 .begin_with("BEGIN ISOLATION LEVEL SERIALIZABLE")
@@ -235,7 +245,16 @@ pub async fn execute(
             tx.commit().await?;
             Ok::<_, Error>(row)
         }
+        .instrument(span.clone())
         .await;
+        span.record(
+            "outcome",
+            match &outcome {
+                Ok(_) => "committed",
+                Err(Error::Conflict(_)) => "conflict",
+                Err(_) => "error",
+            },
+        );
         match outcome {
             Ok(row) => {
                 return Ok(Applied {

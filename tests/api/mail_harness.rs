@@ -265,6 +265,9 @@ pub fn worker_argv(app: &TestApp, smtp_url: &str) -> Vec<String> {
         "https://tally.example.com/",
         "--shutdown-drain-secs",
         "10",
+        // Many workers share this process: each gets its own free port.
+        "--metrics-addr",
+        "127.0.0.1:0",
     ]
     .iter()
     .map(|s| s.to_string())
@@ -274,6 +277,8 @@ pub fn worker_argv(app: &TestApp, smtp_url: &str) -> Vec<String> {
 /// A worker running in this process.
 pub struct TestWorker {
     pub metrics: std::sync::Arc<JobMetrics>,
+    /// The worker's `/metrics` listener.
+    pub metrics_addr: std::net::SocketAddr,
     stop: Option<oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
 }
@@ -291,12 +296,16 @@ impl TestWorker {
             Worker::build_with_pool(worker_settings(app, smtp_url, extra), app.pool.clone())
                 .expect("worker builds");
         let metrics = worker.metrics();
+        let metrics_addr = worker
+            .metrics_addr()
+            .expect("the metrics listener is bound");
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(worker.run_until_stopped(async {
             let _ = stopped.await;
         }));
         TestWorker {
             metrics,
+            metrics_addr,
             stop: Some(stop),
             task: Some(task),
         }

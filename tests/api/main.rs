@@ -13,6 +13,7 @@ mod mail_harness;
 mod migrations;
 mod server;
 mod sessions;
+mod telemetry;
 mod tokens;
 mod users;
 mod verification;
