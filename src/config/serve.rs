@@ -1,0 +1,440 @@
+//! `tally serve`: its arguments and their validation into [`ServeSettings`].
+
+use std::{net::SocketAddr, time::Duration};
+
+use base64::Engine as _;
+use clap::{Args, ValueEnum};
+
+use super::{
+    AUTH_CACHE_TTL_MS_MAX, ConfigError, DatabaseArgs, DatabaseSettings, Environment, QueueArgs,
+    QueueSettings, TOKEN_KEY_BYTES, TRANSFER_RETRY_BACKOFF_MAX, config_error,
+};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum TokenFormat {
+    /// PASETO v4.local (XChaCha20 + BLAKE2b), 32-byte key.
+    Paseto,
+    /// JWT HS256, secret of at least 32 bytes.
+    Jwt,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+    /// Address of the one listener for gRPC, gRPC-web and HTTP.
+    #[arg(
+        long,
+        env = "TALLY_LISTEN_ADDR",
+        value_name = "TALLY_LISTEN_ADDR",
+        default_value = "0.0.0.0:8080"
+    )]
+    pub listen_addr: SocketAddr,
+    #[command(flatten)]
+    pub queue: QueueArgs,
+    /// How long a verification code stays valid, in seconds.
+    #[arg(long, env = "TALLY_VERIFICATION_TTL_SECS", value_name = "TALLY_VERIFICATION_TTL_SECS",
+          default_value_t = 86_400, value_parser = clap::value_parser!(u64).range(60..=604_800))]
+    pub verification_ttl_secs: u64,
+    /// Apply pending migrations at start instead of refusing an unmigrated database.
+    #[arg(long, env = "TALLY_MIGRATE", value_name = "TALLY_MIGRATE", default_value_t = false,
+          action = clap::ArgAction::Set)]
+    pub migrate: bool,
+    /// Access and refresh token format.
+    #[arg(long, env = "TALLY_TOKEN_FORMAT", value_name = "TALLY_TOKEN_FORMAT", value_enum,
+          default_value_t = TokenFormat::Paseto)]
+    pub token_format: TokenFormat,
+    /// Token key, base64 (standard or URL-safe alphabet): exactly 32 bytes for PASETO, at
+    /// least 32 for JWT. Unset in development: an ephemeral key (tokens die with the process).
+    #[arg(
+        long,
+        env = "TALLY_TOKEN_KEY",
+        value_name = "TALLY_TOKEN_KEY",
+        hide_env_values = true
+    )]
+    pub token_key: Option<String>,
+    /// Token issuer (`iss`).
+    #[arg(
+        long,
+        env = "TALLY_TOKEN_ISSUER",
+        value_name = "TALLY_TOKEN_ISSUER",
+        default_value = "tally"
+    )]
+    pub token_issuer: String,
+    /// Token audience (`aud`).
+    #[arg(
+        long,
+        env = "TALLY_TOKEN_AUDIENCE",
+        value_name = "TALLY_TOKEN_AUDIENCE",
+        default_value = "tally"
+    )]
+    pub token_audience: String,
+    /// Access token lifetime in seconds.
+    #[arg(long, env = "TALLY_ACCESS_TOKEN_TTL_SECS", value_name = "TALLY_ACCESS_TOKEN_TTL_SECS",
+          default_value_t = 900, value_parser = clap::value_parser!(u64).range(10..=86_400))]
+    pub access_token_ttl_secs: u64,
+    /// Refresh token (and session) lifetime in seconds.
+    #[arg(long, env = "TALLY_REFRESH_TOKEN_TTL_SECS",
+          value_name = "TALLY_REFRESH_TOKEN_TTL_SECS", default_value_t = 86_400,
+          value_parser = clap::value_parser!(u64).range(60..=2_592_000))]
+    pub refresh_token_ttl_secs: u64,
+    /// Failed logins for one username, within the window, before further attempts are refused.
+    #[arg(long, env = "TALLY_LOGIN_FAILURES_MAX", value_name = "TALLY_LOGIN_FAILURES_MAX",
+          default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=1_000))]
+    pub login_failures_max: u32,
+    /// The login failure window in seconds.
+    #[arg(long, env = "TALLY_LOGIN_FAILURE_WINDOW_SECS",
+          value_name = "TALLY_LOGIN_FAILURE_WINDOW_SECS", default_value_t = 900,
+          value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    pub login_failure_window_secs: u64,
+    /// How long a checked session (live or revoked, and its roles) is cached, in milliseconds.
+    #[arg(long, env = "TALLY_AUTH_CACHE_TTL_MS", value_name = "TALLY_AUTH_CACHE_TTL_MS",
+          default_value_t = 2_000,
+          value_parser = clap::value_parser!(u64).range(0..=AUTH_CACHE_TTL_MS_MAX))]
+    pub auth_cache_ttl_ms: u64,
+    /// Serve gRPC server reflection (v1 and v1alpha).
+    #[arg(long, env = "TALLY_REFLECTION", value_name = "TALLY_REFLECTION", default_value_t = true,
+          action = clap::ArgAction::Set)]
+    pub reflection: bool,
+    /// Largest gRPC message accepted or sent, in bytes.
+    #[arg(long, env = "TALLY_MAX_MESSAGE_BYTES", value_name = "TALLY_MAX_MESSAGE_BYTES",
+          default_value_t = 1_048_576,
+          value_parser = clap::value_parser!(u64).range(1_024..=67_108_864))]
+    pub max_message_bytes: u64,
+    /// Deadline of every call in milliseconds (a shorter client `grpc-timeout` wins).
+    #[arg(long, env = "TALLY_REQUEST_TIMEOUT_MS", value_name = "TALLY_REQUEST_TIMEOUT_MS",
+          default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(100..=300_000))]
+    pub request_timeout_ms: u64,
+    /// Calls served at once across all connections; further calls wait (within their deadline).
+    #[arg(long, env = "TALLY_CONCURRENCY_MAX", value_name = "TALLY_CONCURRENCY_MAX",
+          default_value_t = 512, value_parser = clap::value_parser!(u64).range(1..=100_000))]
+    pub concurrency_max: u64,
+    /// Concurrent HTTP/2 streams per connection.
+    #[arg(long, env = "TALLY_STREAMS_PER_CONNECTION_MAX",
+          value_name = "TALLY_STREAMS_PER_CONNECTION_MAX", default_value_t = 256,
+          value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub streams_per_connection_max: u32,
+    /// Currencies as CODE:EXPONENT pairs (exponent: minor units per major unit, as a power of
+    /// ten). A stored currency's exponent can never change.
+    #[arg(long, env = "TALLY_CURRENCIES", value_name = "TALLY_CURRENCIES",
+          default_value = crate::ledger::currency::CURRENCIES_DEFAULT)]
+    pub currencies: String,
+    /// Accounts one owner may hold.
+    #[arg(long, env = "TALLY_ACCOUNTS_PER_OWNER_MAX", value_name = "TALLY_ACCOUNTS_PER_OWNER_MAX",
+          default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub accounts_per_owner_max: u32,
+    /// Attempts of one transfer transaction (serialization failures and deadlocks are retried
+    /// whole) before the call answers ABORTED.
+    #[arg(long, env = "TALLY_TRANSFER_ATTEMPTS_MAX", value_name = "TALLY_TRANSFER_ATTEMPTS_MAX",
+          default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..=100))]
+    pub transfer_attempts_max: u32,
+    /// Backoff before the first retry in milliseconds; doubles per attempt (full jitter), capped
+    /// at 100 ms.
+    #[arg(long, env = "TALLY_TRANSFER_RETRY_BACKOFF_MS",
+          value_name = "TALLY_TRANSFER_RETRY_BACKOFF_MS", default_value_t = 2,
+          value_parser = clap::value_parser!(u64).range(1..=100))]
+    pub transfer_retry_backoff_ms: u64,
+    /// Origins browsers may call from (CORS), comma-separated: exact origins such as
+    /// `https://app.example.com`, or `*` for any. Empty (the default) allows none.
+    #[arg(
+        long,
+        env = "TALLY_CORS_ALLOWED_ORIGINS",
+        value_name = "TALLY_CORS_ALLOWED_ORIGINS",
+        value_delimiter = ',',
+        default_value = ""
+    )]
+    pub cors_allowed_origins: Vec<String>,
+    /// On SIGTERM, how long in-flight calls may take to finish before the process exits.
+    #[arg(long, env = "TALLY_SHUTDOWN_DRAIN_SECS", value_name = "TALLY_SHUTDOWN_DRAIN_SECS",
+          default_value_t = 20, value_parser = clap::value_parser!(u64).range(0..=600))]
+    pub shutdown_drain_secs: u64,
+}
+
+/// Where the token key came from; an ephemeral key is development-only.
+#[derive(Clone)]
+pub enum TokenKey {
+    Configured(Vec<u8>),
+    Ephemeral(Vec<u8>),
+}
+
+impl TokenKey {
+    pub fn bytes(&self) -> &[u8] {
+        match self {
+            TokenKey::Configured(k) | TokenKey::Ephemeral(k) => k,
+        }
+    }
+}
+
+impl std::fmt::Debug for TokenKey {
+    // Never print key material.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            TokenKey::Configured(_) => f.write_str("TokenKey::Configured(<redacted>)"),
+            TokenKey::Ephemeral(_) => f.write_str("TokenKey::Ephemeral(<redacted>)"),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct TokenSettings {
+    pub format: TokenFormat,
+    pub key: TokenKey,
+    pub issuer: String,
+    pub audience: String,
+    pub access_ttl: Duration,
+    pub refresh_ttl: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct ServeSettings {
+    pub environment: Environment,
+    pub database: DatabaseSettings,
+    pub listen_addr: SocketAddr,
+    pub queue: QueueSettings,
+    pub verification_ttl: Duration,
+    pub migrate: bool,
+    pub tokens: TokenSettings,
+    pub login_failures_max: u32,
+    pub login_failure_window: Duration,
+    pub auth_cache_ttl: Duration,
+    pub reflection: bool,
+    pub max_message_bytes: usize,
+    pub request_timeout: Duration,
+    pub concurrency_max: usize,
+    pub streams_per_connection_max: u32,
+    pub shutdown_drain: Duration,
+    pub ledger: crate::ledger::LedgerSettings,
+    /// Origins allowed by CORS; `*` alone means any. Empty: none.
+    pub cors_allowed_origins: Vec<String>,
+}
+
+impl ServeArgs {
+    /// Validates the arguments into settings. Rules that span variables live here.
+    pub fn settings(&self, environment: Environment) -> Result<ServeSettings, ConfigError> {
+        let database = self.database.settings()?;
+        let queue = self.queue.settings()?;
+        let key = match &self.token_key {
+            Some(encoded) => TokenKey::Configured(decode_token_key(encoded, self.token_format)?),
+            None if environment == Environment::Production => {
+                return Err(config_error(
+                    "TALLY_TOKEN_KEY",
+                    "is required when TALLY_ENV=production (generate one with `openssl rand \
+                     -base64 32`)",
+                ));
+            }
+            None => TokenKey::Ephemeral(rand::random::<[u8; TOKEN_KEY_BYTES]>().to_vec()),
+        };
+        for (variable, value) in [
+            ("TALLY_TOKEN_ISSUER", &self.token_issuer),
+            ("TALLY_TOKEN_AUDIENCE", &self.token_audience),
+        ] {
+            if value.trim().is_empty() || value.len() > 256 {
+                return Err(config_error(variable, "must be 1 to 256 characters"));
+            }
+        }
+        if self.refresh_token_ttl_secs <= self.access_token_ttl_secs {
+            return Err(config_error(
+                "TALLY_REFRESH_TOKEN_TTL_SECS",
+                "must be longer than TALLY_ACCESS_TOKEN_TTL_SECS",
+            ));
+        }
+        let cors_allowed_origins = cors_origins(&self.cors_allowed_origins)?;
+        Ok(ServeSettings {
+            cors_allowed_origins,
+            environment,
+            database,
+            listen_addr: self.listen_addr,
+            queue,
+            verification_ttl: Duration::from_secs(self.verification_ttl_secs),
+            migrate: self.migrate,
+            tokens: TokenSettings {
+                format: self.token_format,
+                key,
+                issuer: self.token_issuer.clone(),
+                audience: self.token_audience.clone(),
+                access_ttl: Duration::from_secs(self.access_token_ttl_secs),
+                refresh_ttl: Duration::from_secs(self.refresh_token_ttl_secs),
+            },
+            login_failures_max: self.login_failures_max,
+            login_failure_window: Duration::from_secs(self.login_failure_window_secs),
+            auth_cache_ttl: Duration::from_millis(self.auth_cache_ttl_ms),
+            reflection: self.reflection,
+            max_message_bytes: usize::try_from(self.max_message_bytes)
+                .map_err(|_| config_error("TALLY_MAX_MESSAGE_BYTES", "too large"))?,
+            request_timeout: Duration::from_millis(self.request_timeout_ms),
+            concurrency_max: usize::try_from(self.concurrency_max)
+                .map_err(|_| config_error("TALLY_CONCURRENCY_MAX", "too large"))?,
+            streams_per_connection_max: self.streams_per_connection_max,
+            shutdown_drain: Duration::from_secs(self.shutdown_drain_secs),
+            ledger: crate::ledger::LedgerSettings {
+                currencies: crate::ledger::Currencies::parse(&self.currencies)
+                    .map_err(|message| config_error("TALLY_CURRENCIES", message))?,
+                accounts_per_owner_max: self.accounts_per_owner_max,
+                transfer_attempts_max: self.transfer_attempts_max,
+                retry_backoff_base: Duration::from_millis(self.transfer_retry_backoff_ms),
+                retry_backoff_max: TRANSFER_RETRY_BACKOFF_MAX,
+            },
+        })
+    }
+}
+
+/// Checks each CORS origin: `*`, or `scheme://host[:port]` with no path.
+fn cors_origins(raw: &[String]) -> Result<Vec<String>, ConfigError> {
+    let mut origins = Vec::new();
+    for origin in raw.iter().map(|o| o.trim()).filter(|o| !o.is_empty()) {
+        let valid = origin == "*"
+            || origin.split_once("://").is_some_and(|(scheme, rest)| {
+                matches!(scheme, "http" | "https")
+                    && !rest.is_empty()
+                    && !rest.contains(['/', '?', '#', ' ', '*'])
+            });
+        if !valid {
+            return Err(config_error(
+                "TALLY_CORS_ALLOWED_ORIGINS",
+                format!("`{origin}` is not `*` or an origin like https://app.example.com"),
+            ));
+        }
+        origins.push(origin.to_owned());
+    }
+    Ok(origins)
+}
+
+fn decode_token_key(encoded: &str, format: TokenFormat) -> Result<Vec<u8>, ConfigError> {
+    let trimmed = encoded.trim();
+    let engines = [
+        &base64::engine::general_purpose::STANDARD,
+        &base64::engine::general_purpose::STANDARD_NO_PAD,
+        &base64::engine::general_purpose::URL_SAFE,
+        &base64::engine::general_purpose::URL_SAFE_NO_PAD,
+    ];
+    let key = engines
+        .iter()
+        .find_map(|engine| engine.decode(trimmed).ok())
+        .ok_or_else(|| config_error("TALLY_TOKEN_KEY", "is not valid base64"))?;
+    match format {
+        TokenFormat::Paseto if key.len() != TOKEN_KEY_BYTES => Err(config_error(
+            "TALLY_TOKEN_KEY",
+            format!(
+                "must decode to exactly {TOKEN_KEY_BYTES} bytes for TALLY_TOKEN_FORMAT=paseto \
+                 (got {})",
+                key.len()
+            ),
+        )),
+        TokenFormat::Jwt if key.len() < TOKEN_KEY_BYTES => Err(config_error(
+            "TALLY_TOKEN_KEY",
+            format!(
+                "must decode to at least {TOKEN_KEY_BYTES} bytes for TALLY_TOKEN_FORMAT=jwt \
+                 (got {})",
+                key.len()
+            ),
+        )),
+        _ => Ok(key),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser as _;
+
+    use super::*;
+    use crate::config::{Cli, Command};
+
+    fn serve_args(extra: &[&str]) -> ServeArgs {
+        let mut argv = vec!["tally", "serve"];
+        argv.extend_from_slice(extra);
+        match Cli::try_parse_from(argv).expect("parses").command {
+            Command::Serve(args) => *args,
+            other => panic!("unexpected command {other:?}"),
+        }
+    }
+
+    #[test]
+    fn production_without_a_token_key_is_refused_naming_the_variable() {
+        let err = serve_args(&[])
+            .settings(Environment::Production)
+            .expect_err("must refuse");
+        assert_eq!(err.variable, "TALLY_TOKEN_KEY");
+    }
+
+    #[test]
+    fn development_without_a_token_key_gets_an_ephemeral_one() {
+        let settings = serve_args(&[]).settings(Environment::Development).unwrap();
+        assert!(matches!(settings.tokens.key, TokenKey::Ephemeral(ref k) if k.len() == 32));
+    }
+
+    #[test]
+    fn a_short_paseto_key_is_refused() {
+        let short = base64::engine::general_purpose::STANDARD.encode([7u8; 16]);
+        let err = serve_args(&["--token-key", &short])
+            .settings(Environment::Development)
+            .expect_err("must refuse");
+        assert_eq!(err.variable, "TALLY_TOKEN_KEY");
+        assert!(err.to_string().contains("exactly 32 bytes"), "{err}");
+    }
+
+    #[test]
+    fn a_long_jwt_secret_is_accepted_but_a_short_one_is_not() {
+        let long = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode([7u8; 48]);
+        let ok = serve_args(&["--token-format", "jwt", "--token-key", &long])
+            .settings(Environment::Production)
+            .unwrap();
+        assert_eq!(ok.tokens.key.bytes().len(), 48);
+        let short = base64::engine::general_purpose::STANDARD.encode([7u8; 31]);
+        assert!(
+            serve_args(&["--token-format", "jwt", "--token-key", &short])
+                .settings(Environment::Production)
+                .is_err()
+        );
+    }
+
+    #[test]
+    fn a_bad_number_names_the_environment_variable() {
+        let err = Cli::try_parse_from(["tally", "serve", "--request-timeout-ms", "5"])
+            .expect_err("out of range");
+        assert!(
+            err.to_string().contains("TALLY_REQUEST_TIMEOUT_MS"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_refresh_lifetime_shorter_than_the_access_lifetime_is_refused() {
+        let err = serve_args(&[
+            "--access-token-ttl-secs",
+            "3600",
+            "--refresh-token-ttl-secs",
+            "600",
+        ])
+        .settings(Environment::Development)
+        .expect_err("must refuse");
+        assert_eq!(err.variable, "TALLY_REFRESH_TOKEN_TTL_SECS");
+    }
+
+    #[test]
+    fn cors_allows_nothing_by_default_and_checks_each_origin() {
+        let settings = serve_args(&[]).settings(Environment::Production);
+        assert!(
+            settings.is_err(),
+            "production needs a key; checked separately"
+        );
+        let none = serve_args(&[]).settings(Environment::Development).unwrap();
+        assert!(none.cors_allowed_origins.is_empty());
+        let two = serve_args(&["--cors-allowed-origins", "https://a.example,http://b:8080"])
+            .settings(Environment::Development)
+            .unwrap();
+        assert_eq!(
+            two.cors_allowed_origins,
+            ["https://a.example", "http://b:8080"]
+        );
+        let err = serve_args(&["--cors-allowed-origins", "https://a.example/path"])
+            .settings(Environment::Development)
+            .expect_err("a path is not an origin");
+        assert_eq!(err.variable, "TALLY_CORS_ALLOWED_ORIGINS");
+    }
+
+    #[test]
+    fn key_material_is_never_printed() {
+        let key = TokenKey::Configured(b"super secret key material 123456".to_vec());
+        assert!(!format!("{key:?}").contains("secret"));
+    }
+}
