@@ -238,7 +238,6 @@ expect_unauthenticated "ListRoles after logout" \
 CURL_USER="bob_$(date +%s)_$RANDOM"
 # pretty JSON — what the README pipes through for readability
 pretty() { python3 -m json.tool; }
-json_field() { python3 -c 'import json, sys; print(json.load(sys.stdin)[sys.argv[1]])' "$1"; }
 
 log "curl: is it up?"
 out="$(curl -sS --fail-with-body "$TALLY/healthz")" || fail "curl /healthz failed"
@@ -280,6 +279,41 @@ out="$(curl -sS --fail-with-body -H "authorization: Bearer $TOKEN" "$TALLY/v1/ro
   fail "curl: GET /v1/roles failed: $out"
 printf '%s\n' "$out" | pretty
 expect_contains "curl ListRoles" "$out" '"name":"customer"' '"name":"banker"' '"name":"admin"'
+
+log "curl: open an account (POST /v1/accounts)"
+out="$(curl -sS --fail-with-body -H "authorization: Bearer $TOKEN" -H 'content-type: application/json' \
+  "$TALLY/v1/accounts" -d '{"currency": "EUR", "name": "Travel"}')" ||
+  fail "curl: POST /v1/accounts failed: $out"
+printf '%s\n' "$out" | pretty
+TRAVEL="$(echo "$out" | json_field accountId)" || fail "curl CreateAccount: no accountId"
+
+log "curl: the banker deposits 50.00 EUR (POST /v1/accounts/$TRAVEL:deposit)"
+out="$(curl -sS --fail-with-body -H "authorization: Bearer $BANKER_TOKEN" \
+  -H 'content-type: application/json' "$TALLY/v1/accounts/$TRAVEL:deposit" \
+  -d "{\"requestId\": \"$(new_id)\", \"amount\": \"5000\"}")" ||
+  fail "curl: deposit failed: $out"
+printf '%s\n' "$out" | pretty
+expect_contains "curl Deposit" "$out" '"amount":"5000"' '"status":"TRANSFER_STATUS_SUCCEEDED"'
+
+log "curl: move 12.00 EUR to a second account (POST /v1/transfers)"
+SPARE="$(curl -sS --fail-with-body -H "authorization: Bearer $TOKEN" -H 'content-type: application/json' \
+  "$TALLY/v1/accounts" -d '{"currency": "EUR"}' | json_field accountId)" ||
+  fail "curl: second account failed"
+out="$(curl -sS --fail-with-body -H "authorization: Bearer $TOKEN" -H 'content-type: application/json' \
+  "$TALLY/v1/transfers" -d "{\"transferId\": \"$(new_id)\", \"fromAccountId\": \"$TRAVEL\", \"toAccountId\": \"$SPARE\", \"amount\": \"1200\", \"currency\": \"EUR\"}")" ||
+  fail "curl: POST /v1/transfers failed: $out"
+printf '%s\n' "$out" | pretty
+expect_contains "curl CreateTransfer" "$out" '"amount":"1200"' '"status":"TRANSFER_STATUS_SUCCEEDED"'
+
+log "curl: the statement (GET /v1/accounts/$TRAVEL/entries)"
+out="$(curl -sS --fail-with-body -H "authorization: Bearer $TOKEN" \
+  "$TALLY/v1/accounts/$TRAVEL/entries?pageSize=10")" || fail "curl: ListEntries failed: $out"
+printf '%s\n' "$out" | pretty
+python3 - "$out" <<'PY' || fail "curl ListEntries: expected -1200 (balance 3800) then +5000 (balance 5000)"
+import json, sys
+entries = json.loads(sys.argv[1])["entries"]
+assert [(e["amount"], e["balanceAfter"]) for e in entries] == [("-1200", "3800"), ("5000", "5000")], entries
+PY
 
 # expect_http STEP STATUS CURL_ARGS... — the call must answer STATUS with a JSON error body.
 expect_http() {
