@@ -4,8 +4,9 @@
 //! unless asked to migrate, so a deployment never runs half-migrated.
 
 use sqlx::{
-    PgPool,
+    PgPool, Postgres, Transaction,
     migrate::{Migrate, MigrateError, Migrator},
+    pool::PoolConnection,
     postgres::PgPoolOptions,
 };
 
@@ -107,4 +108,44 @@ pub async fn ensure_migrated(pool: &PgPool) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+/// Counts callers waiting for a pooled connection (the `waiting` state of
+/// `tally_db_pool_connections`; sqlx exposes no waiter count). Decremented on drop, so a call
+/// cancelled while it waits is not left counted.
+struct Waiting;
+
+impl Waiting {
+    fn enter() -> Self {
+        metrics::gauge!("tally_db_pool_connections", "state" => "waiting").increment(1.0);
+        Waiting
+    }
+}
+
+impl Drop for Waiting {
+    fn drop(&mut self) {
+        metrics::gauge!("tally_db_pool_connections", "state" => "waiting").decrement(1.0);
+    }
+}
+
+/// A pooled connection, counted as waiting until the pool hands one out.
+pub async fn acquire(pool: &PgPool) -> Result<PoolConnection<Postgres>, sqlx::Error> {
+    let _waiting = Waiting::enter();
+    pool.acquire().await
+}
+
+/// A transaction on a pooled connection, counted as waiting until it has begun (the BEGIN round
+/// trip is part of the wait).
+pub async fn begin(pool: &PgPool) -> Result<Transaction<'static, Postgres>, sqlx::Error> {
+    let _waiting = Waiting::enter();
+    pool.begin().await
+}
+
+/// [`begin`] with an explicit `BEGIN` statement (isolation level, read only).
+pub async fn begin_with(
+    pool: &PgPool,
+    statement: &'static str,
+) -> Result<Transaction<'static, Postgres>, sqlx::Error> {
+    let _waiting = Waiting::enter();
+    pool.begin_with(statement).await
 }

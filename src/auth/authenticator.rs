@@ -96,7 +96,7 @@ impl Authenticator {
         {
             return Ok(entry.session.clone());
         }
-        let mut conn = self.pool.acquire().await?;
+        let mut conn = crate::db::acquire(&self.pool).await?;
         let session = store::sessions::live_session(&mut conn, session_id)
             .await?
             .map(|row| LiveSession {

@@ -30,7 +30,7 @@ impl Identity {
     pub async fn grant_role(&self, actor: &str, username: &str, name: &str) -> Result<User> {
         let username = validate::username("username", username)?;
         let role = role(name)?;
-        let mut tx = self.pool.begin().await?;
+        let mut tx = crate::db::begin(&self.pool).await?;
         let user = store::users::lock_by_username(&mut tx, &username)
             .await?
             .ok_or(Error::NotFound("user"))?;
@@ -49,7 +49,7 @@ impl Identity {
     pub async fn revoke_role(&self, actor: &str, username: &str, name: &str) -> Result<User> {
         let username = validate::username("username", username)?;
         let role = role(name)?;
-        let mut tx = self.pool.begin().await?;
+        let mut tx = crate::db::begin(&self.pool).await?;
         let user = store::users::lock_by_username(&mut tx, &username)
             .await?
             .ok_or(Error::NotFound("user"))?;

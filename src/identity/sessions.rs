@@ -98,7 +98,7 @@ impl Identity {
         let username = validate::username("username", username)?;
         let presented = validate::presented_password("password", password_presented)?;
 
-        let mut tx = self.pool.begin().await?;
+        let mut tx = crate::db::begin(&self.pool).await?;
         store::sessions::lock_login_attempts(&mut tx, &username).await?;
         self.refuse_if_rate_limited(&mut tx, &username).await?;
         let user = store::users::by_username(&mut tx, &username).await?;
@@ -172,7 +172,7 @@ impl Identity {
         let hash = refresh_token_hash(refresh_token);
         let now = whole_seconds(OffsetDateTime::now_utc());
 
-        let mut tx = self.pool.begin().await?;
+        let mut tx = crate::db::begin(&self.pool).await?;
         let row = store::sessions::lock_refresh_token(&mut tx, &hash)
             .await?
             .ok_or_else(refused)?;
@@ -227,7 +227,7 @@ impl Identity {
         if !(principal.is(&username) || principal.can(Permission::SessionsManage)) {
             return Err(Error::NotFound("user"));
         }
-        let mut conn = self.pool.acquire().await?;
+        let mut conn = crate::db::acquire(&self.pool).await?;
         let user = store::users::by_username(&mut conn, &username)
             .await?
             .ok_or(Error::NotFound("user"))?;
@@ -239,7 +239,7 @@ impl Identity {
     /// revoked session succeeds and changes nothing.
     pub async fn revoke_session(&self, principal: &Principal, session_id: &str) -> Result<()> {
         let session_id = validate::uuid("session_id", session_id)?;
-        let mut conn = self.pool.acquire().await?;
+        let mut conn = crate::db::acquire(&self.pool).await?;
         let session = store::sessions::by_id(&mut conn, session_id)
             .await?
             .filter(|s| s.user_id == principal.user_id || principal.can(Permission::SessionsManage))

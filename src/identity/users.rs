@@ -68,7 +68,7 @@ impl Identity {
     /// verification and the outbox row that owes its mail commit together.
     pub async fn create_user(&self, new: CreateUser) -> Result<User> {
         let password_hash = password::hash(new.password).await?;
-        let mut tx = self.pool.begin().await?;
+        let mut tx = crate::db::begin(&self.pool).await?;
         let id = Uuid::now_v7();
         store::users::insert(
             &mut tx,
@@ -99,7 +99,7 @@ impl Identity {
         if !may_see_user(principal, &username) {
             return Err(Error::NotFound("user"));
         }
-        let mut conn = self.pool.acquire().await?;
+        let mut conn = crate::db::acquire(&self.pool).await?;
         store::users::by_username(&mut conn, &username)
             .await?
             .map(User::from)
@@ -129,7 +129,7 @@ impl Identity {
             None => None,
         };
 
-        let mut tx = self.pool.begin().await?;
+        let mut tx = crate::db::begin(&self.pool).await?;
         let user = store::users::lock_by_username(&mut tx, &change.username)
             .await?
             .ok_or(Error::NotFound("user"))?;
@@ -169,7 +169,7 @@ impl Identity {
 
     /// Checks a presented current password under the login failure limit.
     async fn check_current_password(&self, username: &str, presented: String) -> Result<()> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = crate::db::begin(&self.pool).await?;
         self.refuse_if_rate_limited(&mut tx, username).await?;
         let stored = store::users::by_username(&mut tx, username)
             .await?

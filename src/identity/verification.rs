@@ -95,7 +95,7 @@ impl Identity {
             return Err(bad_code());
         }
         let presented = Sha256::digest(code.trim().as_bytes());
-        let mut tx = self.pool.begin().await?;
+        let mut tx = crate::db::begin(&self.pool).await?;
         // Locking waits for a worker that is sending this very mail, so its code is committed.
         let Some(row) = store::verifications::lock(&mut tx, verification_id).await? else {
             return Err(bad_code());
@@ -128,7 +128,7 @@ impl Identity {
         if !may_see_user(principal, &username) {
             return Err(Error::NotFound("user"));
         }
-        let mut tx = self.pool.begin().await?;
+        let mut tx = crate::db::begin(&self.pool).await?;
         // The user lock serialises resends, so the count below cannot be raced past.
         let user = store::users::lock_by_username(&mut tx, &username)
             .await?

@@ -74,7 +74,7 @@ pub async fn relay_one(
     outbox_id: Uuid,
     lease: Duration,
 ) -> anyhow::Result<bool> {
-    let mut tx = pool.begin().await?;
+    let mut tx = crate::db::begin(pool).await?;
     let Some(row) = store::mail::lock_due(&mut tx, outbox_id).await? else {
         return Ok(false);
     };
@@ -91,7 +91,7 @@ pub async fn sweep(
     lease: Duration,
     metrics: &JobMetrics,
 ) -> anyhow::Result<usize> {
-    let mut tx = pool.begin().await?;
+    let mut tx = crate::db::begin(pool).await?;
     let rows = store::mail::lock_due_batch(&mut tx, SWEEP_BATCH_MAX).await?;
     let mut pushed = 0;
     let mut failure = None;

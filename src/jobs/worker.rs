@@ -323,7 +323,7 @@ async fn handle(job: MailJob, context: Data<Arc<JobContext>>) -> Result<(), BoxD
 }
 
 async fn deliver(context: &JobContext, verification_id: Uuid) -> anyhow::Result<Outcome> {
-    let mut tx = context.pool.begin().await?;
+    let mut tx = crate::db::begin(&context.pool).await?;
     let Some(verification) = store::verifications::lock(&mut tx, verification_id).await? else {
         return Ok(Outcome::Dropped("verification deleted"));
     };
@@ -389,7 +389,7 @@ async fn record_failure(
     let settings = &context.settings;
     let attempts = u32::try_from(owed.attempts).unwrap_or(0).saturating_add(1);
     let backoff = backoff(settings.backoff_base, settings.backoff_max, attempts);
-    let mut tx = context.pool.begin().await?;
+    let mut tx = crate::db::begin(&context.pool).await?;
     let backoff_ms = i64::try_from(backoff.as_millis()).unwrap_or(i64::MAX);
     let recorded = store::mail::record_failure(&mut tx, owed.id, error, backoff_ms).await?;
     if u32::try_from(recorded).unwrap_or(u32::MAX) >= settings.attempts_max {

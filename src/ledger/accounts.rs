@@ -57,7 +57,7 @@ impl Ledger {
         principal: &Principal,
         open: OpenAccount,
     ) -> Result<Account> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = crate::db::begin(&self.pool).await?;
         let owner_id = match &open.owner {
             None => principal.user_id,
             Some(owner) if principal.is(owner) => principal.user_id,
@@ -114,7 +114,7 @@ impl Ledger {
             .map(|o| validate::username("owner", o))
             .transpose()?;
         let limit = page::page_size(page_size)?;
-        let mut conn = self.pool.acquire().await?;
+        let mut conn = crate::db::acquire(&self.pool).await?;
         let owner_id = match owner {
             None => principal.user_id,
             Some(o) if principal.is(&o) => principal.user_id,
@@ -154,7 +154,7 @@ impl Ledger {
         let before = page::seq_cursor(id, page_token)?;
         self.visible_account(principal, id, Permission::AccountsReadAny)
             .await?;
-        let mut conn = self.pool.acquire().await?;
+        let mut conn = crate::db::acquire(&self.pool).await?;
         let mut rows =
             store::transfers::entries_page(&mut conn, id, before, limit as i64 + 1).await?;
         let next_page_token = next_token(&mut rows, limit, |last| {
@@ -174,7 +174,7 @@ impl Ledger {
         id: Uuid,
         read_any: Permission,
     ) -> Result<AccountRow> {
-        let mut conn = self.pool.acquire().await?;
+        let mut conn = crate::db::acquire(&self.pool).await?;
         store::accounts::by_id(&mut conn, id)
             .await?
             .filter(|a| a.owner_id == Some(principal.user_id) || principal.can(read_any))

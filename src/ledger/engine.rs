@@ -237,9 +237,7 @@ pub async fn execute(
             outcome = tracing::field::Empty,
         );
         let outcome = async {
-            let mut tx = pool
-                .begin_with("BEGIN ISOLATION LEVEL SERIALIZABLE")
-                .await?;
+            let mut tx = crate::db::begin_with(pool, "BEGIN ISOLATION LEVEL SERIALIZABLE").await?;
             let row = apply(&mut tx, posting).await?;
             // 40001 can surface here: the commit is part of the retried unit.
             tx.commit().await?;

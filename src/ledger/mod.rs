@@ -76,7 +76,7 @@ impl Ledger {
     /// Syncs the currency table and makes sure every currency has its system account. Refuses
     /// to start when a stored exponent differs from the configured one.
     pub async fn bootstrap(&self) -> anyhow::Result<()> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = crate::db::begin(&self.pool).await?;
         for (code, exponent) in self.settings.currencies.iter() {
             let stored =
                 crate::store::accounts::ensure_currency(&mut tx, code, i16::from(exponent)).await?;

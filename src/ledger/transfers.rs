@@ -141,7 +141,7 @@ impl Ledger {
         if account.is_system {
             return Err(Error::NotFound("account"));
         }
-        let mut conn = self.pool.acquire().await?;
+        let mut conn = crate::db::acquire(&self.pool).await?;
         let system = store::accounts::system_account_id(&mut conn, &account.currency)
             .await?
             .ok_or_else(|| {
@@ -187,7 +187,7 @@ impl Ledger {
     /// A transfer, failed or not, if the caller owns either side or holds `transfers.read_any`.
     pub async fn get_transfer(&self, principal: &Principal, transfer_id: &str) -> Result<Transfer> {
         let id = validate::uuid("transfer_id", transfer_id)?;
-        let mut conn = self.pool.acquire().await?;
+        let mut conn = crate::db::acquire(&self.pool).await?;
         let row = store::transfers::by_id(&mut conn, id)
             .await?
             .ok_or(Error::NotFound("transfer"))?;
@@ -219,7 +219,7 @@ impl Ledger {
         let before = page::seq_cursor(id, page_token)?;
         self.visible_account(principal, id, Permission::TransfersReadAny)
             .await?;
-        let mut conn = self.pool.acquire().await?;
+        let mut conn = crate::db::acquire(&self.pool).await?;
         let mut rows =
             store::transfers::page_for_account(&mut conn, id, before, limit as i64 + 1).await?;
         let next_page_token = next_token(&mut rows, limit, |last| {

@@ -33,9 +33,8 @@ impl Report {
 }
 
 pub async fn run(pool: &PgPool) -> anyhow::Result<Report> {
-    let mut tx = pool
-        .begin_with("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
-        .await?;
+    let mut tx =
+        crate::db::begin_with(pool, "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY").await?;
     let count = |sql: &'static str| sqlx::query_scalar::<_, i64>(sql);
     let report = Report {
         accounts: count("SELECT count(*) FROM accounts").fetch_one(&mut *tx).await?,

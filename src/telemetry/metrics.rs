@@ -11,7 +11,8 @@
 //! - `tally_rpc_requests_total{method,code}`, `tally_rpc_duration_seconds{method}` (histogram)
 //! - `tally_transfers_total{kind,outcome}`, `tally_transfer_retries_total`,
 //!   `tally_transfer_aborts_total`
-//! - `tally_db_pool_connections{state="in_use"|"idle"}`, `tally_db_pool_connections_max`
+//! - `tally_db_pool_connections{state="in_use"|"idle"|"waiting"}`, `tally_db_pool_connections_max`
+//!   (`waiting` is kept live by `db::acquire`/`db::begin`, not sampled)
 //! - `tally_mail_outbox_backlog`, `tally_mail_queue_depth`
 //! - `tally_mail_jobs_total{outcome}`, `tally_mail_outbox_relayed_total`
 
@@ -81,7 +82,7 @@ fn describe() {
     );
     describe_gauge!(
         "tally_db_pool_connections",
-        "PostgreSQL pool connections by state (in_use, idle)"
+        "PostgreSQL pool connections by state (in_use, idle), and callers waiting for one (waiting)"
     );
     describe_gauge!(
         "tally_db_pool_connections_max",

@@ -157,6 +157,7 @@ async fn metrics_count_calls_transfers_pool_outbox_queue_and_jobs_by_their_label
         ("tally_transfer_aborts_total", &[][..]),
         ("tally_db_pool_connections", &[("state", "in_use")][..]),
         ("tally_db_pool_connections", &[("state", "idle")][..]),
+        ("tally_db_pool_connections", &[("state", "waiting")][..]),
         ("tally_db_pool_connections_max", &[][..]),
         ("tally_mail_outbox_backlog", &[][..]),
         ("tally_mail_queue_depth", &[][..]),
