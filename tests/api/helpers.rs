@@ -352,6 +352,13 @@ impl TestApp {
         self.login(username, PASSWORD).await.expect("login")
     }
 
+    /// A fresh user with the banker role, signed in: its access token.
+    pub async fn banker(&self) -> String {
+        self.signed_in(&unique("banker"), &["banker"])
+            .await
+            .access_token
+    }
+
     pub async fn count(&self, table: &'static str) -> i64 {
         sqlx::query_scalar(sqlx::AssertSqlSafe(format!("SELECT count(*) FROM {table}")))
             .fetch_one(&self.pool)

@@ -22,10 +22,7 @@ async fn money_is_conserved_under_concurrency_with_opposite_direction_pairs() {
     const FUNDING: i64 = 10_000;
 
     let app = TestApp::spawn().await;
-    let banker = app
-        .signed_in(&unique("banker"), &["banker"])
-        .await
-        .access_token;
+    let banker = app.banker().await;
     let owner = app.signed_in(&unique("owner"), &[]).await.access_token;
     let mut accounts = Vec::new();
     for _ in 0..ACCOUNTS {
@@ -111,10 +108,7 @@ async fn money_is_conserved_under_concurrency_with_opposite_direction_pairs() {
 #[tokio::test]
 async fn of_fifty_concurrent_transfers_of_the_whole_balance_exactly_one_succeeds() {
     let app = TestApp::spawn().await;
-    let banker = app
-        .signed_in(&unique("banker"), &["banker"])
-        .await
-        .access_token;
+    let banker = app.banker().await;
     let spender = app.signed_in(&unique("spender"), &[]).await.access_token;
     let source = app.open_account(&spender, "USD").await.account_id;
     let sink = app.open_account(&spender, "USD").await.account_id;
@@ -174,10 +168,7 @@ async fn of_fifty_concurrent_transfers_of_the_whole_balance_exactly_one_succeeds
 #[tokio::test]
 async fn one_transfer_id_sent_twenty_times_at_once_is_one_transfer_with_identical_answers() {
     let app = TestApp::spawn().await;
-    let banker = app
-        .signed_in(&unique("banker"), &["banker"])
-        .await
-        .access_token;
+    let banker = app.banker().await;
     let payer = app.signed_in(&unique("payer"), &[]).await.access_token;
     let from = app.open_account(&payer, "USD").await.account_id;
     let to = app.open_account(&payer, "USD").await.account_id;
@@ -280,10 +271,7 @@ async fn one_transfer_id_sent_twenty_times_at_once_is_one_transfer_with_identica
 #[tokio::test]
 async fn a_forced_serialization_failure_is_retried_and_the_transfer_happens_once() {
     let app = TestApp::spawn().await;
-    let banker = app
-        .signed_in(&unique("banker"), &["banker"])
-        .await
-        .access_token;
+    let banker = app.banker().await;
     let holder = app.signed_in(&unique("holder"), &[]).await.access_token;
     let from = app.open_account(&holder, "USD").await.account_id;
     let to = app.open_account(&holder, "USD").await.account_id;
@@ -366,10 +354,7 @@ async fn a_forced_serialization_failure_is_retried_and_the_transfer_happens_once
 #[tokio::test]
 async fn currency_mismatches_and_overdrawn_withdrawals_are_failed_records() {
     let app = TestApp::spawn().await;
-    let banker = app
-        .signed_in(&unique("banker"), &["banker"])
-        .await
-        .access_token;
+    let banker = app.banker().await;
     let user = app.signed_in(&unique("user"), &[]).await.access_token;
     let usd = app.open_account(&user, "USD").await.account_id;
     let eur = app.open_account(&user, "EUR").await.account_id;
@@ -424,10 +409,7 @@ async fn currency_mismatches_and_overdrawn_withdrawals_are_failed_records() {
 #[tokio::test]
 async fn verify_fails_on_a_tampered_balance() {
     let app = TestApp::spawn().await;
-    let banker = app
-        .signed_in(&unique("banker"), &["banker"])
-        .await
-        .access_token;
+    let banker = app.banker().await;
     let user = app.signed_in(&unique("user"), &[]).await.access_token;
     let account = app.open_account(&user, "USD").await.account_id;
     app.deposit(&banker, &account, 500).await;
@@ -455,10 +437,7 @@ async fn verify_fails_on_a_tampered_balance() {
 #[tokio::test]
 async fn a_thousand_entries_page_newest_first_without_gaps_or_duplicates() {
     let app = TestApp::spawn().await;
-    let banker = app
-        .signed_in(&unique("banker"), &["banker"])
-        .await
-        .access_token;
+    let banker = app.banker().await;
     let user = app.signed_in(&unique("user"), &[]).await.access_token;
     let account = app.open_account(&user, "USD").await.account_id;
     for _ in 0..1_000 {

@@ -9,10 +9,7 @@ use crate::helpers::*;
 #[tokio::test]
 async fn a_customer_gets_the_identical_not_found_for_a_hundred_accounts_not_theirs() {
     let app = TestApp::spawn().await;
-    let banker = app
-        .signed_in(&unique("banker"), &["banker"])
-        .await
-        .access_token;
+    let banker = app.banker().await;
     let victim = app.signed_in(&unique("victim"), &[]).await.access_token;
     let snoop = app.signed_in(&unique("snoop"), &[]).await.access_token;
     let mine = app.open_account(&snoop, "USD").await.account_id;
@@ -148,10 +145,7 @@ async fn a_customer_gets_the_identical_not_found_for_a_hundred_accounts_not_thei
 #[tokio::test]
 async fn owners_see_their_accounts_and_transfers_and_bankers_open_accounts_for_anyone() {
     let app = TestApp::spawn().await;
-    let banker = app
-        .signed_in(&unique("banker"), &["banker"])
-        .await
-        .access_token;
+    let banker = app.banker().await;
     let ann_name = unique("ann");
     let ann = app.signed_in(&ann_name, &[]).await.access_token;
     let bob = app.signed_in(&unique("bob"), &[]).await.access_token;
@@ -281,10 +275,7 @@ async fn every_ledger_field_answers_invalid_argument_and_writes_nothing() {
     use tonic_types::StatusExt as _;
 
     let app = TestApp::spawn().await;
-    let banker = app
-        .signed_in(&unique("banker"), &["banker"])
-        .await
-        .access_token;
+    let banker = app.banker().await;
     let user = app.signed_in(&unique("user"), &[]).await.access_token;
     let a = app.open_account(&user, "USD").await.account_id;
     let b = app.open_account(&user, "USD").await.account_id;
