@@ -31,6 +31,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     tonic_prost_build::configure()
         .build_server(true)
         .build_client(true)
+        // google.rpc.Status in CreateTransferResult: tonic-types' own type, so the rich error
+        // helpers apply to it.
+        .extern_path(".google.rpc", "::tonic_types::pb")
         .compile_fds(compiler.file_descriptor_set())?;
     Ok(())
 }

@@ -122,7 +122,11 @@ impl Application {
         // The first unknown-user login must not pay for computing the dummy hash.
         tokio::task::spawn_blocking(password::warm_up).await?;
 
-        let state = ApiState { identity, ledger };
+        let state = ApiState {
+            identity,
+            ledger,
+            max_message_bytes: settings.max_message_bytes,
+        };
         let draining = Arc::new(AtomicBool::new(false));
         let (health, health_service) = tonic_health::server::health_reporter();
         let max = settings.max_message_bytes;

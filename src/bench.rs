@@ -264,6 +264,7 @@ async fn client(
             amount: rand::random_range(1..=100),
             currency: currency.clone(),
             memo: None,
+            linked: false,
         };
         let sent = Instant::now();
         let outcome = match (target.protocol, target.operation) {

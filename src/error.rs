@@ -29,6 +29,8 @@ pub mod reason {
     pub const TRANSFER_ID_REUSED: &str = "TRANSFER_ID_REUSED";
     pub const INSUFFICIENT_FUNDS: &str = "INSUFFICIENT_FUNDS";
     pub const CURRENCY_MISMATCH: &str = "CURRENCY_MISMATCH";
+    pub const LINKED_TRANSFER_FAILED: &str = "LINKED_TRANSFER_FAILED";
+    pub const LINKED_CHAIN_OPEN: &str = "LINKED_CHAIN_OPEN";
     pub const TRANSACTION_CONFLICT: &str = "TRANSACTION_CONFLICT";
     pub const ACCOUNT_LIMIT: &str = "ACCOUNT_LIMIT";
     pub const BALANCE_LIMIT: &str = "BALANCE_LIMIT";
@@ -45,9 +47,11 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    /// Malformed input; nothing was written. `field` is the request field's proto name.
+    /// Malformed input; nothing was written. `field` is the request field's proto name;
+    /// `reason` is [`reason::INVALID_ARGUMENT`] unless the client must tell this case apart.
     #[error("{field}: {message}")]
     InvalidArgument {
+        reason: &'static str,
         field: &'static str,
         message: String,
     },
@@ -105,6 +109,7 @@ pub enum Error {
 impl Error {
     pub fn invalid(field: &'static str, message: impl Into<String>) -> Self {
         Error::InvalidArgument {
+            reason: reason::INVALID_ARGUMENT,
             field,
             message: message.into(),
         }
@@ -141,11 +146,11 @@ impl Error {
 
     fn reason(&self) -> &'static str {
         match self {
-            Error::InvalidArgument { .. } => reason::INVALID_ARGUMENT,
             Error::NotFound(_) => reason::NOT_FOUND,
             Error::Unauthenticated(_) => reason::UNAUTHENTICATED,
             Error::Unimplemented(_) => reason::NOT_IMPLEMENTED,
-            Error::AlreadyExists { reason, .. }
+            Error::InvalidArgument { reason, .. }
+            | Error::AlreadyExists { reason, .. }
             | Error::PermissionDenied { reason, .. }
             | Error::FailedPrecondition { reason, .. }
             | Error::ResourceExhausted { reason, .. }
@@ -223,7 +228,7 @@ impl From<Error> for Status {
             _ => HashMap::new(),
         };
         let mut details = ErrorDetails::with_error_info(err.reason(), ERROR_DOMAIN, metadata);
-        if let Error::InvalidArgument { field, message } = &err {
+        if let Error::InvalidArgument { field, message, .. } = &err {
             details.add_bad_request_violation(*field, message.clone());
         }
         Status::with_error_details(code, err.to_string(), details)

@@ -4,7 +4,7 @@ use tonic::{Request, Response, Status};
 
 use super::{ApiState, principal, timestamp};
 use crate::{
-    ledger::{Account, Entry},
+    ledger::{Account, Entry, transfers::Movement},
     proto::tally_v1::{self as pb, account_service_server::AccountService},
 };
 
@@ -100,12 +100,7 @@ impl AccountService for ApiState {
     ) -> Result<Response<pb::Transfer>, Status> {
         let principal = principal(&request)?;
         let r = request.into_inner();
-        let movement = self.ledger.parse_movement(
-            &r.account_id,
-            &r.request_id,
-            r.amount,
-            r.memo.as_deref(),
-        )?;
+        let movement = Movement::parse(&r.account_id, &r.request_id, r.amount, r.memo.as_deref())?;
         let applied = self.ledger.deposit(&principal, movement).await?;
         Ok(super::transfers::applied_response(applied))
     }
@@ -116,12 +111,7 @@ impl AccountService for ApiState {
     ) -> Result<Response<pb::Transfer>, Status> {
         let principal = principal(&request)?;
         let r = request.into_inner();
-        let movement = self.ledger.parse_movement(
-            &r.account_id,
-            &r.request_id,
-            r.amount,
-            r.memo.as_deref(),
-        )?;
+        let movement = Movement::parse(&r.account_id, &r.request_id, r.amount, r.memo.as_deref())?;
         let applied = self.ledger.withdraw(&principal, movement).await?;
         Ok(super::transfers::applied_response(applied))
     }

@@ -24,6 +24,9 @@ pub mod users;
 pub struct ApiState {
     pub identity: Arc<Identity>,
     pub ledger: Arc<Ledger>,
+    /// The largest message the server sends (`TALLY_MAX_MESSAGE_BYTES`): batch calls whose
+    /// answers could exceed it are refused before they write.
+    pub max_message_bytes: usize,
 }
 
 /// The principal the auth layer attached. Its absence on a non-public method is a wiring bug,

@@ -1,15 +1,47 @@
 //! `tally.v1.TransferService`.
 
+use prost::Message as _;
 use tonic::{Request, Response, Status, metadata::MetadataValue};
 
 use super::{ApiState, principal, timestamp};
 use crate::{
-    ledger::{FailureReason, Kind, Transfer, engine::Applied},
-    proto::tally_v1::{self as pb, transfer_service_server::TransferService},
+    error::Error,
+    ledger::{
+        FailureReason, Kind, Transfer,
+        transfers::{Applied, BatchItem, NewTransfer},
+    },
+    proto::tally_v1::{
+        self as pb, create_transfer_result::Result as Outcome,
+        transfer_service_server::TransferService,
+    },
 };
 
-/// Response metadata: how many transaction attempts the transfer took (1 = no retry).
+/// Response metadata: how many transaction attempts the transfer (or the batch) took
+/// (1 = no retry).
 pub const ATTEMPTS_HEADER: &str = "tally-attempts";
+
+/// Room each item of a `CreateTransfers` call needs in the response beyond its own size in the
+/// request: a result echoes the item's fields with a few more (status, kind, timestamp), or is
+/// an error of at most [`ERROR_MESSAGE_BYTES_MAX`] plus its ErrorInfo. A call whose request plus
+/// this much per item would not fit the message-size limit is refused before anything is
+/// written, rather than committed with an answer too large to send.
+pub const RESULT_BYTES_PER_ITEM: usize = 256;
+/// Error messages in batch results are cut to this many bytes (at a character boundary).
+const ERROR_MESSAGE_BYTES_MAX: usize = 128;
+
+impl TryFrom<pb::CreateTransferRequest> for NewTransfer {
+    type Error = Error;
+    fn try_from(r: pb::CreateTransferRequest) -> Result<Self, Error> {
+        NewTransfer::parse(
+            &r.transfer_id,
+            &r.from_account_id,
+            &r.to_account_id,
+            r.amount,
+            &r.currency,
+            r.memo.as_deref(),
+        )
+    }
+}
 
 impl From<Transfer> for pb::Transfer {
     fn from(t: Transfer) -> Self {
@@ -25,6 +57,10 @@ impl From<Transfer> for pb::Transfer {
             Some(FailureReason::CurrencyMismatch) => (
                 pb::TransferStatus::Failed,
                 pb::FailureReason::CurrencyMismatch,
+            ),
+            Some(FailureReason::LinkedTransferFailed) => (
+                pb::TransferStatus::Failed,
+                pb::FailureReason::LinkedTransferFailed,
             ),
         };
         pb::Transfer {
@@ -49,11 +85,65 @@ impl From<Transfer> for pb::Transfer {
 
 /// The transfer, with the attempts it took as response metadata.
 pub(super) fn applied_response(applied: Applied) -> Response<pb::Transfer> {
-    let mut response = Response::new(pb::Transfer::from(applied.transfer));
+    with_attempts(
+        Response::new(pb::Transfer::from(applied.transfer)),
+        applied.attempts,
+    )
+}
+
+fn with_attempts<T>(mut response: Response<T>, attempts: u32) -> Response<T> {
     response
         .metadata_mut()
-        .insert(ATTEMPTS_HEADER, MetadataValue::from(applied.attempts));
+        .insert(ATTEMPTS_HEADER, MetadataValue::from(attempts));
     response
+}
+
+/// The `google.rpc.Status` a batch item answers with: the code, message and ErrorInfo that
+/// `CreateTransfer` would have answered (the message cut to [`ERROR_MESSAGE_BYTES_MAX`]).
+fn item_status(err: Error) -> tonic_types::pb::Status {
+    let status = Status::from(err);
+    let decoded = tonic_types::pb::Status::decode(status.details()).unwrap_or_default();
+    let error_info = "type.googleapis.com/google.rpc.ErrorInfo";
+    let mut message = status.message().to_owned();
+    if message.len() > ERROR_MESSAGE_BYTES_MAX {
+        let mut cut = ERROR_MESSAGE_BYTES_MAX;
+        while !message.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        message.truncate(cut);
+    }
+    tonic_types::pb::Status {
+        code: status.code() as i32,
+        message,
+        // The ErrorInfo only: the message already names a malformed field.
+        details: decoded
+            .details
+            .into_iter()
+            .filter(|any| any.type_url == error_info)
+            .collect(),
+    }
+}
+
+/// Refuses a batch whose results might not fit the message-size limit.
+fn check_result_room(
+    request_bytes: usize,
+    items: usize,
+    message_bytes_max: usize,
+) -> Result<(), Error> {
+    let needed = request_bytes.saturating_add(items.saturating_mul(RESULT_BYTES_PER_ITEM));
+    if needed > message_bytes_max {
+        let per_item = request_bytes / items.max(1) + RESULT_BYTES_PER_ITEM;
+        return Err(Error::invalid(
+            "transfers",
+            format!(
+                "too many for the message-size limit ({message_bytes_max} bytes): the request \
+                 plus {RESULT_BYTES_PER_ITEM} bytes per transfer must fit; at most about {} of \
+                 these",
+                message_bytes_max / per_item
+            ),
+        ));
+    }
+    Ok(())
 }
 
 #[tonic::async_trait]
@@ -64,16 +154,52 @@ impl TransferService for ApiState {
     ) -> Result<Response<pb::Transfer>, Status> {
         let principal = principal(&request)?;
         let r = request.into_inner();
-        let transfer = self.ledger.parse_transfer(
-            &r.transfer_id,
-            &r.from_account_id,
-            &r.to_account_id,
-            r.amount,
-            &r.currency,
-            r.memo.as_deref(),
-        )?;
+        if r.linked {
+            return Err(Error::invalid(
+                "linked",
+                "chains exist only in CreateTransfers; leave it false here",
+            )
+            .into());
+        }
+        let transfer = NewTransfer::try_from(r)?;
         let applied = self.ledger.create_transfer(&principal, transfer).await?;
         Ok(applied_response(applied))
+    }
+
+    async fn create_transfers(
+        &self,
+        request: Request<pb::CreateTransfersRequest>,
+    ) -> Result<Response<pb::CreateTransfersResponse>, Status> {
+        let principal = principal(&request)?;
+        let request_bytes = request.get_ref().encoded_len();
+        let r = request.into_inner();
+        check_result_room(request_bytes, r.transfers.len(), self.max_message_bytes)?;
+        let items = r
+            .transfers
+            .into_iter()
+            .map(|t| BatchItem {
+                linked: t.linked,
+                transfer: NewTransfer::try_from(t),
+            })
+            .collect();
+        let applied = self
+            .ledger
+            .create_transfers(&principal, items, r.atomic)
+            .await?;
+        let results = applied
+            .results
+            .into_iter()
+            .map(|result| pb::CreateTransferResult {
+                result: Some(match result {
+                    Ok(transfer) => Outcome::Transfer(transfer.into()),
+                    Err(err) => Outcome::Error(item_status(err)),
+                }),
+            })
+            .collect();
+        Ok(with_attempts(
+            Response::new(pb::CreateTransfersResponse { results }),
+            applied.attempts,
+        ))
     }
 
     async fn get_transfer(

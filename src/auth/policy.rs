@@ -48,6 +48,7 @@ pub const METHOD_POLICIES: &[(&str, Access)] = &[
         Requires(AccountsWithdraw),
     ),
     ("/tally.v1.TransferService/CreateTransfer", SignedIn),
+    ("/tally.v1.TransferService/CreateTransfers", SignedIn),
     ("/tally.v1.TransferService/GetTransfer", SignedIn),
     ("/tally.v1.TransferService/ListTransfers", SignedIn),
 ];

@@ -11,6 +11,8 @@ use crate::error::{Error, Result};
 pub const CURRENCIES_DEFAULT: &str = "USD:2,EUR:2,GBP:2,CAD:2,JPY:0,BTC:8";
 /// More would be a configuration mistake, not a product.
 const CURRENCIES_MAX: usize = 200;
+/// Codes an unknown-currency error lists.
+const UNKNOWN_CODES_SHOWN_MAX: usize = 8;
 const EXPONENT_MAX: u8 = 18;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -57,16 +59,22 @@ impl Currencies {
         if self.exponents.contains_key(code) {
             Ok(code.to_owned())
         } else {
+            // At most a few codes, so the message stays short however long the table is.
+            let shown: Vec<&str> = self
+                .exponents
+                .keys()
+                .take(UNKNOWN_CODES_SHOWN_MAX)
+                .map(String::as_str)
+                .collect();
+            let more = self.exponents.len().saturating_sub(shown.len());
+            let more = if more > 0 {
+                format!(" and {more} more")
+            } else {
+                String::new()
+            };
             Err(Error::invalid(
                 field,
-                format!(
-                    "unknown currency; one of {}",
-                    self.exponents
-                        .keys()
-                        .cloned()
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                ),
+                format!("unknown currency; one of {}{more}", shown.join(", ")),
             ))
         }
     }
@@ -80,6 +88,18 @@ impl Default for Currencies {
     fn default() -> Self {
         Self::parse(CURRENCIES_DEFAULT).expect("the default currency table is valid")
     }
+}
+
+/// A currency code as a request may name one (3 to 5 upper-case letters); whether the ledger
+/// knows it is [`Currencies::require`]'s question.
+pub fn code(field: &'static str, code: &str) -> Result<String> {
+    if code.is_empty() {
+        return Err(Error::invalid(field, "is required"));
+    }
+    if !is_code(code) {
+        return Err(Error::invalid(field, "must be 3 to 5 upper-case letters"));
+    }
+    Ok(code.to_owned())
 }
 
 fn is_code(code: &str) -> bool {

@@ -1,250 +1,239 @@
-//! The transfer engine: one posting applied inside a caller's transaction, and the retry loop
-//! that runs it in its own SERIALIZABLE transaction.
+//! The transfer engine: group commit. Every posting of this process (transfers, deposits,
+//! withdrawals, batches of them) goes through one queue; one committer task takes what is
+//! queued, up to [`BATCH_POSTINGS_MAX`], and applies it in one SERIALIZABLE transaction:
 //!
-//! [`apply`] takes `&mut PgConnection` and never begins or commits, so several postings can be
-//! applied in one database transaction with a result each (a batch). [`execute`] owns the
-//! transaction: `BEGIN ISOLATION LEVEL SERIALIZABLE`, apply, `COMMIT`, and on a serialization
-//! failure or deadlock (SQLSTATE 40001 / 40P01, which can surface at COMMIT too) the whole unit
-//! is retried with jittered exponential backoff, a bounded number of times, then `ABORTED`.
+//! 1. `BEGIN ISOLATION LEVEL SERIALIZABLE; LOCK TABLE ledger_writer IN EXCLUSIVE MODE` (one
+//!    round trip). The table lock is taken before the snapshot (LOCK TABLE takes none), so
+//!    batches of several replicas run one after another and each sees the one before it,
+//!    rather than failing each other with serialization errors on shared accounts;
+//! 2. one lookup of every posting id (replays);
+//! 3. one `SELECT … FOR NO KEY UPDATE` of every account the new postings name, in ascending
+//!    id order;
+//! 4. the rules, in memory and in arrival order ([`super::plan`]);
+//! 5. bulk writes: transfers and entries by `UNNEST`, every moved balance by one `UPDATE`;
+//! 6. one `COMMIT`.
 //!
-//! Before the transaction, [`AccountGate`] admits at most one transaction per account (stripe)
-//! at a time in this process. Under SERIALIZABLE, a transaction that waits for a row lock held
-//! by a writer fails with 40001 as soon as that writer commits, so without the gate a hot
-//! account turns into a storm of doomed attempts and retries can starve; with it, transfers on
-//! one replica queue fairly (tokio's mutex is FIFO) and only conflicts between replicas, or
-//! SSI's page-level false positives, are retried.
+//! While a batch commits, arriving postings queue; the next batch takes them all, so a lone
+//! caller waits for no timer and a crowd shares round trips, row locks and the commit's flush.
+//! A serialization failure or deadlock (SQLSTATE 40001 / 40P01, which can surface at COMMIT)
+//! retries the whole batch with jittered exponential backoff, a bounded number of times; then
+//! every posting of the batch answers `ABORTED` (certainly not applied; retry with the same
+//! ids). Any other failure of a batch of several callers re-runs each caller's postings alone,
+//! so one caller's fault never becomes another's answer.
 
-use std::time::Duration;
-
-use tracing::Instrument as _;
-
-use sha2::{Digest, Sha256};
-use sqlx::{PgConnection, PgPool};
-use uuid::Uuid;
-
-use super::{FailureReason, Kind, LedgerSettings, Transfer};
-use crate::{
-    error::{Error, Result, reason},
-    store::{self, accounts::LockedAccount, transfers::TransferRow},
+use std::{
+    collections::{HashMap, HashSet},
+    sync::Arc,
+    time::{Duration, Instant},
 };
 
-/// A validated request to move money, ready to apply.
-#[derive(Debug, Clone)]
-pub struct Posting {
-    /// The client's idempotency key; becomes the transfer id.
-    pub id: Uuid,
-    pub kind: Kind,
-    /// Who asks: only they can replay this id.
-    pub requested_by: Uuid,
-    /// May the requester move money out of accounts it does not own (bankers, admins)?
-    pub may_move_any: bool,
-    pub from: Uuid,
-    pub to: Uuid,
-    pub amount: i64,
-    pub currency: String,
-    pub memo: String,
-}
+use sqlx::PgPool;
+use time::OffsetDateTime;
+use tokio::sync::{mpsc, oneshot};
+use tracing::Instrument as _;
+use uuid::Uuid;
 
-impl Posting {
-    /// SHA-256 over every field of the payload: a replay must match all of them.
-    pub fn fingerprint(&self) -> [u8; 32] {
-        let mut h = Sha256::new();
-        for part in [
-            self.kind.as_str().as_bytes(),
-            self.from.as_bytes(),
-            self.to.as_bytes(),
-            &self.amount.to_be_bytes(),
-            self.currency.as_bytes(),
-            self.memo.as_bytes(),
-        ] {
-            // Length-prefixed, so no two payloads share an encoding.
-            h.update((part.len() as u64).to_be_bytes());
-            h.update(part);
-        }
-        h.finalize().into()
-    }
-}
+use super::{
+    Chain, LedgerSettings, Status, Transfer,
+    plan::{self, Plan, Planned},
+};
+use crate::{
+    error::{Error, Result},
+    store,
+};
 
-/// A transfer as recorded, and how many attempts it took.
-#[derive(Debug, Clone)]
-pub struct Applied {
-    pub transfer: Transfer,
+/// The most postings one batch transaction applies (TigerBeetle's batch size). A submission
+/// is never split, so a larger one runs alone.
+pub const BATCH_POSTINGS_MAX: usize = 8_189;
+/// Submissions waiting for the committer; callers beyond it wait to enqueue (within their
+/// deadline), which bounds the memory a burst can take.
+pub const QUEUE_SUBMISSIONS_MAX: usize = 4_096;
+
+/// Starts a batch transaction. One simple query, so the table lock costs no extra round trip.
+const BEGIN_BATCH: &str =
+    "BEGIN ISOLATION LEVEL SERIALIZABLE; LOCK TABLE ledger_writer IN EXCLUSIVE MODE";
+
+/// The answers to one submission: one per posting, in order, and the attempts its batch took.
+#[derive(Debug)]
+pub struct Settled {
+    pub outcomes: Vec<Result<Transfer>>,
     pub attempts: u32,
 }
 
-/// Applies one posting inside the caller's transaction: replay check, lock both accounts in id
-/// order, check, write. A business refusal is recorded as a FAILED transfer (and returned as
-/// one); malformed or invisible input is an error and writes nothing.
-pub async fn apply(conn: &mut PgConnection, posting: &Posting) -> Result<TransferRow> {
-    let fingerprint = posting.fingerprint();
-    if let Some(existing) = store::transfers::by_id(conn, posting.id).await? {
-        return replay(existing, posting, &fingerprint);
+/// A handle on the committer; dropping the last one stops it once the queue is drained.
+pub struct Engine {
+    queue: mpsc::Sender<Submission>,
+}
+
+/// One caller's postings, queued.
+struct Submission {
+    chains: Vec<Chain>,
+    postings: usize,
+    enqueued: Instant,
+    /// The caller's span: the batch's span is its child (or links to it).
+    span: tracing::Span,
+    reply: oneshot::Sender<Result<Settled>>,
+}
+
+impl Engine {
+    /// Starts the committer task on the current runtime.
+    pub fn spawn(pool: PgPool, settings: LedgerSettings) -> Self {
+        let (queue, submissions) = mpsc::channel(QUEUE_SUBMISSIONS_MAX);
+        tokio::spawn(committer(pool, Arc::new(settings), submissions));
+        Self { queue }
     }
 
-    let locked = store::accounts::lock(conn, &[posting.from, posting.to]).await?;
-    let find = |id: Uuid| locked.iter().find(|a| a.id == id);
-    let (from, to) = match (find(posting.from), find(posting.to)) {
-        (Some(from), Some(to)) if visible(posting, from, to) => (from, to),
-        _ => return Err(Error::NotFound("account")),
-    };
+    /// Queues `chains` and waits for their batch to commit (or fail).
+    pub async fn submit(&self, chains: Vec<Chain>) -> Result<Settled> {
+        let (reply, answer) = oneshot::channel();
+        let submission = Submission {
+            postings: chains.iter().map(Vec::len).sum(),
+            chains,
+            enqueued: Instant::now(),
+            span: tracing::Span::current(),
+            reply,
+        };
+        self.queue
+            .send(submission)
+            .await
+            .map_err(|_| Error::internal(anyhow::anyhow!("the transfer engine has stopped")))?;
+        answer.await.map_err(|_| {
+            // The batch task panicked before it committed: its transaction was rolled back.
+            Error::internal(anyhow::anyhow!(
+                "the transfer engine failed applying this batch"
+            ))
+        })?
+    }
+}
 
-    let failure = if from.currency != posting.currency || to.currency != posting.currency {
-        Some(FailureReason::CurrencyMismatch)
-    } else if !from.is_system && from.balance < posting.amount {
-        Some(FailureReason::InsufficientFunds)
-    } else {
-        None
-    };
-    let balances = match failure {
-        Some(_) => None,
-        None => Some(new_balances(from, to, posting.amount)?),
-    };
-
-    let row = store::transfers::insert(
-        conn,
-        store::transfers::NewTransfer {
-            id: posting.id,
-            kind: posting.kind.as_str(),
-            requested_by: posting.requested_by,
-            from_account_id: from.id,
-            to_account_id: to.id,
-            amount: posting.amount,
-            currency: &posting.currency,
-            status: if failure.is_some() {
-                "failed"
-            } else {
-                "succeeded"
+async fn committer(
+    pool: PgPool,
+    settings: Arc<LedgerSettings>,
+    mut queue: mpsc::Receiver<Submission>,
+) {
+    let mut carried: Option<Submission> = None;
+    loop {
+        let first = match carried.take() {
+            Some(submission) => submission,
+            None => match queue.recv().await {
+                Some(submission) => submission,
+                None => return,
             },
-            failure_reason: failure.map(FailureReason::as_str),
-            memo: &posting.memo,
-            fingerprint: &fingerprint,
-        },
-    )
-    .await?;
-
-    if let Some((from_after, to_after)) = balances {
-        // Double entry: the two entries cancel out.
-        assert_eq!(
-            (from_after - from.balance) + (to_after - to.balance),
-            0,
-            "entries of a transfer must sum to zero"
-        );
-        store::accounts::set_balance(conn, from.id, from_after).await?;
-        store::accounts::set_balance(conn, to.id, to_after).await?;
-        store::transfers::insert_entry(conn, from.id, row.id, -posting.amount, from_after).await?;
-        store::transfers::insert_entry(conn, to.id, row.id, posting.amount, to_after).await?;
-    }
-    Ok(row)
-}
-
-/// Who may use which accounts. The destination may be anyone's, but never a system account
-/// through a plain transfer (system accounts move money only by deposit and withdrawal).
-fn visible(posting: &Posting, from: &LockedAccount, to: &LockedAccount) -> bool {
-    match posting.kind {
-        Kind::Transfer => {
-            !from.is_system
-                && !to.is_system
-                && (posting.may_move_any || from.owner_id == Some(posting.requested_by))
+        };
+        let mut postings = first.postings;
+        let mut batch = vec![first];
+        while postings < BATCH_POSTINGS_MAX {
+            match queue.try_recv() {
+                Ok(next) if postings + next.postings > BATCH_POSTINGS_MAX => {
+                    carried = Some(next);
+                    break;
+                }
+                Ok(next) => {
+                    postings += next.postings;
+                    batch.push(next);
+                }
+                Err(_) => break,
+            }
         }
-        Kind::Deposit => from.is_system && !to.is_system,
-        Kind::Withdrawal => !from.is_system && to.is_system,
+        // A caller that went away before its batch began never got an answer: leave its
+        // postings out rather than apply them unseen (its retry, with the same ids, applies them
+        // once).
+        batch.retain(|s| !s.reply.is_closed());
+        if batch.is_empty() {
+            continue;
+        }
+        // Its own task, so a panic in one batch fails that batch's callers, not the committer.
+        let run = tokio::spawn(run_batch(pool.clone(), settings.clone(), batch));
+        if let Err(err) = run.await {
+            tracing::error!(error = %err, "a transfer batch panicked; its callers were answered INTERNAL");
+        }
     }
 }
 
-/// The balances after moving `amount`; customer balances were checked, so only a system
-/// account's unbounded debit or a credit near `i64::MAX` can fail here.
-fn new_balances(from: &LockedAccount, to: &LockedAccount, amount: i64) -> Result<(i64, i64)> {
-    let limit = || Error::FailedPrecondition {
-        reason: reason::BALANCE_LIMIT,
-        message: "the transfer would take a balance beyond the ledger's range".into(),
-    };
-    let from_after = from.balance.checked_sub(amount).ok_or_else(limit)?;
-    let to_after = to.balance.checked_add(amount).ok_or_else(limit)?;
-    assert!(
-        from.is_system || from_after >= 0,
-        "customer balance went negative"
-    );
-    Ok((from_after, to_after))
+async fn run_batch(pool: PgPool, settings: Arc<LedgerSettings>, batch: Vec<Submission>) {
+    let postings: usize = batch.iter().map(|s| s.postings).sum();
+    metrics::histogram!("tally_transfer_batch_postings").record(postings as f64);
+    for s in &batch {
+        metrics::histogram!("tally_transfer_queue_wait_seconds")
+            .record(s.enqueued.elapsed().as_secs_f64());
+    }
+    match apply_with_retries(&pool, &settings, &batch).await {
+        Ok((mut answers, attempts)) => {
+            for s in batch.into_iter().rev() {
+                let outcomes = answers.pop().expect("one answer per submission");
+                // A caller that has gone away is not an error: its postings are recorded.
+                let _ = s.reply.send(Ok(Settled { outcomes, attempts }));
+            }
+        }
+        Err(err) if batch.len() > 1 && !matches!(err, Error::Aborted(_)) => {
+            tracing::warn!(
+                error = format!("{err:#}"),
+                submissions = batch.len(),
+                "transfer batch failed; applying each submission alone"
+            );
+            for s in batch {
+                let answer = apply_with_retries(&pool, &settings, std::slice::from_ref(&s))
+                    .await
+                    .map(|(mut answers, attempts)| Settled {
+                        outcomes: answers.pop().expect("one answer"),
+                        attempts,
+                    });
+                let _ = s.reply.send(answer);
+            }
+        }
+        Err(err) => {
+            let mut errors = fan_out(err, batch.len());
+            for s in batch {
+                let _ = s
+                    .reply
+                    .send(Err(errors.pop().expect("one error per submission")));
+            }
+        }
+    }
 }
 
-/// The original answer for the same requester and payload; `ALREADY_EXISTS` otherwise (a
-/// different requester gets the same answer as a different payload, so it learns nothing).
-fn replay(existing: TransferRow, posting: &Posting, fingerprint: &[u8; 32]) -> Result<TransferRow> {
-    if existing.requested_by == posting.requested_by && existing.fingerprint == fingerprint {
-        Ok(existing)
-    } else {
-        Err(Error::AlreadyExists {
-            reason: reason::TRANSFER_ID_REUSED,
-            message: "this id was already used for a different request".into(),
+/// One copy of a batch-wide failure per caller (the cause is kept once, in the message).
+fn fan_out(err: Error, n: usize) -> Vec<Error> {
+    (0..n)
+        .map(|_| match &err {
+            Error::Aborted(message) => Error::Aborted(message.clone()),
+            Error::Unavailable(cause) => Error::Unavailable(anyhow::anyhow!("{cause:#}")),
+            other => Error::internal(anyhow::anyhow!("transfer batch failed: {other:#}")),
         })
-    }
+        .collect()
 }
 
-/// Lock stripes of the gate; distinct accounts rarely share one.
-const GATE_STRIPES: usize = 4_096;
-
-/// In-process admission control: one transaction per account stripe at a time.
-pub struct AccountGate {
-    stripes: Box<[tokio::sync::Mutex<()>]>,
-}
-
-impl Default for AccountGate {
-    fn default() -> Self {
-        Self {
-            stripes: (0..GATE_STRIPES)
-                .map(|_| tokio::sync::Mutex::new(()))
-                .collect(),
-        }
-    }
-}
-
-impl AccountGate {
-    /// Waits for the stripes of `accounts`, taken in ascending order so two callers can never
-    /// wait on each other.
-    pub async fn enter(&self, accounts: &[Uuid]) -> Vec<tokio::sync::MutexGuard<'_, ()>> {
-        let mut stripes: Vec<usize> = accounts
-            .iter()
-            // UUIDv7's low bits are random, so this spreads evenly.
-            .map(|id| (id.as_u128() % GATE_STRIPES as u128) as usize)
-            .collect();
-        stripes.sort_unstable();
-        stripes.dedup();
-        let mut guards = Vec::with_capacity(stripes.len());
-        for stripe in stripes {
-            guards.push(self.stripes[stripe].lock().await);
-        }
-        guards
-    }
-}
-
-/// Runs one posting in its own SERIALIZABLE transaction with bounded, jittered retries.
-pub async fn execute(
+/// Applies `batch`, retrying conflicts; returns the answers of each submission and the
+/// attempts it took.
+async fn apply_with_retries(
     pool: &PgPool,
     settings: &LedgerSettings,
-    gate: &AccountGate,
-    posting: &Posting,
-) -> Result<Applied> {
-    let _admitted = gate.enter(&[posting.from, posting.to]).await;
+    batch: &[Submission],
+) -> Result<(Vec<Vec<Result<Transfer>>>, u32)> {
+    let chains: Vec<&[super::Posting]> = batch
+        .iter()
+        .flat_map(|s| s.chains.iter().map(Vec::as_slice))
+        .collect();
+    let postings: usize = chains.iter().map(|c| c.len()).sum();
+    let span = tracing::info_span!(
+        parent: &batch[0].span,
+        "ledger.transaction",
+        db.system = "postgresql",
+        batch.postings = postings,
+        batch.submissions = batch.len(),
+        attempt = tracing::field::Empty,
+        retries = tracing::field::Empty,
+        outcome = tracing::field::Empty,
+    );
+    for s in &batch[1..] {
+        span.follows_from(&s.span);
+    }
     let mut attempt: u32 = 0;
     loop {
         attempt += 1;
-        let span = tracing::info_span!(
-            "ledger.transaction",
-            transfer.id = %posting.id,
-            db.system = "postgresql",
-            attempt,
-            retries = attempt - 1,
-            outcome = tracing::field::Empty,
-        );
-        let outcome = async {
-            let mut tx = crate::db::begin_with(pool, "BEGIN ISOLATION LEVEL SERIALIZABLE").await?;
-            let row = apply(&mut tx, posting).await?;
-            // 40001 can surface here: the commit is part of the retried unit.
-            tx.commit().await?;
-            Ok::<_, Error>(row)
-        }
-        .instrument(span.clone())
-        .await;
+        span.record("attempt", attempt);
+        span.record("retries", attempt - 1);
+        let outcome = attempt_batch(pool, &chains).instrument(span.clone()).await;
         span.record(
             "outcome",
             match &outcome {
@@ -254,28 +243,99 @@ pub async fn execute(
             },
         );
         match outcome {
-            Ok(row) => {
-                return Ok(Applied {
-                    transfer: Transfer::try_from(row)?,
-                    attempts: attempt,
-                });
-            }
+            Ok(outcomes) => return Ok((split(outcomes, batch), attempt)),
             Err(Error::Conflict(cause)) if attempt < settings.transfer_attempts_max => {
-                tracing::debug!(attempt, error = %cause, "transfer conflict; retrying");
+                tracing::debug!(attempt, error = %cause, "transfer batch conflict; retrying");
                 metrics::counter!("tally_transfer_retries_total").increment(1);
                 tokio::time::sleep(backoff(settings, attempt)).await;
             }
             Err(Error::Conflict(cause)) => {
-                tracing::warn!(attempts = attempt, error = %cause, "transfer aborted after retries");
-                metrics::counter!("tally_transfer_aborts_total").increment(1);
+                tracing::warn!(attempts = attempt, postings, error = %cause,
+                    "transfer batch aborted after retries");
+                metrics::counter!("tally_transfer_aborts_total").increment(postings as u64);
                 return Err(Error::Aborted(format!(
-                    "the transfer conflicted with concurrent ones {attempt} times; retry with \
-                     the same id"
+                    "the transfer conflicted with concurrent ones {attempt} times and was not \
+                     applied; retry with the same id"
                 )));
             }
             Err(other) => return Err(other),
         }
     }
+}
+
+/// One attempt at a batch, in its own transaction; one answer per posting, in order.
+async fn attempt_batch(
+    pool: &PgPool,
+    chains: &[&[super::Posting]],
+) -> Result<Vec<Result<Transfer>>> {
+    let ids: Vec<Uuid> = chains.iter().flat_map(|c| c.iter().map(|p| p.id)).collect();
+    let mut tx = crate::db::begin_with(pool, BEGIN_BATCH).await?;
+    let recorded = store::transfers::by_ids(&mut tx, &ids).await?;
+    let replays: HashSet<Uuid> = recorded.iter().map(|r| r.id).collect();
+    // Replays move nothing: only the accounts of new postings are locked.
+    let mut accounts: Vec<Uuid> = chains
+        .iter()
+        .flat_map(|c| c.iter())
+        .filter(|p| !replays.contains(&p.id))
+        .flat_map(|p| [p.from, p.to])
+        .collect();
+    accounts.sort_unstable();
+    accounts.dedup();
+    let locked = if accounts.is_empty() {
+        Vec::new()
+    } else {
+        store::accounts::lock(&mut tx, &accounts).await?
+    };
+    let plan = plan::plan(chains, recorded, locked);
+    let created_at = store::transfers::insert_many(&mut tx, &plan.transfers).await?;
+    store::accounts::set_balances(&mut tx, &plan.balances).await?;
+    store::transfers::insert_entries(&mut tx, &plan.entries).await?;
+    // 40001 can surface here: the commit is part of the retried unit.
+    tx.commit().await?;
+    count_recorded(&plan);
+    Ok(resolve(plan, created_at))
+}
+
+/// `tally_transfers_total` for the transfers this batch recorded (replays are not counted).
+fn count_recorded(plan: &Plan) {
+    let mut counts: HashMap<(super::Kind, Status), u64> = Default::default();
+    for t in &plan.transfers {
+        *counts.entry((t.kind, t.status)).or_default() += 1;
+    }
+    for ((kind, status), n) in counts {
+        metrics::counter!("tally_transfers_total", "kind" => kind.as_str(), "outcome" => status.as_str())
+            .increment(n);
+    }
+}
+
+fn resolve(plan: Plan, created_at: Option<OffsetDateTime>) -> Vec<Result<Transfer>> {
+    let Plan {
+        outcomes,
+        transfers,
+        ..
+    } = plan;
+    outcomes
+        .into_iter()
+        .map(|planned| match planned {
+            Planned::Replayed(row) => Transfer::try_from(row),
+            Planned::Recorded(i) => {
+                let created_at = created_at.ok_or_else(|| {
+                    Error::internal(anyhow::anyhow!("a recorded transfer without its insert"))
+                })?;
+                Ok(Transfer::recorded(&transfers[i], created_at))
+            }
+            Planned::Rejected(err) => Err(err),
+        })
+        .collect()
+}
+
+/// Cuts the batch's answers back into one list per submission.
+fn split(outcomes: Vec<Result<Transfer>>, batch: &[Submission]) -> Vec<Vec<Result<Transfer>>> {
+    let mut outcomes = outcomes.into_iter();
+    batch
+        .iter()
+        .map(|s| outcomes.by_ref().take(s.postings).collect())
+        .collect()
 }
 
 /// Full jitter: uniformly random in [0, min(max, base · 2^(attempt−1))].
@@ -290,56 +350,6 @@ fn backoff(settings: &LedgerSettings, attempt: u32) -> Duration {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn posting() -> Posting {
-        Posting {
-            id: Uuid::now_v7(),
-            kind: Kind::Transfer,
-            requested_by: Uuid::now_v7(),
-            may_move_any: false,
-            from: Uuid::now_v7(),
-            to: Uuid::now_v7(),
-            amount: 100,
-            currency: "USD".into(),
-            memo: String::new(),
-        }
-    }
-
-    #[test]
-    fn the_fingerprint_covers_every_payload_field() {
-        let p = posting();
-        let base = p.fingerprint();
-        let variants = [
-            Posting {
-                amount: 101,
-                ..p.clone()
-            },
-            Posting {
-                currency: "EUR".into(),
-                ..p.clone()
-            },
-            Posting {
-                memo: "x".into(),
-                ..p.clone()
-            },
-            Posting {
-                to: Uuid::now_v7(),
-                ..p.clone()
-            },
-            Posting {
-                from: Uuid::now_v7(),
-                ..p.clone()
-            },
-            Posting {
-                kind: Kind::Deposit,
-                ..p.clone()
-            },
-        ];
-        for v in variants {
-            assert_ne!(v.fingerprint(), base, "{v:?}");
-        }
-        assert_eq!(p.clone().fingerprint(), base);
-    }
 
     #[test]
     fn backoff_is_bounded() {

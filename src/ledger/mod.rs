@@ -9,7 +9,7 @@
 //! - customer balances never go negative; a currency's system account (the counterparty of
 //!   deposits and withdrawals) may.
 
-use std::time::Duration;
+use std::{collections::HashMap, time::Duration};
 
 use sqlx::PgPool;
 use time::OffsetDateTime;
@@ -19,7 +19,7 @@ use crate::{
     error::{Error, Result},
     store::{
         accounts::AccountRow,
-        transfers::{EntryRow, TransferRow},
+        transfers::{EntryRow, NewTransfer, TransferRow},
     },
 };
 
@@ -27,10 +27,15 @@ pub mod accounts;
 pub mod currency;
 pub mod engine;
 pub mod page;
+mod plan;
+pub mod posting;
 pub mod transfers;
 pub mod verify;
 
+/// The transfer's column types are the domain's types: one name per stage.
+pub use crate::store::transfers::{FailureReason, Kind, Status};
 pub use currency::Currencies;
+pub use posting::{Chain, Posting};
 
 /// The largest amount one transfer may move, in minor units (10^15: ten million BTC, or
 /// ten trillion dollars). Keeps every balance far from i64 overflow.
@@ -53,19 +58,24 @@ pub struct LedgerSettings {
 pub struct Ledger {
     pool: PgPool,
     settings: LedgerSettings,
-    gate: engine::AccountGate,
+    engine: engine::Engine,
+    /// The system account of each currency, read once at [`Ledger::bootstrap`] (they never
+    /// change).
+    system_accounts: std::sync::OnceLock<HashMap<String, Uuid>>,
 }
 
 impl Ledger {
+    /// Builds the ledger and starts its transfer engine (needs a tokio runtime).
     pub fn new(pool: PgPool, settings: LedgerSettings) -> Self {
         // Rare events still get a series from the start, so dashboards and alerts see a 0
         // rather than nothing. (`increment(0)`: another ledger in this process keeps its count.)
         metrics::counter!("tally_transfer_retries_total").increment(0);
         metrics::counter!("tally_transfer_aborts_total").increment(0);
         Self {
+            engine: engine::Engine::spawn(pool.clone(), settings.clone()),
             pool,
             settings,
-            gate: engine::AccountGate::default(),
+            system_accounts: std::sync::OnceLock::new(),
         }
     }
 
@@ -87,62 +97,11 @@ impl Ledger {
             );
             crate::store::accounts::ensure_system_account(&mut tx, code).await?;
         }
+        let system = crate::store::accounts::system_accounts(&mut tx).await?;
         tx.commit().await?;
+        // A second bootstrap finds the same accounts: they are never replaced.
+        let _ = self.system_accounts.set(system.into_iter().collect());
         Ok(())
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Kind {
-    Transfer,
-    Deposit,
-    Withdrawal,
-}
-
-impl Kind {
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            Kind::Transfer => "transfer",
-            Kind::Deposit => "deposit",
-            Kind::Withdrawal => "withdrawal",
-        }
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum FailureReason {
-    InsufficientFunds,
-    CurrencyMismatch,
-}
-
-impl FailureReason {
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            FailureReason::InsufficientFunds => "insufficient_funds",
-            FailureReason::CurrencyMismatch => "currency_mismatch",
-        }
-    }
-
-    fn parse(s: &str) -> Option<Self> {
-        match s {
-            "insufficient_funds" => Some(FailureReason::InsufficientFunds),
-            "currency_mismatch" => Some(FailureReason::CurrencyMismatch),
-            _ => None,
-        }
-    }
-
-    /// The ErrorInfo reason and message the call answers with.
-    fn refusal(self) -> (&'static str, &'static str) {
-        match self {
-            FailureReason::InsufficientFunds => (
-                crate::error::reason::INSUFFICIENT_FUNDS,
-                "insufficient funds in the source account",
-            ),
-            FailureReason::CurrencyMismatch => (
-                crate::error::reason::CURRENCY_MISMATCH,
-                "the accounts and the transfer are not all in the same currency",
-            ),
-        }
     }
 }
 
@@ -164,30 +123,19 @@ pub struct Transfer {
 impl TryFrom<TransferRow> for Transfer {
     type Error = Error;
     fn try_from(row: TransferRow) -> Result<Self> {
-        let kind = match row.kind.as_str() {
-            "transfer" => Kind::Transfer,
-            "deposit" => Kind::Deposit,
-            "withdrawal" => Kind::Withdrawal,
-            other => {
+        let failure = match (row.status, row.failure_reason) {
+            (Status::Succeeded, None) => None,
+            (Status::Failed, Some(reason)) => Some(reason),
+            (status, reason) => {
                 return Err(Error::internal(anyhow::anyhow!(
-                    "unknown transfer kind {other}"
-                )));
-            }
-        };
-        let failure = match (row.status.as_str(), row.failure_reason.as_deref()) {
-            ("succeeded", None) => None,
-            ("failed", Some(reason)) => Some(FailureReason::parse(reason).ok_or_else(|| {
-                Error::internal(anyhow::anyhow!("unknown failure reason {reason}"))
-            })?),
-            (status, _) => {
-                return Err(Error::internal(anyhow::anyhow!(
-                    "inconsistent transfer status {status}"
+                    "inconsistent transfer {}: status {status:?} with reason {reason:?}",
+                    row.id
                 )));
             }
         };
         Ok(Transfer {
             id: row.id,
-            kind,
+            kind: row.kind,
             from_account_id: row.from_account_id,
             to_account_id: row.to_account_id,
             amount: row.amount,
@@ -200,13 +148,28 @@ impl TryFrom<TransferRow> for Transfer {
 }
 
 impl Transfer {
+    /// The transfer a batch has just inserted.
+    pub fn recorded(row: &NewTransfer, created_at: OffsetDateTime) -> Self {
+        Transfer {
+            id: row.id,
+            kind: row.kind,
+            from_account_id: row.from_account_id,
+            to_account_id: row.to_account_id,
+            amount: row.amount,
+            currency: row.currency.clone(),
+            failure: row.failure_reason,
+            memo: row.memo.clone(),
+            created_at,
+        }
+    }
+
     /// A failed transfer is still an answer the client must branch on: `FAILED_PRECONDITION`
     /// with the reason, and the recorded transfer's id in the ErrorInfo metadata.
     pub fn into_result(self) -> Result<Transfer> {
         match self.failure {
             None => Ok(self),
             Some(failure) => {
-                let (reason, message) = failure.refusal();
+                let (reason, message) = refusal(failure);
                 Err(Error::Refused {
                     reason,
                     message: message.to_owned(),
@@ -214,6 +177,24 @@ impl Transfer {
                 })
             }
         }
+    }
+}
+
+/// The ErrorInfo reason and message of a FAILED transfer.
+fn refusal(failure: FailureReason) -> (&'static str, &'static str) {
+    match failure {
+        FailureReason::InsufficientFunds => (
+            crate::error::reason::INSUFFICIENT_FUNDS,
+            "insufficient funds in the source account",
+        ),
+        FailureReason::CurrencyMismatch => (
+            crate::error::reason::CURRENCY_MISMATCH,
+            "the accounts and the transfer are not all in the same currency",
+        ),
+        FailureReason::LinkedTransferFailed => (
+            crate::error::reason::LINKED_TRANSFER_FAILED,
+            "another transfer of its linked chain failed, so this one moved nothing",
+        ),
     }
 }
 

@@ -3,27 +3,41 @@
 use uuid::Uuid;
 
 use super::{
-    AMOUNT_MAX, Kind, Ledger, MEMO_CHARS_MAX, Page, Transfer,
-    accounts::next_token,
-    engine::{self, Applied, Posting},
+    AMOUNT_MAX, Chain, Kind, Ledger, MEMO_CHARS_MAX, Page, Posting, Transfer, accounts::next_token,
     page,
 };
 use crate::{
     auth::{Permission, Principal},
-    error::{Error, Result},
+    error::{Error, Result, reason},
     identity::validate,
     store,
 };
 
-/// A validated `CreateTransfer`.
+/// A transfer as recorded, and how many attempts its batch transaction took.
 #[derive(Debug, Clone)]
+pub struct Applied {
+    pub transfer: Transfer,
+    pub attempts: u32,
+}
+
+/// A validated `CreateTransfer`, or one item of `CreateTransfers`.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NewTransfer {
     pub id: Uuid,
     pub from: Uuid,
     pub to: Uuid,
     pub amount: i64,
+    /// Upper-case code; whether the ledger knows it is checked by [`Ledger`].
     pub currency: String,
     pub memo: String,
+}
+
+/// One item of a `CreateTransfers` call: whether it chains with the next, and the transfer (or
+/// why it is malformed; a malformed item still belongs to its chain).
+#[derive(Debug)]
+pub struct BatchItem {
+    pub linked: bool,
+    pub transfer: Result<NewTransfer>,
 }
 
 /// A validated `Deposit` or `Withdraw`.
@@ -34,6 +48,10 @@ pub struct Movement {
     pub amount: i64,
     pub memo: String,
 }
+
+/// The most transfers one `CreateTransfers` call may carry (TigerBeetle's figure; the
+/// message-size limit may allow fewer).
+pub const TRANSFERS_PER_CALL_MAX: usize = super::engine::BATCH_POSTINGS_MAX;
 
 pub fn amount(field: &'static str, value: i64) -> Result<i64> {
     if value <= 0 {
@@ -62,22 +80,23 @@ pub fn memo(field: &'static str, value: Option<&str>) -> Result<String> {
     Ok(value.to_owned())
 }
 
-impl Ledger {
-    pub fn parse_transfer(
-        &self,
+impl NewTransfer {
+    /// Validates the fields of a transfer request (everything but whether its currency is one
+    /// of the ledger's).
+    pub fn parse(
         transfer_id: &str,
         from_account_id: &str,
         to_account_id: &str,
         amount_minor: i64,
         currency: &str,
         memo_text: Option<&str>,
-    ) -> Result<NewTransfer> {
+    ) -> Result<Self> {
         let t = NewTransfer {
             id: validate::uuid("transfer_id", transfer_id)?,
             from: validate::uuid("from_account_id", from_account_id)?,
             to: validate::uuid("to_account_id", to_account_id)?,
             amount: amount("amount", amount_minor)?,
-            currency: self.currencies().require("currency", currency)?,
+            currency: super::currency::code("currency", currency)?,
             memo: memo("memo", memo_text)?,
         };
         if t.from == t.to {
@@ -88,14 +107,15 @@ impl Ledger {
         }
         Ok(t)
     }
+}
 
-    pub fn parse_movement(
-        &self,
+impl Movement {
+    pub fn parse(
         account_id: &str,
         request_id: &str,
         amount_minor: i64,
         memo_text: Option<&str>,
-    ) -> Result<Movement> {
+    ) -> Result<Self> {
         Ok(Movement {
             account: validate::uuid("account_id", account_id)?,
             request_id: validate::uuid("request_id", request_id)?,
@@ -103,22 +123,98 @@ impl Ledger {
             memo: memo("memo", memo_text)?,
         })
     }
+}
 
+/// The answers to a `CreateTransfers` call: one per item, in order. `Ok` holds a recorded
+/// transfer (succeeded, or FAILED by a rule); `Err` means nothing was written for the item.
+#[derive(Debug)]
+pub struct BatchApplied {
+    pub results: Vec<Result<Transfer>>,
+    pub attempts: u32,
+}
+
+impl Ledger {
     /// Moves money out of an account the caller owns (or any, with `transfers.create_any`).
     /// A refused transfer is recorded FAILED and answered `FAILED_PRECONDITION`.
     pub async fn create_transfer(&self, principal: &Principal, t: NewTransfer) -> Result<Applied> {
-        let posting = Posting {
-            id: t.id,
-            kind: Kind::Transfer,
-            requested_by: principal.user_id,
-            may_move_any: principal.can(Permission::TransfersCreateAny),
-            from: t.from,
-            to: t.to,
-            amount: t.amount,
-            currency: t.currency,
-            memo: t.memo,
-        };
-        self.run(&posting).await
+        let posting = self.transfer_posting(principal, t)?;
+        self.run_one(posting).await
+    }
+
+    /// Applies a batch: `items` in order, each already parsed (a parse error is that item's
+    /// answer). Items with `linked` chain with the next one; `atomic` makes the batch one chain.
+    pub async fn create_transfers(
+        &self,
+        principal: &Principal,
+        items: Vec<BatchItem>,
+        atomic: bool,
+    ) -> Result<BatchApplied> {
+        if items.is_empty() || items.len() > TRANSFERS_PER_CALL_MAX {
+            return Err(Error::invalid(
+                "transfers",
+                format!("must hold 1 to {TRANSFERS_PER_CALL_MAX} transfers"),
+            ));
+        }
+        if !atomic && items.last().is_some_and(|item| item.linked) {
+            return Err(Error::InvalidArgument {
+                reason: reason::LINKED_CHAIN_OPEN,
+                field: "transfers",
+                message: "the last transfer is linked, so its chain never ends; clear `linked` on \
+                          the last transfer of every chain"
+                    .into(),
+            });
+        }
+
+        // Chains as ranges of item indices, then what each item comes to: an answer known here
+        // (a malformed item, or a member of a chain holding one), or a place in the engine's.
+        let chains = chain_ranges(&items, atomic);
+        let mut items: Vec<Option<Result<Posting>>> = items
+            .into_iter()
+            .map(|item| {
+                Some(
+                    item.transfer
+                        .and_then(|t| self.transfer_posting(principal, t)),
+                )
+            })
+            .collect();
+        let mut answers: Vec<Option<Result<Transfer>>> = (0..items.len()).map(|_| None).collect();
+        let mut submitted: Vec<Chain> = Vec::new();
+        let mut places: Vec<usize> = Vec::new();
+        for range in chains {
+            let whole = items[range.clone()]
+                .iter()
+                .all(|item| matches!(item, Some(Ok(_))));
+            for i in range.clone() {
+                match items[i].take().expect("each item is taken once") {
+                    Ok(posting) if whole => {
+                        if i == range.start {
+                            submitted.push(Vec::with_capacity(range.len()));
+                        }
+                        submitted.last_mut().expect("pushed above").push(posting);
+                        places.push(i);
+                    }
+                    Ok(_) => {
+                        answers[i] = Some(Err(linked_rejected()));
+                    }
+                    Err(err) => answers[i] = Some(Err(err)),
+                }
+            }
+        }
+        let mut attempts = 0;
+        if !submitted.is_empty() {
+            let settled = self.engine.submit(submitted).await?;
+            attempts = settled.attempts;
+            for (i, outcome) in places.into_iter().zip(settled.outcomes) {
+                answers[i] = Some(outcome);
+            }
+        }
+        Ok(BatchApplied {
+            results: answers
+                .into_iter()
+                .map(|a| a.expect("every item answered"))
+                .collect(),
+            attempts,
+        })
     }
 
     /// Credits an account from its currency's system account (the policy demands
@@ -141,16 +237,7 @@ impl Ledger {
         if account.is_system {
             return Err(Error::NotFound("account"));
         }
-        let mut conn = crate::db::acquire(&self.pool).await?;
-        let system = store::accounts::system_account_id(&mut conn, &account.currency)
-            .await?
-            .ok_or_else(|| {
-                Error::internal(anyhow::anyhow!(
-                    "no system account for {}",
-                    account.currency
-                ))
-            })?;
-        drop(conn);
+        let system = self.system_account(&account.currency).await?;
         let (from, to) = match kind {
             Kind::Withdrawal => (account.id, system),
             _ => (system, account.id),
@@ -166,21 +253,44 @@ impl Ledger {
             currency: account.currency,
             memo: m.memo,
         };
-        self.run(&posting).await
+        self.run_one(posting).await
     }
 
-    async fn run(&self, posting: &Posting) -> Result<Applied> {
-        let applied = engine::execute(&self.pool, &self.settings, &self.gate, posting).await?;
-        let outcome = if applied.transfer.failure.is_some() {
-            "failed"
-        } else {
-            "succeeded"
-        };
-        metrics::counter!("tally_transfers_total", "kind" => posting.kind.as_str(), "outcome" => outcome)
-            .increment(1);
+    /// The system account of `currency`, from the bootstrap's cache (or the database when the
+    /// ledger was not bootstrapped).
+    async fn system_account(&self, currency: &str) -> Result<Uuid> {
+        if let Some(id) = self.system_accounts.get().and_then(|m| m.get(currency)) {
+            return Ok(*id);
+        }
+        let mut conn = crate::db::acquire(&self.pool).await?;
+        store::accounts::system_account_id(&mut conn, currency)
+            .await?
+            .ok_or_else(|| Error::internal(anyhow::anyhow!("no system account for {currency}")))
+    }
+
+    fn transfer_posting(&self, principal: &Principal, t: NewTransfer) -> Result<Posting> {
+        Ok(Posting {
+            id: t.id,
+            kind: Kind::Transfer,
+            requested_by: principal.user_id,
+            may_move_any: principal.can(Permission::TransfersCreateAny),
+            from: t.from,
+            to: t.to,
+            amount: t.amount,
+            currency: self.currencies().require("currency", &t.currency)?,
+            memo: t.memo,
+        })
+    }
+
+    async fn run_one(&self, posting: Posting) -> Result<Applied> {
+        let mut settled = self.engine.submit(vec![vec![posting]]).await?;
+        let transfer = settled
+            .outcomes
+            .pop()
+            .ok_or_else(|| Error::internal(anyhow::anyhow!("the engine gave no answer")))??;
         Ok(Applied {
-            transfer: applied.transfer.into_result()?,
-            attempts: applied.attempts,
+            transfer: transfer.into_result()?,
+            attempts: settled.attempts,
         })
     }
 
@@ -232,5 +342,34 @@ impl Ledger {
                 .collect::<Result<_>>()?,
             next_page_token,
         })
+    }
+}
+
+/// The chains of a batch as ranges of item indices: `atomic` makes one; otherwise a chain ends
+/// at the first item that is not `linked`.
+fn chain_ranges(items: &[BatchItem], atomic: bool) -> Vec<std::ops::Range<usize>> {
+    if atomic {
+        return std::iter::once(0..items.len()).collect();
+    }
+    let mut ranges = Vec::new();
+    let mut start = 0;
+    for (i, item) in items.iter().enumerate() {
+        if !item.linked {
+            ranges.push(start..i + 1);
+            start = i + 1;
+        }
+    }
+    if start < items.len() {
+        ranges.push(start..items.len());
+    }
+    ranges
+}
+
+fn linked_rejected() -> Error {
+    Error::FailedPrecondition {
+        reason: reason::LINKED_TRANSFER_FAILED,
+        message: "another transfer of its linked chain was rejected; nothing was written for this \
+                  one"
+        .into(),
     }
 }

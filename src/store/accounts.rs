@@ -146,11 +146,29 @@ pub async fn lock(conn: &mut PgConnection, ids: &[Uuid]) -> Result<Vec<LockedAcc
     .await?)
 }
 
-pub async fn set_balance(conn: &mut PgConnection, id: Uuid, balance: i64) -> Result<()> {
-    sqlx::query("UPDATE accounts SET balance = $2, updated_at = now() WHERE id = $1")
-        .bind(id)
-        .bind(balance)
-        .execute(conn)
-        .await?;
+/// Sets the balances of several accounts with one statement.
+pub async fn set_balances(conn: &mut PgConnection, balances: &[(Uuid, i64)]) -> Result<()> {
+    if balances.is_empty() {
+        return Ok(());
+    }
+    let ids: Vec<Uuid> = balances.iter().map(|(id, _)| *id).collect();
+    let values: Vec<i64> = balances.iter().map(|(_, balance)| *balance).collect();
+    sqlx::query(
+        "UPDATE accounts SET balance = v.balance, updated_at = now() \
+         FROM UNNEST($1::uuid[], $2::int8[]) AS v(id, balance) WHERE accounts.id = v.id",
+    )
+    .bind(ids)
+    .bind(values)
+    .execute(conn)
+    .await?;
     Ok(())
+}
+
+/// Every system account, by currency (they never change once created).
+pub async fn system_accounts(conn: &mut PgConnection) -> Result<Vec<(String, Uuid)>> {
+    Ok(
+        sqlx::query_as("SELECT currency, id FROM accounts WHERE is_system")
+            .fetch_all(conn)
+            .await?,
+    )
 }

@@ -1,23 +1,116 @@
 //! Queries on `transfers` and `entries`.
 
-use sqlx::{FromRow, PgConnection};
+use sqlx::{
+    FromRow, PgConnection, Postgres,
+    encode::IsNull,
+    error::BoxDynError,
+    postgres::{PgArgumentBuffer, PgHasArrayType, PgTypeInfo, PgValueRef},
+};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
 use crate::error::{Error, Result};
 
+/// Maps a closed Rust enum to a `text` column (and `text[]` for bulk statements) by its stored
+/// name, so a value the code does not know fails to decode instead of passing as a string.
+macro_rules! text_enum {
+    ($(#[$meta:meta])* pub enum $name:ident { $($(#[$vmeta:meta])* $variant:ident => $text:literal,)+ }) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        pub enum $name { $($(#[$vmeta])* $variant,)+ }
+
+        impl $name {
+            /// The name stored in the database.
+            pub const fn as_str(self) -> &'static str {
+                match self { $($name::$variant => $text,)+ }
+            }
+        }
+
+        impl std::str::FromStr for $name {
+            type Err = String;
+            fn from_str(s: &str) -> std::result::Result<Self, String> {
+                match s {
+                    $($text => Ok($name::$variant),)+
+                    other => Err(format!("unknown {} {other:?}", stringify!($name))),
+                }
+            }
+        }
+
+        impl sqlx::Type<Postgres> for $name {
+            fn type_info() -> PgTypeInfo {
+                <&str as sqlx::Type<Postgres>>::type_info()
+            }
+            fn compatible(ty: &PgTypeInfo) -> bool {
+                <&str as sqlx::Type<Postgres>>::compatible(ty)
+            }
+        }
+
+        impl PgHasArrayType for $name {
+            fn array_type_info() -> PgTypeInfo {
+                <&str as PgHasArrayType>::array_type_info()
+            }
+        }
+
+        impl sqlx::Encode<'_, Postgres> for $name {
+            fn encode_by_ref(
+                &self,
+                buf: &mut PgArgumentBuffer,
+            ) -> std::result::Result<IsNull, BoxDynError> {
+                <&str as sqlx::Encode<Postgres>>::encode(self.as_str(), buf)
+            }
+        }
+
+        impl sqlx::Decode<'_, Postgres> for $name {
+            fn decode(value: PgValueRef<'_>) -> std::result::Result<Self, BoxDynError> {
+                Ok(<&str as sqlx::Decode<Postgres>>::decode(value)?.parse::<$name>()?)
+            }
+        }
+    };
+}
+
+text_enum! {
+    /// What a transfer row records (`transfers.kind`).
+    pub enum Kind {
+        /// Between two customer accounts.
+        Transfer => "transfer",
+        /// From the currency's system account.
+        Deposit => "deposit",
+        /// To the currency's system account.
+        Withdrawal => "withdrawal",
+    }
+}
+
+text_enum! {
+    /// `transfers.status`.
+    pub enum Status {
+        Succeeded => "succeeded",
+        /// Refused by a ledger rule; recorded without entries.
+        Failed => "failed",
+    }
+}
+
+text_enum! {
+    /// Why a FAILED transfer moved nothing (`transfers.failure_reason`).
+    pub enum FailureReason {
+        InsufficientFunds => "insufficient_funds",
+        CurrencyMismatch => "currency_mismatch",
+        /// Another member of its linked chain failed.
+        LinkedTransferFailed => "linked_transfer_failed",
+    }
+}
+
 #[derive(Debug, Clone, FromRow, PartialEq, Eq)]
 pub struct TransferRow {
     pub id: Uuid,
     pub seq: i64,
-    pub kind: String,
+    pub kind: Kind,
     pub requested_by: Uuid,
     pub from_account_id: Uuid,
     pub to_account_id: Uuid,
     pub amount: i64,
     pub currency: String,
-    pub status: String,
-    pub failure_reason: Option<String>,
+    pub status: Status,
+    pub failure_reason: Option<FailureReason>,
     pub memo: String,
     pub fingerprint: Vec<u8>,
     pub created_at: OffsetDateTime,
@@ -41,18 +134,30 @@ macro_rules! transfer_columns {
     };
 }
 
-pub struct NewTransfer<'a> {
+/// A transfer row to insert (`seq` and `created_at` are the database's).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewTransfer {
     pub id: Uuid,
-    pub kind: &'a str,
+    pub kind: Kind,
     pub requested_by: Uuid,
     pub from_account_id: Uuid,
     pub to_account_id: Uuid,
     pub amount: i64,
-    pub currency: &'a str,
-    pub status: &'a str,
-    pub failure_reason: Option<&'a str>,
-    pub memo: &'a str,
-    pub fingerprint: &'a [u8],
+    pub currency: String,
+    pub status: Status,
+    pub failure_reason: Option<FailureReason>,
+    pub memo: String,
+    pub fingerprint: [u8; 32],
+}
+
+/// An entry row to insert.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewEntry {
+    pub account_id: Uuid,
+    pub transfer_id: Uuid,
+    /// Signed minor units.
+    pub amount: i64,
+    pub balance_after: i64,
 }
 
 pub async fn by_id(conn: &mut PgConnection, id: Uuid) -> Result<Option<TransferRow>> {
@@ -66,51 +171,97 @@ pub async fn by_id(conn: &mut PgConnection, id: Uuid) -> Result<Option<TransferR
     .await?)
 }
 
-/// Inserts a transfer and returns it as stored. A concurrent insert of the same id surfaces as
-/// a unique violation (or a serialization failure), which the engine retries as a replay.
-pub async fn insert(conn: &mut PgConnection, t: NewTransfer<'_>) -> Result<TransferRow> {
-    sqlx::query_as::<_, TransferRow>(concat!(
-        "INSERT INTO transfers (id, kind, requested_by, from_account_id, to_account_id, amount, \
-         currency, status, failure_reason, memo, fingerprint) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) RETURNING ",
-        transfer_columns!()
+/// The recorded transfers among `ids` (one index probe each, one round trip).
+pub async fn by_ids(conn: &mut PgConnection, ids: &[Uuid]) -> Result<Vec<TransferRow>> {
+    Ok(sqlx::query_as::<_, TransferRow>(concat!(
+        "SELECT ",
+        transfer_columns!(),
+        " FROM transfers WHERE id = ANY($1)"
     ))
-    .bind(t.id)
-    .bind(t.kind)
-    .bind(t.requested_by)
-    .bind(t.from_account_id)
-    .bind(t.to_account_id)
-    .bind(t.amount)
-    .bind(t.currency)
-    .bind(t.status)
-    .bind(t.failure_reason)
-    .bind(t.memo)
-    .bind(t.fingerprint)
+    .bind(ids)
+    .fetch_all(conn)
+    .await?)
+}
+
+/// Inserts `rows` in order with one statement (`seq` follows the array); returns their `created_at` (the transaction's
+/// start time, the same for every row), or `None` when `rows` is empty. A concurrent insert of
+/// one of the ids surfaces as a unique violation (or a serialization failure), which the engine
+/// retries: the retry's replay lookup then finds it.
+pub async fn insert_many(
+    conn: &mut PgConnection,
+    rows: &[NewTransfer],
+) -> Result<Option<OffsetDateTime>> {
+    if rows.is_empty() {
+        return Ok(None);
+    }
+    let ids: Vec<Uuid> = rows.iter().map(|r| r.id).collect();
+    let kinds: Vec<Kind> = rows.iter().map(|r| r.kind).collect();
+    let requesters: Vec<Uuid> = rows.iter().map(|r| r.requested_by).collect();
+    let froms: Vec<Uuid> = rows.iter().map(|r| r.from_account_id).collect();
+    let tos: Vec<Uuid> = rows.iter().map(|r| r.to_account_id).collect();
+    let amounts: Vec<i64> = rows.iter().map(|r| r.amount).collect();
+    let currencies: Vec<&str> = rows.iter().map(|r| r.currency.as_str()).collect();
+    let statuses: Vec<Status> = rows.iter().map(|r| r.status).collect();
+    let reasons: Vec<Option<FailureReason>> = rows.iter().map(|r| r.failure_reason).collect();
+    let memos: Vec<&str> = rows.iter().map(|r| r.memo.as_str()).collect();
+    let fingerprints: Vec<&[u8]> = rows.iter().map(|r| &r.fingerprint[..]).collect();
+    sqlx::query_scalar::<_, OffsetDateTime>(
+        "WITH inserted AS (\
+           INSERT INTO transfers (id, kind, requested_by, from_account_id, to_account_id, amount, \
+             currency, status, failure_reason, memo, fingerprint) \
+           SELECT id, kind, requested_by, from_account_id, to_account_id, amount, currency, \
+             status, failure_reason, memo, fingerprint \
+           FROM UNNEST($1::uuid[], $2::text[], $3::uuid[], $4::uuid[], $5::uuid[], $6::int8[], \
+             $7::text[], $8::text[], $9::text[], $10::text[], $11::bytea[]) WITH ORDINALITY \
+             AS t(id, kind, requested_by, from_account_id, to_account_id, amount, currency, \
+               status, failure_reason, memo, fingerprint, n) \
+           ORDER BY n \
+           RETURNING 1) \
+         SELECT now()",
+    )
+    .bind(ids)
+    .bind(kinds)
+    .bind(requesters)
+    .bind(froms)
+    .bind(tos)
+    .bind(amounts)
+    .bind(currencies)
+    .bind(statuses)
+    .bind(reasons)
+    .bind(memos)
+    .bind(fingerprints)
     .fetch_one(conn)
     .await
+    .map(Some)
     .map_err(|err| match super::violated_constraint(&err) {
-        // Another transaction inserted this id first: retrying turns this into a replay.
+        // Another transaction inserted one of these ids first: a retry turns it into a replay.
         Some("transfers_pkey") => Error::Conflict(err),
         _ => err.into(),
     })
 }
 
-pub async fn insert_entry(
-    conn: &mut PgConnection,
-    account_id: Uuid,
-    transfer_id: Uuid,
-    amount: i64,
-    balance_after: i64,
-) -> Result<()> {
+/// Inserts `entries` in order with one statement. `seq` follows the order of the array, so an
+/// account's entries stay in the order they were applied.
+pub async fn insert_entries(conn: &mut PgConnection, entries: &[NewEntry]) -> Result<()> {
+    if entries.is_empty() {
+        return Ok(());
+    }
+    let ids: Vec<Uuid> = entries.iter().map(|_| Uuid::now_v7()).collect();
+    let accounts: Vec<Uuid> = entries.iter().map(|e| e.account_id).collect();
+    let transfers: Vec<Uuid> = entries.iter().map(|e| e.transfer_id).collect();
+    let amounts: Vec<i64> = entries.iter().map(|e| e.amount).collect();
+    let balances: Vec<i64> = entries.iter().map(|e| e.balance_after).collect();
     sqlx::query(
         "INSERT INTO entries (id, account_id, transfer_id, amount, balance_after) \
-         VALUES ($1, $2, $3, $4, $5)",
+         SELECT id, account_id, transfer_id, amount, balance_after \
+         FROM UNNEST($1::uuid[], $2::uuid[], $3::uuid[], $4::int8[], $5::int8[]) \
+           WITH ORDINALITY AS e(id, account_id, transfer_id, amount, balance_after, n) ORDER BY n",
     )
-    .bind(Uuid::now_v7())
-    .bind(account_id)
-    .bind(transfer_id)
-    .bind(amount)
-    .bind(balance_after)
+    .bind(ids)
+    .bind(accounts)
+    .bind(transfers)
+    .bind(amounts)
+    .bind(balances)
     .execute(conn)
     .await?;
     Ok(())

@@ -98,6 +98,10 @@ const MATRIX: &[(&str, [Outcome; 4])] = &[
         [Unauth, Allowed, Allowed, Allowed],
     ),
     (
+        "tally.v1.TransferService/CreateTransfers",
+        [Unauth, Allowed, Allowed, Allowed],
+    ),
+    (
         "tally.v1.TransferService/GetTransfer",
         [Unauth, Allowed, Allowed, Allowed],
     ),

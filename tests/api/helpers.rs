@@ -285,6 +285,7 @@ impl TestApp {
                     amount,
                     currency: "USD".into(),
                     memo: None,
+                    linked: false,
                 },
             ))
             .await

@@ -53,6 +53,7 @@ async fn money_is_conserved_under_concurrency_with_opposite_direction_pairs() {
                             amount: 1 + ((task * 31 + i * 17) % 700) as i64,
                             currency: "USD".into(),
                             memo: None,
+                            linked: false,
                         },
                     ))
                     .await;
@@ -135,6 +136,7 @@ async fn of_fifty_concurrent_transfers_of_the_whole_balance_exactly_one_succeeds
                         amount: 1_000,
                         currency: "USD".into(),
                         memo: None,
+                        linked: false,
                     },
                 ))
                 .await
@@ -181,6 +183,7 @@ async fn one_transfer_id_sent_twenty_times_at_once_is_one_transfer_with_identica
         amount: 120,
         currency: "USD".into(),
         memo: Some("rent".into()),
+        linked: false,
     };
     let mut tasks = Vec::new();
     for _ in 0..20 {
@@ -303,6 +306,7 @@ async fn a_forced_serialization_failure_is_retried_and_the_transfer_happens_once
                         amount: 250,
                         currency: "USD".into(),
                         memo: None,
+                        linked: false,
                     },
                 ))
                 .await

@@ -217,6 +217,7 @@ async fn owners_see_their_accounts_and_transfers_and_bankers_open_accounts_for_a
                 amount: 200,
                 currency: "JPY".into(),
                 memo: Some("gift".into()),
+                linked: false,
             },
         ))
         .await
@@ -263,6 +264,7 @@ async fn owners_see_their_accounts_and_transfers_and_bankers_open_accounts_for_a
                     amount: 1,
                     currency: "JPY".into(),
                     memo: None,
+                    linked: false,
                 },
             ))
             .await,
@@ -461,6 +463,7 @@ async fn every_ledger_field_answers_invalid_argument_and_writes_nothing() {
                 amount,
                 currency: currency.into(),
                 memo: memo.map(Into::into),
+                linked: false,
             }
         };
     for (request, field) in [

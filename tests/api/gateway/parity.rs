@@ -299,6 +299,30 @@ async fn every_rpc_answers_the_same_over_json_and_grpc() {
         )
         .token(tok),
         case(
+            "tally.v1.TransferService/CreateTransfers",
+            "POST",
+            "/v1/transfers:batchCreate".into(),
+            json!({"transfers": [
+                {
+                    "transferId": "{id}", "fromAccountId": checking, "toAccountId": savings,
+                    "amount": "7", "currency": "USD",
+                },
+                {
+                    "transferId": "not-a-uuid", "fromAccountId": checking,
+                    "toAccountId": savings, "amount": "1", "currency": "USD",
+                },
+            ]}),
+        )
+        .token(tok)
+        .ok(),
+        case(
+            "tally.v1.TransferService/CreateTransfers",
+            "POST",
+            "/v1/transfers:batchCreate".into(),
+            json!({"transfers": []}),
+        )
+        .token(tok),
+        case(
             "tally.v1.TransferService/GetTransfer",
             "GET",
             format!("/v1/transfers/{first_transfer}"),

@@ -1,0 +1,336 @@
+//! The batch rules without a database: every case a lone call knows, and the chain rules.
+
+use time::OffsetDateTime;
+
+use super::*;
+
+const USD: &str = "USD";
+
+struct World {
+    owner: Uuid,
+    accounts: Vec<LockedAccount>,
+}
+
+impl World {
+    /// `balances.len()` customer accounts of one owner, plus a USD system account (last).
+    fn new(balances: &[i64]) -> Self {
+        let owner = Uuid::now_v7();
+        let mut accounts: Vec<LockedAccount> = balances
+            .iter()
+            .map(|b| LockedAccount {
+                id: Uuid::now_v7(),
+                owner_id: Some(owner),
+                is_system: false,
+                currency: USD.into(),
+                balance: *b,
+            })
+            .collect();
+        accounts.push(LockedAccount {
+            id: Uuid::now_v7(),
+            owner_id: None,
+            is_system: true,
+            currency: USD.into(),
+            balance: -balances.iter().sum::<i64>(),
+        });
+        Self { owner, accounts }
+    }
+
+    fn id(&self, i: usize) -> Uuid {
+        self.accounts[i].id
+    }
+
+    fn system(&self) -> Uuid {
+        self.accounts.last().expect("a system account").id
+    }
+
+    fn transfer(&self, from: usize, to: usize, amount: i64) -> Posting {
+        Posting {
+            id: Uuid::now_v7(),
+            kind: Kind::Transfer,
+            requested_by: self.owner,
+            may_move_any: false,
+            from: self.id(from),
+            to: self.id(to),
+            amount,
+            currency: USD.into(),
+            memo: String::new(),
+        }
+    }
+
+    fn plan(&self, chains: &[Vec<Posting>], recorded: Vec<TransferRow>) -> Plan {
+        let chains: Vec<&[Posting]> = chains.iter().map(Vec::as_slice).collect();
+        plan(&chains, recorded, self.accounts.clone())
+    }
+}
+
+fn stored(p: &Posting, status: Status, failure_reason: Option<FailureReason>) -> TransferRow {
+    TransferRow {
+        id: p.id,
+        seq: 1,
+        kind: p.kind,
+        requested_by: p.requested_by,
+        from_account_id: p.from,
+        to_account_id: p.to,
+        amount: p.amount,
+        currency: p.currency.clone(),
+        status,
+        failure_reason,
+        memo: p.memo.clone(),
+        fingerprint: p.fingerprint().to_vec(),
+        created_at: OffsetDateTime::now_utc(),
+    }
+}
+
+fn recorded(plan: &Plan, i: usize) -> &NewTransfer {
+    match &plan.outcomes[i] {
+        Planned::Recorded(index) => &plan.transfers[*index],
+        other => panic!("outcome {i} is not recorded: {other:?}"),
+    }
+}
+
+fn rejected_reason(plan: &Plan, i: usize) -> &'static str {
+    match &plan.outcomes[i] {
+        Planned::Rejected(err) => match err {
+            Error::NotFound(_) => reason::NOT_FOUND,
+            Error::InvalidArgument { reason, .. }
+            | Error::AlreadyExists { reason, .. }
+            | Error::FailedPrecondition { reason, .. } => reason,
+            other => panic!("unexpected rejection {other:?}"),
+        },
+        other => panic!("outcome {i} is not rejected: {other:?}"),
+    }
+}
+
+fn balance(plan: &Plan, id: Uuid) -> Option<i64> {
+    plan.balances
+        .iter()
+        .find(|(a, _)| *a == id)
+        .map(|(_, b)| *b)
+}
+
+#[test]
+fn a_lone_transfer_moves_money_with_two_entries_that_cancel_out() {
+    let w = World::new(&[100, 0]);
+    let plan = w.plan(&[vec![w.transfer(0, 1, 30)]], vec![]);
+    let t = recorded(&plan, 0);
+    assert_eq!((t.status, t.failure_reason), (Status::Succeeded, None));
+    assert_eq!(balance(&plan, w.id(0)), Some(70));
+    assert_eq!(balance(&plan, w.id(1)), Some(30));
+    assert_eq!(plan.entries.len(), 2);
+    assert_eq!(plan.entries.iter().map(|e| e.amount).sum::<i64>(), 0);
+    assert_eq!(
+        plan.entries
+            .iter()
+            .map(|e| e.balance_after)
+            .collect::<Vec<_>>(),
+        [70, 30]
+    );
+}
+
+#[test]
+fn a_refusal_is_recorded_failed_and_moves_nothing() {
+    let w = World::new(&[10, 0]);
+    let mut other_currency = w.transfer(0, 1, 5);
+    other_currency.currency = "EUR".into();
+    let plan = w.plan(&[vec![w.transfer(0, 1, 11)], vec![other_currency]], vec![]);
+    assert_eq!(
+        recorded(&plan, 0).failure_reason,
+        Some(FailureReason::InsufficientFunds)
+    );
+    assert_eq!(
+        recorded(&plan, 1).failure_reason,
+        Some(FailureReason::CurrencyMismatch)
+    );
+    assert!(plan.entries.is_empty());
+    assert!(plan.balances.is_empty());
+}
+
+#[test]
+fn accounts_the_caller_may_not_use_are_not_found_and_nothing_is_written() {
+    let w = World::new(&[100, 0]);
+    let mut foreign = w.transfer(0, 1, 1);
+    foreign.requested_by = Uuid::now_v7();
+    let mut missing = w.transfer(0, 1, 1);
+    missing.to = Uuid::now_v7();
+    let mut to_system = w.transfer(0, 1, 1);
+    to_system.to = w.system();
+    let plan = w.plan(&[vec![foreign], vec![missing], vec![to_system]], vec![]);
+    for i in 0..3 {
+        assert_eq!(rejected_reason(&plan, i), reason::NOT_FOUND);
+    }
+    assert!(plan.transfers.is_empty() && plan.entries.is_empty() && plan.balances.is_empty());
+}
+
+#[test]
+fn deposits_come_from_the_system_account_which_may_go_negative() {
+    let w = World::new(&[0]);
+    let deposit = Posting {
+        kind: Kind::Deposit,
+        from: w.system(),
+        to: w.id(0),
+        may_move_any: true,
+        ..w.transfer(0, 0, 500)
+    };
+    let plan = w.plan(&[vec![deposit]], vec![]);
+    assert_eq!(recorded(&plan, 0).status, Status::Succeeded);
+    assert_eq!(balance(&plan, w.system()), Some(-500));
+    assert_eq!(balance(&plan, w.id(0)), Some(500));
+}
+
+#[test]
+fn a_replay_answers_the_record_and_another_payload_or_requester_is_refused() {
+    let w = World::new(&[100, 0]);
+    let first = w.transfer(0, 1, 10);
+    let row = stored(&first, Status::Succeeded, None);
+    let other_amount = Posting {
+        amount: 11,
+        ..first.clone()
+    };
+    let other_requester = Posting {
+        requested_by: Uuid::now_v7(),
+        ..first.clone()
+    };
+    let plan = w.plan(
+        &[
+            vec![first.clone()],
+            vec![other_amount],
+            vec![other_requester],
+        ],
+        vec![row.clone()],
+    );
+    assert!(matches!(&plan.outcomes[0], Planned::Replayed(r) if *r == row));
+    assert_eq!(rejected_reason(&plan, 1), reason::TRANSFER_ID_REUSED);
+    assert_eq!(rejected_reason(&plan, 2), reason::TRANSFER_ID_REUSED);
+    assert!(plan.transfers.is_empty() && plan.balances.is_empty());
+}
+
+#[test]
+fn an_id_sent_twice_in_one_batch_is_applied_once_and_answered_twice() {
+    let w = World::new(&[100, 0]);
+    let p = w.transfer(0, 1, 10);
+    let plan = w.plan(&[vec![p.clone()], vec![p.clone()]], vec![]);
+    assert_eq!(plan.transfers.len(), 1);
+    assert!(matches!(
+        (&plan.outcomes[0], &plan.outcomes[1]),
+        (Planned::Recorded(0), Planned::Recorded(0))
+    ));
+    assert_eq!(balance(&plan, w.id(0)), Some(90));
+}
+
+#[test]
+fn postings_on_one_hot_account_apply_in_order_against_evolving_balances() {
+    let w = World::new(&[64, 0]);
+    let chains: Vec<Vec<Posting>> = (0..65).map(|_| vec![w.transfer(0, 1, 1)]).collect();
+    let plan = w.plan(&chains, vec![]);
+    for i in 0..64 {
+        assert_eq!(recorded(&plan, i).status, Status::Succeeded, "posting {i}");
+    }
+    assert_eq!(
+        recorded(&plan, 64).failure_reason,
+        Some(FailureReason::InsufficientFunds),
+        "the 65th finds the account empty"
+    );
+    assert_eq!(balance(&plan, w.id(0)), Some(0));
+    assert_eq!(balance(&plan, w.id(1)), Some(64));
+    let running: Vec<i64> = plan
+        .entries
+        .iter()
+        .filter(|e| e.account_id == w.id(1))
+        .map(|e| e.balance_after)
+        .collect();
+    assert_eq!(running, (1..=64).collect::<Vec<_>>());
+}
+
+#[test]
+fn a_chain_whose_middle_lacks_funds_is_recorded_failed_and_moves_nothing() {
+    let w = World::new(&[100, 0, 0]);
+    let chain = vec![
+        w.transfer(0, 1, 50),
+        w.transfer(1, 2, 60),
+        w.transfer(0, 2, 10),
+    ];
+    let after = w.transfer(0, 1, 100);
+    let plan = w.plan(&[chain, vec![after]], vec![]);
+    let reasons: Vec<_> = (0..3).map(|i| recorded(&plan, i).failure_reason).collect();
+    assert_eq!(
+        reasons,
+        [
+            Some(FailureReason::LinkedTransferFailed),
+            Some(FailureReason::InsufficientFunds),
+            Some(FailureReason::LinkedTransferFailed),
+        ]
+    );
+    // The failed chain left no trace: the next posting sees the whole balance.
+    assert_eq!(recorded(&plan, 3).status, Status::Succeeded);
+    assert_eq!(balance(&plan, w.id(0)), Some(0));
+    assert_eq!(balance(&plan, w.id(1)), Some(100));
+    assert_eq!(plan.entries.len(), 2);
+}
+
+#[test]
+fn a_chain_member_can_spend_what_an_earlier_member_brought() {
+    let w = World::new(&[100, 0, 0]);
+    let chain = vec![w.transfer(0, 1, 100), w.transfer(1, 2, 100)];
+    let plan = w.plan(&[chain], vec![]);
+    assert!((0..2).all(|i| recorded(&plan, i).status == Status::Succeeded));
+    assert_eq!(balance(&plan, w.id(2)), Some(100));
+    // B went up and back down: its balance is unchanged, its entries are not.
+    assert_eq!(balance(&plan, w.id(1)), None);
+    assert_eq!(plan.entries.len(), 4);
+}
+
+#[test]
+fn a_chain_with_a_rejected_member_writes_nothing() {
+    let w = World::new(&[100, 0]);
+    let mut foreign = w.transfer(0, 1, 1);
+    foreign.from = Uuid::now_v7();
+    let chain = vec![w.transfer(0, 1, 1), foreign, w.transfer(0, 1, 1)];
+    let plan = w.plan(&[chain], vec![]);
+    assert_eq!(rejected_reason(&plan, 0), reason::LINKED_TRANSFER_FAILED);
+    assert_eq!(rejected_reason(&plan, 1), reason::NOT_FOUND);
+    assert_eq!(rejected_reason(&plan, 2), reason::LINKED_TRANSFER_FAILED);
+    assert!(plan.transfers.is_empty() && plan.entries.is_empty() && plan.balances.is_empty());
+}
+
+#[test]
+fn a_chain_repeating_an_id_is_rejected() {
+    let w = World::new(&[100, 0]);
+    let p = w.transfer(0, 1, 1);
+    let plan = w.plan(&[vec![p.clone(), p]], vec![]);
+    assert_eq!(rejected_reason(&plan, 0), reason::LINKED_TRANSFER_FAILED);
+    assert_eq!(rejected_reason(&plan, 1), reason::INVALID_ARGUMENT);
+    assert!(plan.transfers.is_empty());
+}
+
+#[test]
+fn a_chain_resent_whole_replays_and_one_mixing_old_and_new_is_refused() {
+    let w = World::new(&[100, 0]);
+    let (a, b) = (w.transfer(0, 1, 1), w.transfer(0, 1, 2));
+    let rows = vec![
+        stored(&a, Status::Succeeded, None),
+        stored(&b, Status::Succeeded, None),
+    ];
+    let plan = w.plan(&[vec![a.clone(), b.clone()]], rows.clone());
+    assert!(
+        plan.outcomes
+            .iter()
+            .all(|o| matches!(o, Planned::Replayed(_)))
+    );
+
+    let fresh = w.transfer(0, 1, 3);
+    let plan = w.plan(&[vec![a, fresh]], rows);
+    assert!(matches!(&plan.outcomes[0], Planned::Replayed(_)));
+    assert_eq!(rejected_reason(&plan, 1), reason::LINKED_TRANSFER_FAILED);
+    assert!(plan.transfers.is_empty() && plan.balances.is_empty());
+}
+
+#[test]
+fn a_balance_beyond_the_ledgers_range_is_rejected_not_recorded() {
+    let mut w = World::new(&[10, 0]);
+    w.accounts[1].balance = i64::MAX - 5;
+    let chain = vec![w.transfer(0, 1, 1), w.transfer(0, 1, 9)];
+    let plan = w.plan(&[chain], vec![]);
+    assert_eq!(rejected_reason(&plan, 0), reason::LINKED_TRANSFER_FAILED);
+    assert_eq!(rejected_reason(&plan, 1), reason::BALANCE_LIMIT);
+    assert!(plan.transfers.is_empty() && plan.balances.is_empty());
+}
