@@ -10,7 +10,8 @@
 //! Series (see the README's Telemetry section and deploy/grafana/tally.json):
 //! - `tally_rpc_requests_total{method,code}`, `tally_rpc_duration_seconds{method}` (histogram)
 //! - `tally_transfers_total{kind,outcome}`, `tally_transfer_retries_total`,
-//!   `tally_transfer_aborts_total`
+//!   `tally_transfer_aborts_total`, `tally_transfer_batch_postings` and
+//!   `tally_transfer_queue_wait_seconds` (histograms of the group-commit engine)
 //! - `tally_db_pool_connections{state="in_use"|"idle"|"waiting"}`, `tally_db_pool_connections_max`
 //!   (`waiting` is kept live by `db::acquire`/`db::begin`, not sampled)
 //! - `tally_mail_outbox_backlog`, `tally_mail_queue_depth`
@@ -36,6 +37,16 @@ const RPC_DURATION_BUCKETS_SECONDS: &[f64] = &[
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
 ];
 
+/// Buckets of `tally_transfer_batch_postings`: postings per batch transaction, up to the
+/// engine's batch limit.
+const BATCH_POSTINGS_BUCKETS: &[f64] = &[
+    1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0, 2048.0, 4096.0, 8189.0,
+];
+/// Buckets of `tally_transfer_queue_wait_seconds`, in seconds.
+const QUEUE_WAIT_BUCKETS_SECONDS: &[f64] = &[
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+];
+
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
 
 /// Installs the Prometheus recorder (once per process) and returns its handle.
@@ -45,6 +56,16 @@ pub fn install() -> &'static PrometheusHandle {
             .set_buckets_for_metric(
                 Matcher::Full("tally_rpc_duration_seconds".to_owned()),
                 RPC_DURATION_BUCKETS_SECONDS,
+            )
+            .expect("the bucket list is not empty")
+            .set_buckets_for_metric(
+                Matcher::Full("tally_transfer_batch_postings".to_owned()),
+                BATCH_POSTINGS_BUCKETS,
+            )
+            .expect("the bucket list is not empty")
+            .set_buckets_for_metric(
+                Matcher::Full("tally_transfer_queue_wait_seconds".to_owned()),
+                QUEUE_WAIT_BUCKETS_SECONDS,
             )
             .expect("the bucket list is not empty")
             .build_recorder();
@@ -74,11 +95,20 @@ fn describe() {
     );
     describe_counter!(
         "tally_transfer_retries_total",
-        "Transfer transactions retried after a serialization failure or deadlock"
+        "Transfer batch transactions retried after a serialization failure or deadlock"
     );
     describe_counter!(
         "tally_transfer_aborts_total",
-        "Transfers that ran out of retries (answered ABORTED)"
+        "Postings whose batch ran out of retries (answered ABORTED)"
+    );
+    describe_histogram!(
+        "tally_transfer_batch_postings",
+        "Postings applied by one group-commit transaction"
+    );
+    describe_histogram!(
+        "tally_transfer_queue_wait_seconds",
+        Unit::Seconds,
+        "Time a submission waited in the engine's queue before its batch began"
     );
     describe_gauge!(
         "tally_db_pool_connections",

@@ -9,6 +9,7 @@ mod gateway;
 mod helpers;
 mod ledger;
 mod ledger_access;
+mod ledger_batch;
 mod mail_harness;
 mod migrations;
 mod server;
