@@ -532,7 +532,15 @@ async fn sixty_four_tasks_sending_batches_over_ten_accounts_keep_every_invariant
         accounts.push(account);
     }
 
-    let (answered, codes) = hammer(&[app.channel.clone()], &owner, &accounts, 64, 3, 50).await;
+    let (answered, codes) = hammer(
+        std::slice::from_ref(&app.channel),
+        &owner,
+        &accounts,
+        64,
+        3,
+        50,
+    )
+    .await;
     assert_eq!(answered.len(), 64 * 3 * 50);
     let unexpected: Vec<_> = codes
         .iter()
