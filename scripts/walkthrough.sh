@@ -315,6 +315,16 @@ entries = json.loads(sys.argv[1])["entries"]
 assert [(e["amount"], e["balanceAfter"]) for e in entries] == [("-1200", "3800"), ("5000", "5000")], entries
 PY
 
+log "curl: a linked chain of two whose second lacks funds moves nothing (POST /v1/transfers:batchCreate)"
+out="$(curl -sS --fail-with-body -H "authorization: Bearer $TOKEN" -H 'content-type: application/json' \
+  "$TALLY/v1/transfers:batchCreate" -d "{\"transfers\": [
+    {\"transferId\": \"$(new_id)\", \"fromAccountId\": \"$TRAVEL\", \"toAccountId\": \"$SPARE\", \"amount\": \"100\", \"currency\": \"EUR\", \"linked\": true},
+    {\"transferId\": \"$(new_id)\", \"fromAccountId\": \"$TRAVEL\", \"toAccountId\": \"$SPARE\", \"amount\": \"999999\", \"currency\": \"EUR\"}]}")" ||
+  fail "curl: POST /v1/transfers:batchCreate failed: $out"
+printf '%s\n' "$out" | pretty
+expect_contains "curl CreateTransfers" "$out" '"failureReason":"FAILURE_REASON_LINKED_TRANSFER_FAILED"' \
+  '"failureReason":"FAILURE_REASON_INSUFFICIENT_FUNDS"'
+
 # expect_http STEP STATUS CURL_ARGS... — the call must answer STATUS with a JSON error body.
 expect_http() {
   local step="$1" want="$2" out status

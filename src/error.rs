@@ -14,29 +14,125 @@ use tonic_types::{ErrorDetails, StatusExt};
 /// The `domain` of every ErrorInfo tally emits.
 pub const ERROR_DOMAIN: &str = "tally";
 
-/// Stable ErrorInfo reasons. Clients may match on these strings; never rename one.
-pub mod reason {
-    pub const INVALID_ARGUMENT: &str = "INVALID_ARGUMENT";
-    pub const NOT_FOUND: &str = "NOT_FOUND";
-    pub const USERNAME_TAKEN: &str = "USERNAME_TAKEN";
-    pub const EMAIL_TAKEN: &str = "EMAIL_TAKEN";
-    pub const UNAUTHENTICATED: &str = "UNAUTHENTICATED";
-    pub const PERMISSION_DENIED: &str = "PERMISSION_DENIED";
-    pub const CURRENT_PASSWORD_MISMATCH: &str = "CURRENT_PASSWORD_MISMATCH";
-    pub const LOGIN_RATE_LIMITED: &str = "LOGIN_RATE_LIMITED";
-    pub const LAST_ADMIN: &str = "LAST_ADMIN";
-    pub const NOT_IMPLEMENTED: &str = "NOT_IMPLEMENTED";
-    pub const TRANSFER_ID_REUSED: &str = "TRANSFER_ID_REUSED";
-    pub const INSUFFICIENT_FUNDS: &str = "INSUFFICIENT_FUNDS";
-    pub const CURRENCY_MISMATCH: &str = "CURRENCY_MISMATCH";
-    pub const LINKED_TRANSFER_FAILED: &str = "LINKED_TRANSFER_FAILED";
-    pub const LINKED_CHAIN_OPEN: &str = "LINKED_CHAIN_OPEN";
-    pub const TRANSACTION_CONFLICT: &str = "TRANSACTION_CONFLICT";
-    pub const ACCOUNT_LIMIT: &str = "ACCOUNT_LIMIT";
-    pub const BALANCE_LIMIT: &str = "BALANCE_LIMIT";
-    pub const VERIFICATION_CODE_INVALID: &str = "VERIFICATION_CODE_INVALID";
-    pub const VERIFICATION_RATE_LIMITED: &str = "VERIFICATION_RATE_LIMITED";
-    pub const EMAIL_ALREADY_VERIFIED: &str = "EMAIL_ALREADY_VERIFIED";
+/// Every ErrorInfo reason tally emits, and the gRPC code each answers with: the one table a
+/// client needs to branch on errors. Clients may match on the strings; never rename one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Reason {
+    InvalidArgument,
+    NotFound,
+    UsernameTaken,
+    EmailTaken,
+    Unauthenticated,
+    PermissionDenied,
+    CurrentPasswordMismatch,
+    LoginRateLimited,
+    LastAdmin,
+    NotImplemented,
+    TransferIdReused,
+    InsufficientFunds,
+    CurrencyMismatch,
+    /// Another member of a linked chain failed, so this one moved nothing.
+    LinkedTransferFailed,
+    /// A batch's last item is linked: its chain never ends.
+    LinkedChainOpen,
+    TransactionConflict,
+    AccountLimit,
+    BalanceLimit,
+    VerificationCodeInvalid,
+    VerificationRateLimited,
+    EmailAlreadyVerified,
+    Unavailable,
+    Internal,
+}
+
+impl Reason {
+    /// Every reason, for tests and documentation.
+    pub const ALL: &[Reason] = &[
+        Reason::InvalidArgument,
+        Reason::NotFound,
+        Reason::UsernameTaken,
+        Reason::EmailTaken,
+        Reason::Unauthenticated,
+        Reason::PermissionDenied,
+        Reason::CurrentPasswordMismatch,
+        Reason::LoginRateLimited,
+        Reason::LastAdmin,
+        Reason::NotImplemented,
+        Reason::TransferIdReused,
+        Reason::InsufficientFunds,
+        Reason::CurrencyMismatch,
+        Reason::LinkedTransferFailed,
+        Reason::LinkedChainOpen,
+        Reason::TransactionConflict,
+        Reason::AccountLimit,
+        Reason::BalanceLimit,
+        Reason::VerificationCodeInvalid,
+        Reason::VerificationRateLimited,
+        Reason::EmailAlreadyVerified,
+        Reason::Unavailable,
+        Reason::Internal,
+    ];
+
+    /// The ErrorInfo `reason` string.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Reason::InvalidArgument => "INVALID_ARGUMENT",
+            Reason::NotFound => "NOT_FOUND",
+            Reason::UsernameTaken => "USERNAME_TAKEN",
+            Reason::EmailTaken => "EMAIL_TAKEN",
+            Reason::Unauthenticated => "UNAUTHENTICATED",
+            Reason::PermissionDenied => "PERMISSION_DENIED",
+            Reason::CurrentPasswordMismatch => "CURRENT_PASSWORD_MISMATCH",
+            Reason::LoginRateLimited => "LOGIN_RATE_LIMITED",
+            Reason::LastAdmin => "LAST_ADMIN",
+            Reason::NotImplemented => "NOT_IMPLEMENTED",
+            Reason::TransferIdReused => "TRANSFER_ID_REUSED",
+            Reason::InsufficientFunds => "INSUFFICIENT_FUNDS",
+            Reason::CurrencyMismatch => "CURRENCY_MISMATCH",
+            Reason::LinkedTransferFailed => "LINKED_TRANSFER_FAILED",
+            Reason::LinkedChainOpen => "LINKED_CHAIN_OPEN",
+            Reason::TransactionConflict => "TRANSACTION_CONFLICT",
+            Reason::AccountLimit => "ACCOUNT_LIMIT",
+            Reason::BalanceLimit => "BALANCE_LIMIT",
+            Reason::VerificationCodeInvalid => "VERIFICATION_CODE_INVALID",
+            Reason::VerificationRateLimited => "VERIFICATION_RATE_LIMITED",
+            Reason::EmailAlreadyVerified => "EMAIL_ALREADY_VERIFIED",
+            Reason::Unavailable => "UNAVAILABLE",
+            Reason::Internal => "INTERNAL",
+        }
+    }
+
+    /// The gRPC code a call answers with for this reason.
+    pub const fn code(self) -> Code {
+        match self {
+            Reason::InvalidArgument | Reason::LinkedChainOpen => Code::InvalidArgument,
+            Reason::NotFound => Code::NotFound,
+            Reason::UsernameTaken | Reason::EmailTaken | Reason::TransferIdReused => {
+                Code::AlreadyExists
+            }
+            Reason::Unauthenticated => Code::Unauthenticated,
+            Reason::PermissionDenied | Reason::CurrentPasswordMismatch => Code::PermissionDenied,
+            Reason::LoginRateLimited | Reason::VerificationRateLimited => Code::ResourceExhausted,
+            Reason::LastAdmin
+            | Reason::InsufficientFunds
+            | Reason::CurrencyMismatch
+            | Reason::LinkedTransferFailed
+            | Reason::AccountLimit
+            | Reason::BalanceLimit
+            | Reason::VerificationCodeInvalid
+            | Reason::EmailAlreadyVerified => Code::FailedPrecondition,
+            Reason::NotImplemented => Code::Unimplemented,
+            Reason::TransactionConflict => Code::Aborted,
+            Reason::Unavailable => Code::Unavailable,
+            Reason::Internal => Code::Internal,
+        }
+    }
+}
+
+impl std::fmt::Display for Reason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 /// SQLSTATEs after which PostgreSQL has certainly rolled the transaction back and a retry of
@@ -48,44 +144,24 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// Malformed input; nothing was written. `field` is the request field's proto name;
-    /// `reason` is [`reason::INVALID_ARGUMENT`] unless the client must tell this case apart.
+    /// `reason` is [`Reason::InvalidArgument`] unless the client must tell this case apart.
     #[error("{field}: {message}")]
     InvalidArgument {
-        reason: &'static str,
+        reason: Reason,
         field: &'static str,
         message: String,
     },
     /// Missing, or not visible to the caller: the two answer identically so ids can't be probed.
     #[error("{0} not found")]
     NotFound(&'static str),
-    #[error("{message}")]
-    AlreadyExists {
-        reason: &'static str,
-        message: String,
-    },
     /// The one message every credential defect shares.
     #[error("{0}")]
     Unauthenticated(&'static str),
-    #[error("{message}")]
-    PermissionDenied {
-        reason: &'static str,
-        message: String,
-    },
-    #[error("{message}")]
-    FailedPrecondition {
-        reason: &'static str,
-        message: String,
-    },
-    #[error("{message}")]
-    ResourceExhausted {
-        reason: &'static str,
-        message: String,
-    },
-    /// A business rule refused the call after recording it; ErrorInfo metadata carries the
-    /// recorded resource (for example the FAILED transfer's id).
+    /// Refused for a reason the client can branch on; the code is the reason's. ErrorInfo
+    /// metadata may name what was recorded (for example a FAILED transfer's id).
     #[error("{message}")]
     Refused {
-        reason: &'static str,
+        reason: Reason,
         message: String,
         metadata: Vec<(&'static str, String)>,
     },
@@ -109,9 +185,18 @@ pub enum Error {
 impl Error {
     pub fn invalid(field: &'static str, message: impl Into<String>) -> Self {
         Error::InvalidArgument {
-            reason: reason::INVALID_ARGUMENT,
+            reason: Reason::InvalidArgument,
             field,
             message: message.into(),
+        }
+    }
+
+    /// A refusal with no metadata.
+    pub fn refused(reason: Reason, message: impl Into<String>) -> Self {
+        Error::Refused {
+            reason,
+            message: message.into(),
+            metadata: Vec::new(),
         }
     }
 
@@ -120,45 +205,25 @@ impl Error {
     }
 
     pub fn permission_denied(message: impl Into<String>) -> Self {
-        Error::PermissionDenied {
-            reason: reason::PERMISSION_DENIED,
-            message: message.into(),
+        Error::refused(Reason::PermissionDenied, message)
+    }
+
+    /// The ErrorInfo reason.
+    pub fn reason(&self) -> Reason {
+        match self {
+            Error::InvalidArgument { reason, .. } | Error::Refused { reason, .. } => *reason,
+            Error::NotFound(_) => Reason::NotFound,
+            Error::Unauthenticated(_) => Reason::Unauthenticated,
+            Error::Unimplemented(_) => Reason::NotImplemented,
+            Error::Conflict(_) | Error::Aborted(_) => Reason::TransactionConflict,
+            Error::Unavailable(_) => Reason::Unavailable,
+            Error::Internal(_) => Reason::Internal,
         }
     }
 
-    /// The gRPC code this error maps to.
+    /// The gRPC code this error maps to: its reason's.
     pub fn code(&self) -> Code {
-        match self {
-            Error::InvalidArgument { .. } => Code::InvalidArgument,
-            Error::NotFound(_) => Code::NotFound,
-            Error::AlreadyExists { .. } => Code::AlreadyExists,
-            Error::Unauthenticated(_) => Code::Unauthenticated,
-            Error::PermissionDenied { .. } => Code::PermissionDenied,
-            Error::FailedPrecondition { .. } => Code::FailedPrecondition,
-            Error::ResourceExhausted { .. } => Code::ResourceExhausted,
-            Error::Refused { .. } => Code::FailedPrecondition,
-            Error::Conflict(_) | Error::Aborted(_) => Code::Aborted,
-            Error::Unimplemented(_) => Code::Unimplemented,
-            Error::Unavailable(_) => Code::Unavailable,
-            Error::Internal(_) => Code::Internal,
-        }
-    }
-
-    fn reason(&self) -> &'static str {
-        match self {
-            Error::NotFound(_) => reason::NOT_FOUND,
-            Error::Unauthenticated(_) => reason::UNAUTHENTICATED,
-            Error::Unimplemented(_) => reason::NOT_IMPLEMENTED,
-            Error::InvalidArgument { reason, .. }
-            | Error::AlreadyExists { reason, .. }
-            | Error::PermissionDenied { reason, .. }
-            | Error::FailedPrecondition { reason, .. }
-            | Error::ResourceExhausted { reason, .. }
-            | Error::Refused { reason, .. } => reason,
-            Error::Conflict(_) | Error::Aborted(_) => reason::TRANSACTION_CONFLICT,
-            Error::Unavailable(_) => "UNAVAILABLE",
-            Error::Internal(_) => "INTERNAL",
-        }
+        self.reason().code()
     }
 }
 
@@ -227,7 +292,8 @@ impl From<Error> for Status {
                 .collect(),
             _ => HashMap::new(),
         };
-        let mut details = ErrorDetails::with_error_info(err.reason(), ERROR_DOMAIN, metadata);
+        let mut details =
+            ErrorDetails::with_error_info(err.reason().as_str(), ERROR_DOMAIN, metadata);
         if let Error::InvalidArgument { field, message, .. } = &err {
             details.add_bad_request_violation(*field, message.clone());
         }
@@ -249,7 +315,7 @@ mod tests {
         assert_eq!(violations[0].field, "username");
         assert_eq!(
             details.error_info().unwrap().reason,
-            reason::INVALID_ARGUMENT
+            Reason::InvalidArgument.as_str()
         );
     }
 
@@ -276,6 +342,21 @@ mod tests {
         ];
         for (code, status) in table {
             assert_eq!(http_status(code).as_u16(), status, "{code:?}");
+        }
+    }
+
+    #[test]
+    fn every_reason_has_a_distinct_name_and_an_error_code() {
+        let names: std::collections::HashSet<&str> =
+            Reason::ALL.iter().map(|r| r.as_str()).collect();
+        assert_eq!(names.len(), Reason::ALL.len(), "reason names are distinct");
+        for reason in Reason::ALL {
+            assert_ne!(reason.code(), Code::Ok, "{reason}");
+            assert_eq!(
+                Status::from(Error::refused(*reason, "x")).code(),
+                reason.code(),
+                "{reason}"
+            );
         }
     }
 

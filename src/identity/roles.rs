@@ -3,7 +3,7 @@
 use super::{Identity, User, validate};
 use crate::{
     auth::Role,
-    error::{Error, Result, reason},
+    error::{Error, Reason, Result},
     store,
 };
 
@@ -57,10 +57,10 @@ impl Identity {
             && user.roles.iter().any(|r| r == Role::Admin.name())
             && store::roles::lock_holders(&mut tx, Role::Admin.name()).await? <= 1
         {
-            return Err(Error::FailedPrecondition {
-                reason: reason::LAST_ADMIN,
-                message: "cannot revoke admin from the last admin".into(),
-            });
+            return Err(Error::refused(
+                Reason::LastAdmin,
+                "cannot revoke admin from the last admin",
+            ));
         }
         store::roles::revoke(&mut tx, user.id, role.name()).await?;
         let updated = store::users::by_id(&mut tx, user.id)

@@ -16,7 +16,7 @@ use crate::{
         Permission, Principal, password,
         token::{AccessClaims, whole_seconds},
     },
-    error::{Error, Result, reason},
+    error::{Error, Reason, Result},
     store::{self, sessions::SessionRow},
 };
 
@@ -287,10 +287,10 @@ impl Identity {
         let window = self.settings.login_failure_window.as_secs() as i64;
         let failures = store::sessions::recent_login_failures(conn, username, window).await?;
         if failures >= i64::from(self.settings.login_failures_max) {
-            return Err(Error::ResourceExhausted {
-                reason: reason::LOGIN_RATE_LIMITED,
-                message: "too many failed logins for this username; try again later".into(),
-            });
+            return Err(Error::refused(
+                Reason::LoginRateLimited,
+                "too many failed logins for this username; try again later",
+            ));
         }
         Ok(())
     }

@@ -5,7 +5,7 @@ use uuid::Uuid;
 use super::{Identity, User, may_see_user, validate};
 use crate::{
     auth::{Principal, Role, password},
-    error::{Error, Result, reason},
+    error::{Error, Reason, Result},
     store::{self, verifications::Purpose},
 };
 
@@ -180,9 +180,9 @@ impl Identity {
         }
         self.record_failure(&mut tx, username).await?;
         tx.commit().await?;
-        Err(Error::PermissionDenied {
-            reason: reason::CURRENT_PASSWORD_MISMATCH,
-            message: "current_password is not correct".into(),
-        })
+        Err(Error::refused(
+            Reason::CurrentPasswordMismatch,
+            "current_password is not correct",
+        ))
     }
 }

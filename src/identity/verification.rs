@@ -14,7 +14,7 @@ use uuid::Uuid;
 use super::{Identity, may_see_user, validate};
 use crate::{
     auth::Principal,
-    error::{Error, Result, reason},
+    error::{Error, Reason, Result},
     jobs::MailJob,
     store::{self, verifications::Purpose},
 };
@@ -29,10 +29,7 @@ const CODE_CHARS_MAX: usize = 128;
 pub const BAD_CODE_MESSAGE: &str = "verification code is invalid, expired or already used";
 
 fn bad_code() -> Error {
-    Error::FailedPrecondition {
-        reason: reason::VERIFICATION_CODE_INVALID,
-        message: BAD_CODE_MESSAGE.into(),
-    }
+    Error::refused(Reason::VerificationCodeInvalid, BAD_CODE_MESSAGE)
 }
 
 /// What `VerifyEmail` reports.
@@ -134,21 +131,21 @@ impl Identity {
             .await?
             .ok_or(Error::NotFound("user"))?;
         if user.email_verified {
-            return Err(Error::FailedPrecondition {
-                reason: reason::EMAIL_ALREADY_VERIFIED,
-                message: "email is already verified".into(),
-            });
+            return Err(Error::refused(
+                Reason::EmailAlreadyVerified,
+                "email is already verified",
+            ));
         }
         let since = OffsetDateTime::now_utc() - RESEND_WINDOW;
         let recent =
             store::verifications::count_since(&mut tx, user.id, Purpose::Resend, since).await?;
         if recent >= RESENDS_PER_WINDOW_MAX {
-            return Err(Error::ResourceExhausted {
-                reason: reason::VERIFICATION_RATE_LIMITED,
-                message: format!(
+            return Err(Error::refused(
+                Reason::VerificationRateLimited,
+                format!(
                     "at most {RESENDS_PER_WINDOW_MAX} verification mails per hour; try again later"
                 ),
-            });
+            ));
         }
         let outbox_id = self
             .open_verification(&mut tx, user.id, &user.email, Purpose::Resend)

@@ -5,7 +5,7 @@ use uuid::Uuid;
 use super::{ACCOUNT_NAME_CHARS_MAX, Account, Entry, Ledger, Page, page};
 use crate::{
     auth::{Permission, Principal},
-    error::{Error, Result, reason},
+    error::{Error, Reason, Result},
     identity::validate,
     store::{self, accounts::AccountRow},
 };
@@ -76,13 +76,13 @@ impl Ledger {
         }
         let held = store::accounts::count_owned(&mut tx, owner_id).await?;
         if held >= i64::from(self.settings.accounts_per_owner_max) {
-            return Err(Error::FailedPrecondition {
-                reason: reason::ACCOUNT_LIMIT,
-                message: format!(
+            return Err(Error::refused(
+                Reason::AccountLimit,
+                format!(
                     "an owner may hold at most {} accounts",
                     self.settings.accounts_per_owner_max
                 ),
-            });
+            ));
         }
         let id = Uuid::now_v7();
         store::accounts::insert(&mut tx, id, owner_id, &open.name, &open.currency).await?;

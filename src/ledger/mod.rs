@@ -181,18 +181,18 @@ impl Transfer {
 }
 
 /// The ErrorInfo reason and message of a FAILED transfer.
-fn refusal(failure: FailureReason) -> (&'static str, &'static str) {
+fn refusal(failure: FailureReason) -> (crate::error::Reason, &'static str) {
     match failure {
         FailureReason::InsufficientFunds => (
-            crate::error::reason::INSUFFICIENT_FUNDS,
+            crate::error::Reason::InsufficientFunds,
             "insufficient funds in the source account",
         ),
         FailureReason::CurrencyMismatch => (
-            crate::error::reason::CURRENCY_MISMATCH,
+            crate::error::Reason::CurrencyMismatch,
             "the accounts and the transfer are not all in the same currency",
         ),
         FailureReason::LinkedTransferFailed => (
-            crate::error::reason::LINKED_TRANSFER_FAILED,
+            crate::error::Reason::LinkedTransferFailed,
             "another transfer of its linked chain failed, so this one moved nothing",
         ),
     }

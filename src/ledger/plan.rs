@@ -29,7 +29,7 @@ use uuid::Uuid;
 
 use super::{FailureReason, Kind, Posting, Status};
 use crate::{
-    error::{Error, reason},
+    error::{Error, Reason},
     store::{
         accounts::LockedAccount,
         transfers::{NewEntry, NewTransfer, TransferRow},
@@ -228,10 +228,10 @@ fn check(p: &Posting, known: &HashMap<Uuid, Known>, plan: &Plan, ledger: &Balanc
         // A different requester gets the same answer as a different payload, so it learns
         // nothing about the transfer.
         if requested_by != p.requested_by || stored_fingerprint != fingerprint.as_slice() {
-            return Member::Reject(Error::AlreadyExists {
-                reason: reason::TRANSFER_ID_REUSED,
-                message: "this id was already used for a different request".into(),
-            });
+            return Member::Reject(Error::refused(
+                Reason::TransferIdReused,
+                "this id was already used for a different request",
+            ));
         }
         return Member::Replay(match k {
             Known::Stored(row) => Planned::Replayed(row.clone()),
@@ -288,10 +288,7 @@ fn record(
 }
 
 fn linked_failed(message: &str) -> Error {
-    Error::FailedPrecondition {
-        reason: reason::LINKED_TRANSFER_FAILED,
-        message: message.to_owned(),
-    }
+    Error::refused(Reason::LinkedTransferFailed, message.to_owned())
 }
 
 /// Why applying a posting stopped its chain.
@@ -370,10 +367,10 @@ impl Balances {
             return Err(Stop::Refused(FailureReason::InsufficientFunds));
         }
         let beyond_range = || {
-            Stop::Rejected(Error::FailedPrecondition {
-                reason: reason::BALANCE_LIMIT,
-                message: "the transfer would take a balance beyond the ledger's range".into(),
-            })
+            Stop::Rejected(Error::refused(
+                Reason::BalanceLimit,
+                "the transfer would take a balance beyond the ledger's range",
+            ))
         };
         let from_after = from
             .balance

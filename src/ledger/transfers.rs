@@ -8,7 +8,7 @@ use super::{
 };
 use crate::{
     auth::{Permission, Principal},
-    error::{Error, Result, reason},
+    error::{Error, Reason, Result},
     identity::validate,
     store,
 };
@@ -157,7 +157,7 @@ impl Ledger {
         }
         if !atomic && items.last().is_some_and(|item| item.linked) {
             return Err(Error::InvalidArgument {
-                reason: reason::LINKED_CHAIN_OPEN,
+                reason: Reason::LinkedChainOpen,
                 field: "transfers",
                 message: "the last transfer is linked, so its chain never ends; clear `linked` on \
                           the last transfer of every chain"
@@ -366,10 +366,9 @@ fn chain_ranges(items: &[BatchItem], atomic: bool) -> Vec<std::ops::Range<usize>
 }
 
 fn linked_rejected() -> Error {
-    Error::FailedPrecondition {
-        reason: reason::LINKED_TRANSFER_FAILED,
-        message: "another transfer of its linked chain was rejected; nothing was written for this \
-                  one"
-        .into(),
-    }
+    Error::refused(
+        Reason::LinkedTransferFailed,
+        "another transfer of its linked chain was rejected; nothing was written for this \
+                  one",
+    )
 }

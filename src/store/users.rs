@@ -4,7 +4,7 @@ use sqlx::{FromRow, PgConnection};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use crate::error::{Error, Result, reason};
+use crate::error::{Error, Reason, Result};
 
 #[derive(Debug, Clone, FromRow)]
 pub struct UserRow {
@@ -40,14 +40,10 @@ pub struct NewUser<'a> {
 
 fn map_unique(err: sqlx::Error) -> Error {
     match super::violated_constraint(&err) {
-        Some("users_username_key") => Error::AlreadyExists {
-            reason: reason::USERNAME_TAKEN,
-            message: "username is taken".into(),
-        },
-        Some("users_email_key") => Error::AlreadyExists {
-            reason: reason::EMAIL_TAKEN,
-            message: "email is already registered".into(),
-        },
+        Some("users_username_key") => Error::refused(Reason::UsernameTaken, "username is taken"),
+        Some("users_email_key") => {
+            Error::refused(Reason::EmailTaken, "email is already registered")
+        }
         _ => err.into(),
     }
 }

@@ -88,15 +88,9 @@ fn recorded(plan: &Plan, i: usize) -> &NewTransfer {
     }
 }
 
-fn rejected_reason(plan: &Plan, i: usize) -> &'static str {
+fn rejected_reason(plan: &Plan, i: usize) -> Reason {
     match &plan.outcomes[i] {
-        Planned::Rejected(err) => match err {
-            Error::NotFound(_) => reason::NOT_FOUND,
-            Error::InvalidArgument { reason, .. }
-            | Error::AlreadyExists { reason, .. }
-            | Error::FailedPrecondition { reason, .. } => reason,
-            other => panic!("unexpected rejection {other:?}"),
-        },
+        Planned::Rejected(err) => err.reason(),
         other => panic!("outcome {i} is not rejected: {other:?}"),
     }
 }
@@ -156,7 +150,7 @@ fn accounts_the_caller_may_not_use_are_not_found_and_nothing_is_written() {
     to_system.to = w.system();
     let plan = w.plan(&[vec![foreign], vec![missing], vec![to_system]], vec![]);
     for i in 0..3 {
-        assert_eq!(rejected_reason(&plan, i), reason::NOT_FOUND);
+        assert_eq!(rejected_reason(&plan, i), Reason::NotFound);
     }
     assert!(plan.transfers.is_empty() && plan.entries.is_empty() && plan.balances.is_empty());
 }
@@ -199,8 +193,8 @@ fn a_replay_answers_the_record_and_another_payload_or_requester_is_refused() {
         vec![row.clone()],
     );
     assert!(matches!(&plan.outcomes[0], Planned::Replayed(r) if *r == row));
-    assert_eq!(rejected_reason(&plan, 1), reason::TRANSFER_ID_REUSED);
-    assert_eq!(rejected_reason(&plan, 2), reason::TRANSFER_ID_REUSED);
+    assert_eq!(rejected_reason(&plan, 1), Reason::TransferIdReused);
+    assert_eq!(rejected_reason(&plan, 2), Reason::TransferIdReused);
     assert!(plan.transfers.is_empty() && plan.balances.is_empty());
 }
 
@@ -286,9 +280,9 @@ fn a_chain_with_a_rejected_member_writes_nothing() {
     foreign.from = Uuid::now_v7();
     let chain = vec![w.transfer(0, 1, 1), foreign, w.transfer(0, 1, 1)];
     let plan = w.plan(&[chain], vec![]);
-    assert_eq!(rejected_reason(&plan, 0), reason::LINKED_TRANSFER_FAILED);
-    assert_eq!(rejected_reason(&plan, 1), reason::NOT_FOUND);
-    assert_eq!(rejected_reason(&plan, 2), reason::LINKED_TRANSFER_FAILED);
+    assert_eq!(rejected_reason(&plan, 0), Reason::LinkedTransferFailed);
+    assert_eq!(rejected_reason(&plan, 1), Reason::NotFound);
+    assert_eq!(rejected_reason(&plan, 2), Reason::LinkedTransferFailed);
     assert!(plan.transfers.is_empty() && plan.entries.is_empty() && plan.balances.is_empty());
 }
 
@@ -297,8 +291,8 @@ fn a_chain_repeating_an_id_is_rejected() {
     let w = World::new(&[100, 0]);
     let p = w.transfer(0, 1, 1);
     let plan = w.plan(&[vec![p.clone(), p]], vec![]);
-    assert_eq!(rejected_reason(&plan, 0), reason::LINKED_TRANSFER_FAILED);
-    assert_eq!(rejected_reason(&plan, 1), reason::INVALID_ARGUMENT);
+    assert_eq!(rejected_reason(&plan, 0), Reason::LinkedTransferFailed);
+    assert_eq!(rejected_reason(&plan, 1), Reason::InvalidArgument);
     assert!(plan.transfers.is_empty());
 }
 
@@ -320,7 +314,7 @@ fn a_chain_resent_whole_replays_and_one_mixing_old_and_new_is_refused() {
     let fresh = w.transfer(0, 1, 3);
     let plan = w.plan(&[vec![a, fresh]], rows);
     assert!(matches!(&plan.outcomes[0], Planned::Replayed(_)));
-    assert_eq!(rejected_reason(&plan, 1), reason::LINKED_TRANSFER_FAILED);
+    assert_eq!(rejected_reason(&plan, 1), Reason::LinkedTransferFailed);
     assert!(plan.transfers.is_empty() && plan.balances.is_empty());
 }
 
@@ -330,7 +324,7 @@ fn a_balance_beyond_the_ledgers_range_is_rejected_not_recorded() {
     w.accounts[1].balance = i64::MAX - 5;
     let chain = vec![w.transfer(0, 1, 1), w.transfer(0, 1, 9)];
     let plan = w.plan(&[chain], vec![]);
-    assert_eq!(rejected_reason(&plan, 0), reason::LINKED_TRANSFER_FAILED);
-    assert_eq!(rejected_reason(&plan, 1), reason::BALANCE_LIMIT);
+    assert_eq!(rejected_reason(&plan, 0), Reason::LinkedTransferFailed);
+    assert_eq!(rejected_reason(&plan, 1), Reason::BalanceLimit);
     assert!(plan.transfers.is_empty() && plan.balances.is_empty());
 }
