@@ -4,6 +4,7 @@ use tonic::{Request, Response, Status};
 
 use super::{ApiState, principal, timestamp};
 use crate::{
+    error::Error,
     ledger::{Account, Entry, transfers::Movement},
     proto::tally_v1::{self as pb, account_service_server::AccountService},
 };
@@ -32,6 +33,20 @@ impl From<Entry> for pb::Entry {
             balance_after: e.balance_after,
             created_at: Some(timestamp(e.created_at)),
         }
+    }
+}
+
+impl TryFrom<pb::DepositRequest> for Movement {
+    type Error = Error;
+    fn try_from(r: pb::DepositRequest) -> Result<Self, Error> {
+        Movement::parse(&r.account_id, &r.request_id, r.amount, r.memo.as_deref())
+    }
+}
+
+impl TryFrom<pb::WithdrawRequest> for Movement {
+    type Error = Error;
+    fn try_from(r: pb::WithdrawRequest) -> Result<Self, Error> {
+        Movement::parse(&r.account_id, &r.request_id, r.amount, r.memo.as_deref())
     }
 }
 
@@ -100,8 +115,10 @@ impl AccountService for ApiState {
     ) -> Result<Response<pb::Transfer>, Status> {
         let principal = principal(&request)?;
         let r = request.into_inner();
-        let movement = Movement::parse(&r.account_id, &r.request_id, r.amount, r.memo.as_deref())?;
-        let applied = self.ledger.deposit(&principal, movement).await?;
+        let applied = self
+            .ledger
+            .deposit(&principal, Movement::try_from(r)?)
+            .await?;
         Ok(super::transfers::applied_response(applied))
     }
 
@@ -111,8 +128,10 @@ impl AccountService for ApiState {
     ) -> Result<Response<pb::Transfer>, Status> {
         let principal = principal(&request)?;
         let r = request.into_inner();
-        let movement = Movement::parse(&r.account_id, &r.request_id, r.amount, r.memo.as_deref())?;
-        let applied = self.ledger.withdraw(&principal, movement).await?;
+        let applied = self
+            .ledger
+            .withdraw(&principal, Movement::try_from(r)?)
+            .await?;
         Ok(super::transfers::applied_response(applied))
     }
 }
