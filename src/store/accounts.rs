@@ -146,6 +146,24 @@ pub async fn lock(conn: &mut PgConnection, ids: &[Uuid]) -> Result<Vec<LockedAcc
     .await?)
 }
 
+/// Sets the balances of several accounts with one statement.
+pub async fn set_balances(conn: &mut PgConnection, balances: &[(Uuid, i64)]) -> Result<()> {
+    if balances.is_empty() {
+        return Ok(());
+    }
+    let ids: Vec<Uuid> = balances.iter().map(|(id, _)| *id).collect();
+    let values: Vec<i64> = balances.iter().map(|(_, balance)| *balance).collect();
+    sqlx::query(
+        "UPDATE accounts SET balance = v.balance, updated_at = now() \
+         FROM UNNEST($1::uuid[], $2::int8[]) AS v(id, balance) WHERE accounts.id = v.id",
+    )
+    .bind(ids)
+    .bind(values)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
 /// Every system account, by currency (they never change once created).
 pub async fn system_accounts(conn: &mut PgConnection) -> Result<Vec<(String, Uuid)>> {
     Ok(

@@ -183,48 +183,30 @@ pub async fn by_ids(conn: &mut PgConnection, ids: &[Uuid]) -> Result<Vec<Transfe
     .await?)
 }
 
-/// Writes a batch in one statement (one round trip): inserts `transfers` and `entries` in
-/// order (`seq` follows each array, so an account's entries stay in the order they were
-/// applied) and sets the `balances` of the accounts that moved. Returns the rows' `created_at`
-/// (the transaction's start time, the same for every row), or `None` when there is nothing to
-/// write. The entries' foreign keys to the new transfers are checked at the end of the
-/// statement, when both are in. A concurrent insert of one of the ids surfaces as a unique
-/// violation (or a serialization failure), which the engine retries: the retry's replay lookup
-/// then finds it.
-pub async fn write_batch(
+/// Inserts `rows` in order with one statement (`seq` follows the array); returns their `created_at` (the transaction's
+/// start time, the same for every row), or `None` when `rows` is empty. A concurrent insert of
+/// one of the ids surfaces as a unique violation (or a serialization failure), which the engine
+/// retries: the retry's replay lookup then finds it.
+pub async fn insert_many(
     conn: &mut PgConnection,
-    transfers: &[NewTransfer],
-    entries: &[NewEntry],
-    balances: &[(Uuid, i64)],
+    rows: &[NewTransfer],
 ) -> Result<Option<OffsetDateTime>> {
-    if transfers.is_empty() {
-        debug_assert!(
-            entries.is_empty() && balances.is_empty(),
-            "money moves only with a transfer"
-        );
+    if rows.is_empty() {
         return Ok(None);
     }
-    let t = transfers;
-    let ids: Vec<Uuid> = t.iter().map(|r| r.id).collect();
-    let kinds: Vec<Kind> = t.iter().map(|r| r.kind).collect();
-    let requesters: Vec<Uuid> = t.iter().map(|r| r.requested_by).collect();
-    let froms: Vec<Uuid> = t.iter().map(|r| r.from_account_id).collect();
-    let tos: Vec<Uuid> = t.iter().map(|r| r.to_account_id).collect();
-    let amounts: Vec<i64> = t.iter().map(|r| r.amount).collect();
-    let currencies: Vec<&str> = t.iter().map(|r| r.currency.as_str()).collect();
-    let statuses: Vec<Status> = t.iter().map(|r| r.status).collect();
-    let reasons: Vec<Option<FailureReason>> = t.iter().map(|r| r.failure_reason).collect();
-    let memos: Vec<&str> = t.iter().map(|r| r.memo.as_str()).collect();
-    let fingerprints: Vec<&[u8]> = t.iter().map(|r| &r.fingerprint[..]).collect();
-    let entry_ids: Vec<Uuid> = entries.iter().map(|_| Uuid::now_v7()).collect();
-    let entry_accounts: Vec<Uuid> = entries.iter().map(|e| e.account_id).collect();
-    let entry_transfers: Vec<Uuid> = entries.iter().map(|e| e.transfer_id).collect();
-    let entry_amounts: Vec<i64> = entries.iter().map(|e| e.amount).collect();
-    let entry_balances: Vec<i64> = entries.iter().map(|e| e.balance_after).collect();
-    let balance_ids: Vec<Uuid> = balances.iter().map(|(id, _)| *id).collect();
-    let balance_values: Vec<i64> = balances.iter().map(|(_, b)| *b).collect();
+    let ids: Vec<Uuid> = rows.iter().map(|r| r.id).collect();
+    let kinds: Vec<Kind> = rows.iter().map(|r| r.kind).collect();
+    let requesters: Vec<Uuid> = rows.iter().map(|r| r.requested_by).collect();
+    let froms: Vec<Uuid> = rows.iter().map(|r| r.from_account_id).collect();
+    let tos: Vec<Uuid> = rows.iter().map(|r| r.to_account_id).collect();
+    let amounts: Vec<i64> = rows.iter().map(|r| r.amount).collect();
+    let currencies: Vec<&str> = rows.iter().map(|r| r.currency.as_str()).collect();
+    let statuses: Vec<Status> = rows.iter().map(|r| r.status).collect();
+    let reasons: Vec<Option<FailureReason>> = rows.iter().map(|r| r.failure_reason).collect();
+    let memos: Vec<&str> = rows.iter().map(|r| r.memo.as_str()).collect();
+    let fingerprints: Vec<&[u8]> = rows.iter().map(|r| &r.fingerprint[..]).collect();
     sqlx::query_scalar::<_, OffsetDateTime>(
-        "WITH new_transfers AS (\
+        "WITH inserted AS (\
            INSERT INTO transfers (id, kind, requested_by, from_account_id, to_account_id, amount, \
              currency, status, failure_reason, memo, fingerprint) \
            SELECT id, kind, requested_by, from_account_id, to_account_id, amount, currency, \
@@ -234,17 +216,6 @@ pub async fn write_batch(
              AS t(id, kind, requested_by, from_account_id, to_account_id, amount, currency, \
                status, failure_reason, memo, fingerprint, n) \
            ORDER BY n \
-           RETURNING 1), \
-         new_entries AS (\
-           INSERT INTO entries (id, account_id, transfer_id, amount, balance_after) \
-           SELECT id, account_id, transfer_id, amount, balance_after \
-           FROM UNNEST($12::uuid[], $13::uuid[], $14::uuid[], $15::int8[], $16::int8[]) \
-             WITH ORDINALITY AS e(id, account_id, transfer_id, amount, balance_after, n) \
-           ORDER BY n \
-           RETURNING 1), \
-         moved AS (\
-           UPDATE accounts SET balance = v.balance, updated_at = now() \
-           FROM UNNEST($17::uuid[], $18::int8[]) AS v(id, balance) WHERE accounts.id = v.id \
            RETURNING 1) \
          SELECT now()",
     )
@@ -259,13 +230,6 @@ pub async fn write_batch(
     .bind(reasons)
     .bind(memos)
     .bind(fingerprints)
-    .bind(entry_ids)
-    .bind(entry_accounts)
-    .bind(entry_transfers)
-    .bind(entry_amounts)
-    .bind(entry_balances)
-    .bind(balance_ids)
-    .bind(balance_values)
     .fetch_one(conn)
     .await
     .map(Some)
@@ -274,6 +238,33 @@ pub async fn write_batch(
         Some("transfers_pkey") => Error::Conflict(err),
         _ => err.into(),
     })
+}
+
+/// Inserts `entries` in order with one statement. `seq` follows the order of the array, so an
+/// account's entries stay in the order they were applied.
+pub async fn insert_entries(conn: &mut PgConnection, entries: &[NewEntry]) -> Result<()> {
+    if entries.is_empty() {
+        return Ok(());
+    }
+    let ids: Vec<Uuid> = entries.iter().map(|_| Uuid::now_v7()).collect();
+    let accounts: Vec<Uuid> = entries.iter().map(|e| e.account_id).collect();
+    let transfers: Vec<Uuid> = entries.iter().map(|e| e.transfer_id).collect();
+    let amounts: Vec<i64> = entries.iter().map(|e| e.amount).collect();
+    let balances: Vec<i64> = entries.iter().map(|e| e.balance_after).collect();
+    sqlx::query(
+        "INSERT INTO entries (id, account_id, transfer_id, amount, balance_after) \
+         SELECT id, account_id, transfer_id, amount, balance_after \
+         FROM UNNEST($1::uuid[], $2::uuid[], $3::uuid[], $4::int8[], $5::int8[]) \
+           WITH ORDINALITY AS e(id, account_id, transfer_id, amount, balance_after, n) ORDER BY n",
+    )
+    .bind(ids)
+    .bind(accounts)
+    .bind(transfers)
+    .bind(amounts)
+    .bind(balances)
+    .execute(conn)
+    .await?;
+    Ok(())
 }
 
 /// Transfers touching `account_id` with `seq` below `before`, newest first. Two index scans
