@@ -57,6 +57,11 @@ PGBENCH_MAX_TRIES=1000
 # start (its pool's connections, PostgreSQL's plan and buffer caches).
 WARMUP_SECONDS=2
 WARMUP_CLIENTS=16
+# The server's pool (tally's default TALLY_DB_MAX_CONNECTIONS) and the few psql and tally
+# admin connections of this script: PostgreSQL must have room for them beside pgbench's
+# clients.
+SERVER_POOL_CONNECTIONS="${TALLY_DB_MAX_CONNECTIONS:-20}"
+SCRIPT_CONNECTIONS=2
 READY_POLLS=300
 READY_POLL_SECONDS=0.2
 PASSWORD="bench password 0123456789"
@@ -130,6 +135,14 @@ trap cleanup EXIT
   echo "accounts=$ACCOUNTS"
   echo "hot=$HOT"
 } >"$WORK_DIR/machine.env"
+
+# Fail now, not in the middle of the run, when PostgreSQL is too busy for the 64-client runs.
+NEEDED_CONNECTIONS=$((${CLIENT_COUNTS[-1]} + SERVER_POOL_CONNECTIONS + SCRIPT_CONNECTIONS))
+FREE_CONNECTIONS="$(psql "$ADMIN_URL" -AtXc "SELECT current_setting('max_connections')::int
+  - current_setting('superuser_reserved_connections')::int - count(*) FROM pg_stat_activity
+  WHERE backend_type = 'client backend'")"
+((FREE_CONNECTIONS >= NEEDED_CONNECTIONS)) ||
+  die "PostgreSQL has room for $FREE_CONNECTIONS more connections; this run needs $NEEDED_CONNECTIONS (pgbench's ${CLIENT_COUNTS[-1]} clients, the server's pool of $SERVER_POOL_CONNECTIONS, this script's $SCRIPT_CONNECTIONS): wait for other users of the server, or raise its max_connections"
 
 psql "$ADMIN_URL" -v ON_ERROR_STOP=1 -qXc "CREATE DATABASE $DB_NAME" >/dev/null
 PORT="$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
