@@ -25,7 +25,7 @@ DOCKER ?= docker
 # The image `make docker-build` builds and docker-compose.yml runs.
 IMAGE ?= tally:dev
 
-.PHONY: help build lint fmt migrate run test test-rust test-walkthrough bench verify services-stop clean \
+.PHONY: help build lint fmt migrate run test test-rust test-walkthrough bench bench-smoke verify services-stop clean \
 	docker-build docker-validate compose-up compose-down k8s-validate lint-workflows
 
 help: ## List the targets
@@ -54,7 +54,7 @@ run: ## Find or start PostgreSQL and Redis, migrate, serve on TALLY_LISTEN_ADDR 
 	    trap 'kill -TERM $$worker 2>/dev/null || true; wait $$worker || true' EXIT; \
 	    ./target/debug/tally serve; }
 
-test: test-rust test-walkthrough docker-validate k8s-validate lint-workflows ## Every test tier: unit, API (real PostgreSQL, Redis, SMTP), walkthroughs, gateway checks, container files, manifests, workflows
+test: test-rust test-walkthrough bench-smoke docker-validate k8s-validate lint-workflows ## Every test tier: unit, API (real PostgreSQL, Redis, SMTP), walkthroughs, gateway checks, the bench smoke run, container files, manifests, workflows
 
 test-rust: ## Unit and integration tests (cargo test) against real PostgreSQL, Redis and SMTP
 	$(SERVICES) && scripts/tools.sh aiosmtpd >/dev/null && $(CARGO) test --locked --no-fail-fast
@@ -62,8 +62,20 @@ test-rust: ## Unit and integration tests (cargo test) against real PostgreSQL, R
 test-walkthrough: ## README walkthroughs (buf curl, curl), schemathesis, gRPC-web client vs a real server
 	$(SERVICES) && $(CARGO) build --locked && scripts/walkthrough-test.sh
 
-bench: ## tally bench (uniform, hot) and pgbench side by side on a fresh database (BENCH_* knobs)
+bench: ## tally bench (gRPC, JSON, batch, paced) and pgbench side by side on a fresh database, one table (BENCH_* knobs)
 	scripts/bench.sh
+
+# Only that scripts/bench.sh still runs end to end and prints its whole table: 1 s runs of the
+# debug build, no figure checked (no timing assertion anywhere).
+BENCH_SMOKE_OUT := target/bench-smoke.md
+bench-smoke: ## scripts/bench.sh in 1 s runs of the debug build; checks that its table is printed
+	$(SERVICES) && mkdir -p target && \
+	  BENCH_SECONDS=1 BENCH_PROFILE=dev scripts/bench.sh | tee $(BENCH_SMOKE_OUT) && \
+	  grep -q '^| scenario | transfers/s |' $(BENCH_SMOKE_OUT) && \
+	  grep -q '^| tally gRPC, CreateTransfers of 100' $(BENCH_SMOKE_OUT) && \
+	  grep -q '^| tally gRPC, uniform, 64 clients, paced' $(BENCH_SMOKE_OUT) && \
+	  grep -q '^| JSON ÷ gRPC, hot, 64 clients' $(BENCH_SMOKE_OUT) && \
+	  echo "bench-smoke: the table is printed"
 
 verify: ## Check the ledger invariants of DATABASE_URL (tally verify)
 	$(SERVICES) && $(CARGO) run --locked --quiet -- verify

@@ -1,30 +1,69 @@
 #!/usr/bin/env bash
-# scripts/bench.sh — `tally bench` over gRPC (uniform and hot) and pgbench with the same
-# transaction shape (scripts/pgbench-transfer.sql), one run, one fresh database, side by side.
+# scripts/bench.sh — what `make bench` runs: tally against pgbench, in one run on one fresh
+# database, printed as one markdown table.
 #
 # Usage:
 #   scripts/bench.sh
 #
 # Environment (all optional):
-#   BENCH_CLIENTS       concurrent clients for both tools (default 16)
 #   BENCH_SECONDS       seconds per run (default 10)
-#   BENCH_ACCOUNTS      accounts in the uniform mode (default 100)
-#   BENCH_HOT_ACCOUNTS  accounts in the hot mode (default 4)
-#   BENCH_PROFILE       cargo profile of the server and client (default release)
+#   BENCH_PROFILE       cargo profile of the server and client (default release; dev = debug)
 #   TALLY_BIN           use this tally binary instead of building one
+#   BENCH_ACCOUNTS      accounts of the uniform mode (default 1000)
+#   BENCH_HOT_ACCOUNTS  accounts of the hot mode, the first of those (default 10)
 #   DATABASE_URL        PostgreSQL server (its database name is replaced); else scripts/services.sh
 #
-# Not part of `make test` (it measures, it does not assert); `make bench` runs it.
+# The runs, in this order, each BENCH_SECONDS long (the server and PostgreSQL on this machine):
+#   for 16 then 64 clients, uniform then hot:
+#     tally bench over gRPC, tally bench over JSON (single CreateTransfer calls, closed loop),
+#     pgbench with the same transaction (scripts/pgbench-transfer.sql, -M prepared);
+#   tally bench --batch 100: CreateTransfers of 100 transfers, 8 clients, uniform;
+#   tally bench --rate: uniform, gRPC, 64 clients, paced at half the transfers/s that the
+#     closed-loop run of the same shape reached above; latency counts from each call's due time.
+# Before them, one unreported 2 s run of tally bench warms the server up.
+# The accounts are opened and funded once (`tally bench --setup-only`) and every run reuses
+# them; pgbench's bench_accounts table holds the same ids in the same order, so both tools' hot
+# set is the same accounts. Then `tally verify`, and the table.
+#
+# Not part of `make test`'s assertions (it measures, it asserts nothing about speed); `make
+# bench` runs it, `make bench-smoke` runs it short to check that it still produces its table.
 
 set -euo pipefail
 
 SCRIPT_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 ROOT_DIR="$(cd "$SCRIPT_DIR/.." && pwd)"
-CLIENTS="${BENCH_CLIENTS:-16}"
 DURATION="${BENCH_SECONDS:-10}"
-ACCOUNTS="${BENCH_ACCOUNTS:-100}"
-HOT="${BENCH_HOT_ACCOUNTS:-4}"
 PROFILE="${BENCH_PROFILE:-release}"
+ACCOUNTS="${BENCH_ACCOUNTS:-1000}"
+HOT="${BENCH_HOT_ACCOUNTS:-10}"
+CLIENT_COUNTS=(16 64)
+MODES=(uniform hot)
+# The batch run: transfers per CreateTransfers call, and its clients.
+BATCH_SIZE=100
+BATCH_CLIENTS=8
+# The paced run: its clients, and the share of the closed-loop rate it asks for.
+PACED_CLIENTS=64
+PACED_SHARE=0.5
+# Server limits: every bench account has one owner, no call should wait for a slot, and a
+# batch of 100 needs about 100 * (150 + 256) bytes of the message limit (1 MiB is plenty).
+ACCOUNTS_PER_OWNER_MAX=100000
+CONCURRENCY_MAX=4096
+MAX_MESSAGE_BYTES=1048576
+# pgbench: worker threads (one per core here) and tries per transaction (tally's engine retries
+# a batch 20 times by default; pgbench gets more, so it never gives up first).
+PGBENCH_THREADS="$(nproc)"
+PGBENCH_MAX_TRIES=1000
+# An unreported first run, so that the first measured one does not pay for the server's cold
+# start (its pool's connections, PostgreSQL's plan and buffer caches).
+WARMUP_SECONDS=2
+WARMUP_CLIENTS=16
+# The server's pool (tally's default TALLY_DB_MAX_CONNECTIONS) and the few psql and tally
+# admin connections of this script: PostgreSQL must have room for them beside pgbench's
+# clients.
+SERVER_POOL_CONNECTIONS="${TALLY_DB_MAX_CONNECTIONS:-20}"
+SCRIPT_CONNECTIONS=2
+READY_POLLS=300
+READY_POLL_SECONDS=0.2
 PASSWORD="bench password 0123456789"
 
 log() { printf 'bench.sh: %s\n' "$*" >&2; }
@@ -32,10 +71,18 @@ die() {
   printf 'bench.sh: error: %s\n' "$*" >&2
   exit 1
 }
-command -v pgbench >/dev/null 2>&1 || die "pgbench is required (Debian: apt-get install postgresql-client)"
-command -v psql >/dev/null 2>&1 || die "psql is required (Debian: apt-get install postgresql-client)"
+if ! command -v pgbench >/dev/null 2>&1 || ! command -v psql >/dev/null 2>&1; then
+  if [[ "$(id -u)" -eq 0 ]] && command -v apt-get >/dev/null 2>&1 && [[ -z "${TALLY_NO_INSTALL:-}" ]]; then
+    log "installing postgresql-client (pgbench, psql) via apt-get"
+    apt-get update -qq >&2 || die "apt-get update failed"
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+      postgresql-client >&2 || die "apt-get install postgresql-client failed"
+  else
+    die "pgbench and psql are required (Debian: apt-get install postgresql-client)"
+  fi
+fi
 
-if [[ -z "${DATABASE_URL:-}" ]]; then
+if [[ -z "${DATABASE_URL:-}" || -z "${REDIS_URL:-}" ]]; then
   eval "$("$SCRIPT_DIR/services.sh" env)"
 fi
 cd "$ROOT_DIR"
@@ -64,116 +111,212 @@ URL="$(with_database "$DATABASE_URL" "$DB_NAME")"
 WORK_DIR="$(mktemp -d "${TMPDIR:-/tmp}/tally-bench.XXXXXX")"
 SERVER_PID=""
 cleanup() {
-  [[ -n "$SERVER_PID" ]] && kill -TERM "$SERVER_PID" 2>/dev/null && wait "$SERVER_PID" 2>/dev/null
+  if [[ -n "$SERVER_PID" ]]; then
+    kill -TERM "$SERVER_PID" 2>/dev/null && wait "$SERVER_PID" 2>/dev/null
+  fi
   psql "$ADMIN_URL" -qXc "DROP DATABASE IF EXISTS $DB_NAME WITH (FORCE)" >/dev/null 2>&1 || true
   rm -rf "$WORK_DIR"
 }
 trap cleanup EXIT
 
+# The machine, before anything of this run loads it (after the build, which loads it too: the
+# 1-minute load average includes a build that just ran).
+{
+  echo "nproc=$(nproc)"
+  echo "cpu=$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -1)"
+  echo "mem_kib=$(sed -n 's/^MemTotal:[[:space:]]*\([0-9]*\) kB/\1/p' /proc/meminfo)"
+  echo "loadavg_before=$(cut -d' ' -f1-3 /proc/loadavg)"
+  echo "rustc_before=$(pgrep -fc rustc || true)"
+  echo "clk_tck=$(getconf CLK_TCK)"
+  echo "pg=$(psql "$ADMIN_URL" -AtXc 'SHOW server_version')"
+  echo "pg_settings=$(psql "$ADMIN_URL" -AtXc "SELECT string_agg(name || ' ' || current_setting(name), ', ' ORDER BY name) FROM unnest(ARRAY['fsync', 'synchronous_commit', 'shared_buffers', 'max_connections']) AS name")"
+  echo "profile=$PROFILE"
+  echo "seconds=$DURATION"
+  echo "accounts=$ACCOUNTS"
+  echo "hot=$HOT"
+} >"$WORK_DIR/machine.env"
+
+# Fail now, not in the middle of the run, when PostgreSQL is too busy for the 64-client runs.
+NEEDED_CONNECTIONS=$((${CLIENT_COUNTS[-1]} + SERVER_POOL_CONNECTIONS + SCRIPT_CONNECTIONS))
+FREE_CONNECTIONS="$(psql "$ADMIN_URL" -AtXc "SELECT current_setting('max_connections')::int
+  - current_setting('superuser_reserved_connections')::int - count(*) FROM pg_stat_activity
+  WHERE backend_type = 'client backend'")"
+((FREE_CONNECTIONS >= NEEDED_CONNECTIONS)) ||
+  die "PostgreSQL has room for $FREE_CONNECTIONS more connections; this run needs $NEEDED_CONNECTIONS (pgbench's ${CLIENT_COUNTS[-1]} clients, the server's pool of $SERVER_POOL_CONNECTIONS, this script's $SCRIPT_CONNECTIONS): wait for other users of the server, or raise its max_connections"
+
 psql "$ADMIN_URL" -v ON_ERROR_STOP=1 -qXc "CREATE DATABASE $DB_NAME" >/dev/null
 PORT="$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
-DATABASE_URL="$URL" TALLY_ACCOUNTS_PER_OWNER_MAX=100000 RUST_LOG=warn \
+DATABASE_URL="$URL" TALLY_ACCOUNTS_PER_OWNER_MAX="$ACCOUNTS_PER_OWNER_MAX" \
+  TALLY_CONCURRENCY_MAX="$CONCURRENCY_MAX" TALLY_MAX_MESSAGE_BYTES="$MAX_MESSAGE_BYTES" RUST_LOG=warn \
   "$BIN" serve --migrate true --listen-addr "127.0.0.1:$PORT" >"$WORK_DIR/server.log" 2>&1 &
 SERVER_PID=$!
-for _ in $(seq 1 300); do
+for _ in $(seq 1 "$READY_POLLS"); do
   curl -fsS "http://127.0.0.1:$PORT/readyz" >/dev/null 2>&1 && break
   kill -0 "$SERVER_PID" 2>/dev/null || die "the server exited: $(tail -5 "$WORK_DIR/server.log")"
-  sleep 0.2
+  sleep "$READY_POLL_SECONDS"
 done
 
 USER_NAME="bench_$$"
 printf '%s\n' "$PASSWORD" | DATABASE_URL="$URL" RUST_LOG=warn "$BIN" admin create-user \
   --username "$USER_NAME" --email "$USER_NAME@example.com" >/dev/null
 DATABASE_URL="$URL" RUST_LOG=warn "$BIN" admin grant-role "$USER_NAME" banker >/dev/null
-
-# run_tally ACCOUNTS MODE [MORE ARGS] — one `tally bench` run (it opens its own accounts).
-run_tally() {
-  local accounts="$1" mode="$2"
-  shift 2
-  "$BIN" bench --addr "http://127.0.0.1:$PORT" --username "$USER_NAME" --password "$PASSWORD" \
-    --clients "$CLIENTS" --seconds "$DURATION" --accounts "$accounts" --mode "$mode" \
-    --hot-accounts "$HOT" "$@"
-}
-log "tally bench, uniform: $CLIENTS clients, $ACCOUNTS accounts, ${DURATION}s"
-run_tally "$ACCOUNTS" uniform | tee "$WORK_DIR/tally-uniform.txt" >&2
-log "tally bench, hot: $CLIENTS clients, $HOT accounts, ${DURATION}s"
-run_tally "$HOT" hot | tee "$WORK_DIR/tally-hot.txt" >&2
-log "tally bench, JSON versus gRPC: GetAccount and CreateTransfer"
-run_tally "$ACCOUNTS" uniform --operation get-account --protocol grpc |
-  tee "$WORK_DIR/tally-get-grpc.txt" >&2
-run_tally "$ACCOUNTS" uniform --operation get-account --protocol json |
-  tee "$WORK_DIR/tally-get-json.txt" >&2
-run_tally "$ACCOUNTS" uniform --operation transfer --protocol json |
-  tee "$WORK_DIR/tally-uniform-json.txt" >&2
-
 REQUESTER="$(psql "$URL" -qAtXc "SELECT id FROM users WHERE username = '$USER_NAME'")"
-# pgbench's accounts: the bench user's, numbered in id order, so the hot set is the same
-# accounts-per-run size as tally's.
-run_pgbench() {
-  local accounts="$1" name="$2"
-  psql "$URL" -v ON_ERROR_STOP=1 -qX >/dev/null <<SQL
-DROP TABLE IF EXISTS bench_accounts;
-CREATE TABLE bench_accounts AS
-  SELECT row_number() OVER (ORDER BY id) AS i, id FROM accounts
-  WHERE owner_id = '$REQUESTER' ORDER BY id LIMIT $accounts;
-CREATE UNIQUE INDEX ON bench_accounts (i);
-SQL
-  (cd "$WORK_DIR" && pgbench -n -M simple -c "$CLIENTS" -j 2 -T "$DURATION" --max-tries=1000 \
-    -l --log-prefix="pgbench-$name" -f "$SCRIPT_DIR/pgbench-transfer.sql" \
-    -D naccounts="$accounts" -D requester="$REQUESTER" "$URL") >"$WORK_DIR/pgbench-$name.txt" 2>&1 ||
-    die "pgbench failed: $(tail -5 "$WORK_DIR/pgbench-$name.txt")"
+
+ACCOUNTS_FILE="$WORK_DIR/accounts.txt"
+tally_bench() {
+  "$BIN" bench --addr "http://127.0.0.1:$PORT" --username "$USER_NAME" --password "$PASSWORD" \
+    --accounts "$ACCOUNTS" --accounts-file "$ACCOUNTS_FILE" --hot-accounts "$HOT" "$@"
 }
-log "pgbench, uniform"
-run_pgbench "$ACCOUNTS" uniform
-log "pgbench, hot"
-run_pgbench "$HOT" hot
+log "opening and funding $ACCOUNTS accounts"
+SETUP_STARTED=$SECONDS
+tally_bench --setup-only
+log "accounts ready in $((SECONDS - SETUP_STARTED)) s"
+# pgbench's accounts: the same ids, numbered in the file's order.
+psql "$URL" -v ON_ERROR_STOP=1 -qX >/dev/null <<SQL
+CREATE TABLE bench_accounts (i bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY, id uuid NOT NULL);
+\copy bench_accounts (id) FROM '$ACCOUNTS_FILE'
+SQL
+log "warming up: $WARMUP_SECONDS s, not reported"
+tally_bench --seconds "$WARMUP_SECONDS" --clients "$WARMUP_CLIENTS" >/dev/null
+
+# run_tally NAME [tally bench options] — one run; its summary goes to NAME.json, its report to
+# stderr.
+run_tally() {
+  local name="$1"
+  shift
+  log "tally bench $name: $*"
+  tally_bench --seconds "$DURATION" --server-pid "$SERVER_PID" --summary-json "$@" \
+    >"$WORK_DIR/$name.out"
+  sed '$d' "$WORK_DIR/$name.out" >&2
+  tail -1 "$WORK_DIR/$name.out" >"$WORK_DIR/$name.json"
+}
+# run_pgbench NAME CLIENTS ACCOUNTS — pgbench at its best: prepared statements, no
+# per-transaction log; its summary goes to NAME.txt.
+run_pgbench() {
+  local name="$1" clients="$2" accounts="$3"
+  log "pgbench $name: $clients clients over $accounts accounts"
+  pgbench -n -M prepared -c "$clients" -j "$PGBENCH_THREADS" -T "$DURATION" -P "$DURATION" \
+    --max-tries="$PGBENCH_MAX_TRIES" --failures-detailed -f "$SCRIPT_DIR/pgbench-transfer.sql" \
+    -D naccounts="$accounts" -D requester="$REQUESTER" "$URL" >"$WORK_DIR/$name.txt" 2>&1 ||
+    die "pgbench failed: $(tail -5 "$WORK_DIR/$name.txt")"
+  grep -E '^(tps|latency|number of (transactions actually|failed)|total number)' \
+    "$WORK_DIR/$name.txt" >&2
+}
+
+for clients in "${CLIENT_COUNTS[@]}"; do
+  for mode in "${MODES[@]}"; do
+    for protocol in grpc json; do
+      run_tally "$protocol-$mode-$clients" --protocol "$protocol" --mode "$mode" --clients "$clients"
+    done
+    if [[ "$mode" == hot ]]; then pool="$HOT"; else pool="$ACCOUNTS"; fi
+    run_pgbench "pgbench-$mode-$clients" "$clients" "$pool"
+  done
+done
+run_tally "batch-uniform-$BATCH_CLIENTS" --protocol grpc --mode uniform \
+  --clients "$BATCH_CLIENTS" --batch "$BATCH_SIZE"
+RATE="$(python3 -c 'import json, sys; print(max(1, round(json.load(open(sys.argv[1]))["per_second"] * float(sys.argv[2]))))' \
+  "$WORK_DIR/grpc-uniform-$PACED_CLIENTS.json" "$PACED_SHARE")"
+echo "$RATE" >"$WORK_DIR/paced.rate"
+run_tally "paced-uniform-$PACED_CLIENTS" --protocol grpc --mode uniform \
+  --clients "$PACED_CLIENTS" --rate "$RATE"
 
 log "tally verify after both tools"
 DATABASE_URL="$URL" RUST_LOG=warn "$BIN" verify | tail -1 >&2
+echo "rustc_after=$(pgrep -fc rustc || true)" >>"$WORK_DIR/machine.env"
+echo "loadavg_after=$(cut -d' ' -f1-3 /proc/loadavg)" >>"$WORK_DIR/machine.env"
 
-python3 - "$WORK_DIR" "$CLIENTS" "$DURATION" <<'EOF'
-import glob, os, re, sys
-work, clients, duration = sys.argv[1], sys.argv[2], sys.argv[3]
+python3 - "$WORK_DIR" "$BATCH_SIZE" "$BATCH_CLIENTS" "$PACED_CLIENTS" "${CLIENT_COUNTS[@]}" <<'EOF'
+import json, os, re, sys
+work, batch, batch_clients, paced_clients = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4]
+client_counts = sys.argv[5:]
+machine = dict(line.rstrip("\n").split("=", 1) for line in open(os.path.join(work, "machine.env")))
+clk_tck = int(machine["clk_tck"])
+MICROS = 1_000_000
 
 def tally(name):
-    text = open(os.path.join(work, f"tally-{name}.txt")).read()
-    tps = re.search(r"calls/s\s+(\d+)", text).group(1)
-    lat = re.search(r"p50 ([\d.]+)\s+p90 ([\d.]+)\s+p99 ([\d.]+)\s+max ([\d.]+)", text).groups()
-    retries = re.search(r"retries\s+(\d+)", text).group(1)
-    errors = re.search(r"errors\s+(.*)", text).group(1)
-    return tps, lat, retries, errors
+    s = json.load(open(os.path.join(work, f"{name}.json")))
+    errors = sum(s["errors"].values())
+    cpu = (s["server_cpu_ticks"] / clk_tck * MICROS / s["succeeded"]
+           if s["succeeded"] and s["server_cpu_ticks"] is not None else None)
+    detail = ", ".join(f"{code} {n}" for code, n in s["errors"].items())
+    return {"tps": s["per_second"], "p50": s["p50_ms"], "p99": s["p99_ms"], "mean": s["mean_ms"],
+            "retries": s["retries"], "errors": errors, "detail": detail,
+            "refused": s["refused"], "aborted": s["aborted"], "cpu": cpu}
 
 def pgbench(name):
-    text = open(os.path.join(work, f"pgbench-{name}.txt")).read()
-    tps = re.search(r"tps = ([\d.]+)", text).group(1)
-    retried = re.search(r"number of transactions retried: (\d+)", text)
-    failed = re.search(r"number of failed transactions: (\d+)", text)
-    lats = []
-    for path in glob.glob(os.path.join(work, f"pgbench-{name}*")):
-        if path.endswith(".txt"):
-            continue
-        for line in open(path):
-            lats.append(int(line.split()[2]))
-    lats.sort()
-    pick = lambda p: lats[min(len(lats) - 1, round(p / 100 * (len(lats) - 1)))] / 1000
-    lat = tuple(f"{v:.2f}" for v in (pick(50), pick(90), pick(99), lats[-1] / 1000))
-    return (f"{float(tps):.0f}", lat, retried.group(1) if retried else "?",
-            f"{failed.group(1)} failed" if failed else "?")
+    text = open(os.path.join(work, f"{name}.txt")).read()
+    def number(pattern):
+        m = re.search(pattern, text)
+        if not m:
+            sys.exit(f"bench.sh: no '{pattern}' in pgbench's output:\n{text}")
+        return float(m.group(1))
+    failed = int(number(r"number of failed transactions: (\d+)"))
+    aborted = int(number(r"number of serialization failures: (\d+)")
+                  + number(r"number of deadlock failures: (\d+)"))
+    return {"tps": number(r"tps = ([\d.]+)"), "p50": None, "p99": None,
+            "mean": number(r"latency average = ([\d.]+) ms"),
+            "retries": int(number(r"total number of retries: (\d+)")),
+            "errors": failed, "detail": "", "refused": 0, "aborted": aborted, "cpu": None}
 
-print(f"\n{clients} clients, {duration} s per run\n")
-print(f"| tool | mode | transfers/s | p50 ms | p90 ms | p99 ms | max ms | retries | errors |")
-print(f"|---|---|---|---|---|---|---|---|---|")
-for name in ("uniform", "hot"):
-    for tool, f in (("tally bench (gRPC)", tally), ("pgbench (SQL only)", pgbench)):
-        tps, lat, retries, errors = f(name)
-        print(f"| {tool} | {name} | {tps} | {' | '.join(lat)} | {retries} | {errors} |")
+def ms(v): return "n/a" if v is None else f"{v:.2f}"
+def ratio(a, b): return "n/a" if a is None or not b else f"{a / b:.2f}×"
+def errors(r):
+    parts = [f"{r['errors']}" + (f" ({r['detail']})" if r["detail"] else "")]
+    if r["refused"]:
+        parts.append(f"{r['refused']} refused by a rule")
+    return "; ".join(parts)
+def row(scenario, r, vs):
+    cpu = "n/a" if r["cpu"] is None else f"{r['cpu']:.0f}"
+    print(f"| {scenario} | {r['tps']:.0f} | {vs} | {ms(r['p50'])} | {ms(r['p99'])} | "
+          f"{ms(r['mean'])} | {r['retries']} | {errors(r)} | {r['aborted']} | {cpu} |")
 
-print(f"\nHTTP JSON (gateway, HTTP/1.1) versus gRPC (HTTP/2), uniform, {clients} clients\n")
-print("| operation | gRPC calls/s | JSON calls/s | JSON / gRPC | gRPC p50 ms | JSON p50 ms |")
-print("|---|---|---|---|---|---|")
-for op, grpc_name, json_name in (("GetAccount", "get-grpc", "get-json"),
-                                 ("CreateTransfer", "uniform", "uniform-json")):
-    g, j = tally(grpc_name), tally(json_name)
-    ratio = float(j[0]) / float(g[0]) if float(g[0]) else 0.0
-    print(f"| {op} | {g[0]} | {j[0]} | {ratio:.2f} | {g[1][0]} | {j[1][0]} |")
+gib = int(machine["mem_kib"]) / (1024 * 1024)
+print()
+print(f"Machine: {machine['nproc']} CPUs ({machine['cpu']}), {gib:.0f} GiB; PostgreSQL "
+      f"{machine['pg']} ({machine['pg_settings']}); tally {machine['profile']} build; server, "
+      f"clients and PostgreSQL on this one machine.")
+print(f"Load average before the runs: {machine['loadavg_before']} (after: "
+      f"{machine['loadavg_after']}); rustc processes running before: {machine['rustc_before']}, "
+      f"after: {machine['rustc_after']}.")
+print(f"{machine['seconds']} s per run; uniform = any two of {machine['accounts']} accounts, "
+      f"hot = any two of the first {machine['hot']} of them.")
+print()
+print("| scenario | transfers/s | vs pgbench | p50 ms | p99 ms | mean ms | retries | errors "
+      "| ABORTED | server CPU µs/transfer |")
+print("|---|---|---|---|---|---|---|---|---|---|")
+results = {}
+for clients in client_counts:
+    for mode in ("uniform", "hot"):
+        anchor = pgbench(f"pgbench-{mode}-{clients}")
+        results[("pgbench", mode, clients)] = anchor
+        for protocol, label in (("grpc", "gRPC"), ("json", "JSON")):
+            r = tally(f"{protocol}-{mode}-{clients}")
+            results[(protocol, mode, clients)] = r
+            row(f"tally {label}, {mode}, {clients} clients", r, ratio(r["tps"], anchor["tps"]))
+        row(f"pgbench, {mode}, {clients} clients", anchor, "1.00× (anchor)")
+top = client_counts[-1]
+anchor = results[("pgbench", "uniform", top)]
+r = tally(f"batch-uniform-{batch_clients}")
+row(f"tally gRPC, CreateTransfers of {batch}, uniform, {batch_clients} clients", r,
+    f"{ratio(r['tps'], anchor['tps'])} (vs pgbench uniform, {top} clients)")
+rate = open(os.path.join(work, "paced.rate")).read().strip()
+r = tally(f"paced-uniform-{paced_clients}")
+row(f"tally gRPC, uniform, {paced_clients} clients, paced at {rate} calls/s (half its closed "
+    f"loop)", r, "n/a (paced)")
+for clients in client_counts:
+    for mode in ("uniform", "hot"):
+        g, j = results[("grpc", mode, clients)], results[("json", mode, clients)]
+        print(f"| JSON ÷ gRPC, {mode}, {clients} clients | {ratio(j['tps'], g['tps'])} | | "
+              f"{ratio(j['p50'], g['p50'])} | {ratio(j['p99'], g['p99'])} | "
+              f"{ratio(j['mean'], g['mean'])} | | | | {ratio(j['cpu'], g['cpu'])} |")
+print()
+print("transfers/s: succeeded transfers per second (CreateTransfers: transfers, not calls). "
+      "Latencies are per call, from when the call was sent (paced: from when it was due). "
+      "retries: server-side transaction retries summed over transfers (tally: tally-attempts "
+      "- 1 per transfer; pgbench: its total number of retries). ABORTED: transfers answered "
+      "ABORTED (pgbench: transactions that failed all --max-tries on serialization or "
+      "deadlock). pgbench p50/p99: n/a, because pgbench has percentiles only from its "
+      "per-transaction log (-l), which costs the anchor client CPU on this machine; its mean "
+      "is its own 'latency average'. server CPU: utime + stime of the tally server process "
+      "over the run (/proc/PID/stat) per succeeded transfer; PostgreSQL's CPU is not in it.")
 EOF
