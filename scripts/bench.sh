@@ -20,7 +20,8 @@
 #   tally bench --batch 100: CreateTransfers of 100 transfers, 8 clients, uniform;
 #   tally bench --rate: uniform, gRPC, 64 clients, paced at half the transfers/s that the
 #     closed-loop run of the same shape reached above; latency counts from each call's due time.
-# Before them, one unreported 2 s run of tally bench warms the server up.
+# Before them, one unreported 2 s run of tally bench warms the server up. Before every run, of
+# either tool, `VACUUM (ANALYZE)` of accounts, transfers and entries and a `CHECKPOINT`.
 # The accounts are opened and funded once (`tally bench --setup-only`) and every run reuses
 # them; pgbench's bench_accounts table holds the same ids in the same order, so both tools' hot
 # set is the same accounts. Then `tally verify`, and the table.
@@ -179,11 +180,22 @@ SQL
 log "warming up: $WARMUP_SECONDS s, not reported"
 tally_bench --seconds "$WARMUP_SECONDS" --clients "$WARMUP_CLIENTS" >/dev/null
 
+# settle — before every run, of either tool: vacuum and analyze the ledger tables and write a
+# checkpoint, so that no run inherits the previous one's dead rows (pgbench's hot runs leave
+# thousands of dead versions of 10 account rows), a stale plan or a checkpoint in the middle of
+# its 10 s. The same for both tools; pgbench does the same itself for its own tables unless -n.
+settle() {
+  psql "$URL" -v ON_ERROR_STOP=1 -qXc "VACUUM (ANALYZE) accounts, transfers, entries" >/dev/null
+  psql "$URL" -qXc "CHECKPOINT" >/dev/null 2>&1 ||
+    log "CHECKPOINT refused (needs superuser or pg_checkpoint); runs may overlap a checkpoint"
+}
+
 # run_tally NAME [tally bench options] — one run; its summary goes to NAME.json, its report to
 # stderr.
 run_tally() {
   local name="$1"
   shift
+  settle
   log "tally bench $name: $*"
   tally_bench --seconds "$DURATION" --server-pid "$SERVER_PID" --summary-json "$@" \
     >"$WORK_DIR/$name.out"
@@ -194,6 +206,7 @@ run_tally() {
 # per-transaction log; its summary goes to NAME.txt.
 run_pgbench() {
   local name="$1" clients="$2" accounts="$3"
+  settle
   log "pgbench $name: $clients clients over $accounts accounts"
   pgbench -n -M prepared -c "$clients" -j "$PGBENCH_THREADS" -T "$DURATION" -P "$DURATION" \
     --max-tries="$PGBENCH_MAX_TRIES" --failures-detailed -f "$SCRIPT_DIR/pgbench-transfer.sql" \
