@@ -122,7 +122,7 @@ fn plan_chain(
     if rejected || (replayed > 0 && replayed < members.len()) {
         // Nothing is written for the chain. What was recorded before stays what it was.
         let why = if rejected {
-            "another transfer of its linked chain was rejected; nothing was written for this one"
+            CHAIN_REJECTED
         } else {
             "its linked chain mixes transfers recorded before with new ones, so it cannot be \
              applied as a unit; nothing was written for this one"
@@ -204,10 +204,7 @@ fn plan_chain(
                 plan.outcomes.push(Planned::Rejected(if i == at {
                     err.take().expect("one error for the failing member")
                 } else {
-                    linked_failed(
-                        "another transfer of its linked chain was rejected; nothing was written \
-                         for this one",
-                    )
+                    linked_failed(CHAIN_REJECTED)
                 }));
             }
         }
@@ -287,7 +284,12 @@ fn record(
     plan.outcomes.push(Planned::Recorded(index));
 }
 
-fn linked_failed(message: &str) -> Error {
+/// Why a member of a chain that had a rejected member moved nothing.
+pub(super) const CHAIN_REJECTED: &str =
+    "another transfer of its linked chain was rejected; nothing was written for this one";
+
+/// The answer of a chain member that moved nothing because of another member.
+pub(super) fn linked_failed(message: &str) -> Error {
     Error::refused(Reason::LinkedTransferFailed, message.to_owned())
 }
 

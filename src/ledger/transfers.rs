@@ -4,7 +4,7 @@ use uuid::Uuid;
 
 use super::{
     AMOUNT_MAX, Chain, Kind, Ledger, MEMO_CHARS_MAX, Page, Posting, Transfer, accounts::next_token,
-    page,
+    page, plan,
 };
 use crate::{
     auth::{Permission, Principal},
@@ -194,7 +194,7 @@ impl Ledger {
                         places.push(i);
                     }
                     Ok(_) => {
-                        answers[i] = Some(Err(linked_rejected()));
+                        answers[i] = Some(Err(plan::linked_failed(plan::CHAIN_REJECTED)));
                     }
                     Err(err) => answers[i] = Some(Err(err)),
                 }
@@ -363,12 +363,4 @@ fn chain_ranges(items: &[BatchItem], atomic: bool) -> Vec<std::ops::Range<usize>
         ranges.push(start..items.len());
     }
     ranges
-}
-
-fn linked_rejected() -> Error {
-    Error::refused(
-        Reason::LinkedTransferFailed,
-        "another transfer of its linked chain was rejected; nothing was written for this \
-                  one",
-    )
 }
