@@ -276,18 +276,7 @@ impl TestApp {
         amount: i64,
     ) -> Result<pb::Transfer, Status> {
         self.transfers()
-            .create_transfer(authed(
-                token,
-                pb::CreateTransferRequest {
-                    transfer_id: Uuid::new_v4().to_string(),
-                    from_account_id: from.into(),
-                    to_account_id: to.into(),
-                    amount,
-                    currency: "USD".into(),
-                    memo: None,
-                    linked: false,
-                },
-            ))
+            .create_transfer(authed(token, transfer_request(from, to, amount)))
             .await
             .map(|r| r.into_inner())
     }
@@ -390,6 +379,19 @@ fn forget_queue(redis_url: &str, queue: &str) -> redis::RedisResult<()> {
         conn.del::<_, ()>(keys)?;
     }
     Ok(())
+}
+
+/// A USD transfer request with a fresh id.
+pub fn transfer_request(from: &str, to: &str, amount: i64) -> pb::CreateTransferRequest {
+    pb::CreateTransferRequest {
+        transfer_id: Uuid::new_v4().to_string(),
+        from_account_id: from.into(),
+        to_account_id: to.into(),
+        amount,
+        currency: "USD".into(),
+        memo: None,
+        linked: false,
+    }
 }
 
 /// `message` with `authorization: Bearer <token>`.

@@ -13,15 +13,7 @@ use uuid::Uuid;
 use crate::helpers::*;
 
 fn item(from: &str, to: &str, amount: i64) -> pb::CreateTransferRequest {
-    pb::CreateTransferRequest {
-        transfer_id: Uuid::new_v4().to_string(),
-        from_account_id: from.into(),
-        to_account_id: to.into(),
-        amount,
-        currency: "USD".into(),
-        memo: None,
-        linked: false,
-    }
+    transfer_request(from, to, amount)
 }
 
 fn linked(mut item: pb::CreateTransferRequest) -> pb::CreateTransferRequest {
@@ -214,7 +206,13 @@ async fn a_chain_of_three_whose_middle_lacks_funds_moves_nothing() {
     );
     let status = assert_code(
         app.transfers()
-            .create_transfer(authed(&p.token, chain[0].clone().tap_linked(false)))
+            .create_transfer(authed(
+                &p.token,
+                pb::CreateTransferRequest {
+                    linked: false,
+                    ..chain[0].clone()
+                },
+            ))
             .await,
         Code::FailedPrecondition,
     );
@@ -231,17 +229,6 @@ async fn a_chain_of_three_whose_middle_lacks_funds_moves_nothing() {
     );
     assert_eq!(app.balance(&p.token, &p.b).await, 200);
     assert!(app.verify().await.is_consistent());
-}
-
-trait TapLinked {
-    fn tap_linked(self, linked: bool) -> Self;
-}
-
-impl TapLinked for pb::CreateTransferRequest {
-    fn tap_linked(mut self, linked: bool) -> Self {
-        self.linked = linked;
-        self
-    }
 }
 
 #[tokio::test]
