@@ -7,10 +7,11 @@
 #   docker run --rm -e DATABASE_URL=... tally:dev migrate up
 #
 # Stage 1 (builder) compiles the dependencies first, against a dummy main, in a layer of its own:
-# it is rebuilt only when Cargo.toml, Cargo.lock, build.rs or proto/ change, so editing src/
-# recompiles just the tally crate. build.rs compiles proto/ with protox (pure Rust), so no
-# system protoc is needed. Stage 2 (runtime) is Debian slim with CA certificates and the binary,
-# running as a numeric non-root user.
+# it is rebuilt only when Cargo.toml, Cargo.lock, build.rs, proto/ or vendor/ (a patched
+# dependency, see vendor/README.md) change, so editing src/ recompiles just the tally crate.
+# build.rs compiles proto/ with protox (pure Rust), so no system protoc is needed. Stage 2
+# (runtime) is Debian slim with CA certificates and the binary, running as a numeric non-root
+# user.
 
 ARG RUST_VERSION=1.95
 ARG DEBIAN_SUITE=bookworm
@@ -21,6 +22,7 @@ WORKDIR /build
 # 1. Dependencies (and the generated protobuf code), cached as long as these inputs don't change.
 COPY Cargo.toml Cargo.lock build.rs ./
 COPY proto ./proto
+COPY vendor ./vendor
 RUN mkdir src \
  && echo 'fn main() {}' > src/main.rs \
  && touch src/lib.rs

@@ -49,7 +49,20 @@ if [[ -z "$deps_line" || -z "$src_line" || "$deps_line" -ge "$src_line" ]]; then
   log "FAIL Dockerfile: src/ must be copied after the dependency layer"
   failed=1
 fi
-[[ "$failed" -eq 0 ]] && log "ok   Dockerfile (layering, user, entrypoint)"
+# A patched dependency (Cargo.toml's [patch.crates-io] paths) must reach the dependency layer:
+# copied before the dummy build and let through .dockerignore.
+for patched in $(sed -nE 's/^[a-z0-9_-]+ = \{ path = "([^"]+)" \}$/\1/p' Cargo.toml); do
+  copy_line="$(grep -nE "^COPY ${patched%%/*} " Dockerfile | head -n1 | cut -d: -f1)"
+  if [[ -z "$copy_line" || -z "$src_line" || "$copy_line" -ge "$src_line" ]]; then
+    log "FAIL Dockerfile: patched dependency $patched must be copied before src/"
+    failed=1
+  fi
+  if ! grep -qxF "!${patched%%/*}/" .dockerignore; then
+    log "FAIL .dockerignore: patched dependency $patched is not let through"
+    failed=1
+  fi
+done
+[[ "$failed" -eq 0 ]] && log "ok   Dockerfile (layering, user, entrypoint, patched dependencies)"
 
 if ! "$PYTHON" "$SCRIPT_DIR/compose-validate.py" docker-compose.yml; then
   failed=1
