@@ -20,6 +20,8 @@ use crate::{
 const SHELL_ACTOR: &str = "shell";
 /// Verification codes of users created from the shell live as long as the default.
 const ADMIN_VERIFICATION_TTL: Duration = Duration::from_secs(86_400);
+/// The shell's one hash at a time never waits behind anything but itself.
+const ADMIN_HASH_WAIT: Duration = Duration::from_secs(60);
 /// `dead-letters` lines are cut to this many characters of the error.
 const DEAD_LETTER_ERROR_CHARS_SHOWN: usize = 200;
 
@@ -41,6 +43,8 @@ pub async fn run(pool: PgPool, action: AdminAction) -> anyhow::Result<()> {
             login_failures_max: 1,
             login_failure_window: Duration::from_secs(1),
             verification_ttl: ADMIN_VERIFICATION_TTL,
+            hash_concurrency_max: 1,
+            hash_wait: ADMIN_HASH_WAIT,
         },
         // No Redis here: the worker's outbox sweep queues the mail of users made from the shell.
         None,

@@ -110,6 +110,8 @@ impl Application {
                 login_failures_max: settings.login_failures_max,
                 login_failure_window: settings.login_failure_window,
                 verification_ttl: settings.verification_ttl,
+                hash_concurrency_max: settings.hash_concurrency_max,
+                hash_wait: settings.hash_wait,
             },
             Some(Relay::spawn(
                 pool.clone(),

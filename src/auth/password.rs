@@ -1,10 +1,20 @@
 //! Password hashing with argon2id at the OWASP parameters (m = 19 MiB, t = 2, p = 1).
 //!
-//! Hashing is deliberately slow (tens of milliseconds), so it runs on the blocking pool, never
-//! on the async workers. Unknown users are checked against a dummy hash computed once, so a
-//! login for a missing user costs the same as a wrong password.
+//! Hashing is deliberately slow (tens of milliseconds) and takes 19 MiB while it runs, so it is
+//! bounded: every hash or check needs a [`HashPermit`] from the process's [`Hashing`] pool
+//! (about one per core), taken before any work starts and waited for only briefly; a caller
+//! that gets none is answered `UNAVAILABLE`. A caller that goes away while it waits never
+//! starts a hash; a hash that has started keeps its permit until it ends, so abandoned work
+//! still counts against the bound. Hashes run on the blocking pool, never on the async
+//! workers. Unknown users are checked against a dummy hash computed once, so a login for a
+//! missing user costs the same as a wrong password.
 
-use std::sync::LazyLock;
+use std::{
+    sync::{Arc, LazyLock},
+    time::Duration,
+};
+
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use argon2::{
     Algorithm, Argon2, Params, Version,
@@ -43,32 +53,75 @@ static DUMMY_HASH: LazyLock<String> = LazyLock::new(|| {
         .to_string()
 });
 
-/// Returns the PHC string of a new argon2id hash of `password`.
-pub async fn hash(password: String) -> Result<String> {
-    tokio::task::spawn_blocking(move || {
-        hasher()
-            .hash_password(password.as_bytes())
-            .map(|h| h.to_string())
-            .map_err(|err| Error::internal(anyhow::anyhow!("argon2 hash failed: {err}")))
-    })
-    .await
-    .map_err(Error::internal)?
+/// The bounded pool of password hashing: at most `permits` hashes at once, process-wide.
+#[derive(Clone)]
+pub struct Hashing {
+    permits: Arc<Semaphore>,
+    wait: Duration,
 }
 
-/// Checks `password` against a stored PHC hash, or against the dummy hash when `stored` is
-/// `None`, so both paths cost the same. Returns true only for a real match.
-pub async fn verify(password: String, stored: Option<String>) -> Result<bool> {
-    tokio::task::spawn_blocking(move || {
-        let is_real = stored.is_some();
-        let phc = stored.unwrap_or_else(|| DUMMY_HASH.clone());
-        // The comparison inside argon2 is constant-time.
-        let matched = hasher()
-            .verify_password(password.as_bytes(), phc.as_str())
-            .is_ok();
-        is_real && matched
-    })
-    .await
-    .map_err(Error::internal)
+/// The right to run one hash or check: see [`Hashing::permit`].
+pub struct HashPermit {
+    /// Released when the hash it allowed ends (it moves into the blocking task).
+    _held: OwnedSemaphorePermit,
+}
+
+impl Hashing {
+    /// `permits` hashes at once (at least one); a caller waits at most `wait` for one.
+    pub fn new(permits: usize, wait: Duration) -> Self {
+        Self {
+            permits: Arc::new(Semaphore::new(permits.max(1))),
+            wait,
+        }
+    }
+
+    /// Waits up to the pool's wait for a permit; then `UNAVAILABLE`. Take it before any other
+    /// work the hash depends on (a transaction, a row lock), so that no caller holds those
+    /// while it queues for hashing.
+    pub async fn permit(&self) -> Result<HashPermit> {
+        match tokio::time::timeout(self.wait, self.permits.clone().acquire_owned()).await {
+            Ok(Ok(permit)) => Ok(HashPermit { _held: permit }),
+            Ok(Err(closed)) => Err(Error::internal(closed)),
+            Err(_) => {
+                metrics::counter!("tally_password_hash_rejected_total").increment(1);
+                Err(Error::Unavailable(anyhow::anyhow!(
+                    "the server is busy hashing passwords; retry in a moment"
+                )))
+            }
+        }
+    }
+}
+
+impl HashPermit {
+    /// Returns the PHC string of a new argon2id hash of `password`.
+    pub async fn hash(self, password: String) -> Result<String> {
+        tokio::task::spawn_blocking(move || {
+            let _permit = self;
+            hasher()
+                .hash_password(password.as_bytes())
+                .map(|h| h.to_string())
+                .map_err(|err| Error::internal(anyhow::anyhow!("argon2 hash failed: {err}")))
+        })
+        .await
+        .map_err(Error::internal)?
+    }
+
+    /// Checks `password` against a stored PHC hash, or against the dummy hash when `stored`
+    /// is `None`, so both paths cost the same. Returns true only for a real match.
+    pub async fn verify(self, password: String, stored: Option<String>) -> Result<bool> {
+        tokio::task::spawn_blocking(move || {
+            let _permit = self;
+            let is_real = stored.is_some();
+            let phc = stored.unwrap_or_else(|| DUMMY_HASH.clone());
+            // The comparison inside argon2 is constant-time.
+            let matched = hasher()
+                .verify_password(password.as_bytes(), phc.as_str())
+                .is_ok();
+            is_real && matched
+        })
+        .await
+        .map_err(Error::internal)
+    }
 }
 
 /// Warms the dummy hash so the first unknown-user login is not measurably slower.
@@ -80,17 +133,32 @@ pub fn warm_up() {
 mod tests {
     use super::*;
 
+    fn pool(permits: usize) -> Hashing {
+        Hashing::new(permits, Duration::from_millis(50))
+    }
+
     #[tokio::test]
     async fn a_hash_verifies_its_password_and_nothing_else() {
-        let phc = hash("correct horse battery staple".into()).await.unwrap();
+        let pool = pool(1);
+        let phc = pool
+            .permit()
+            .await
+            .unwrap()
+            .hash("correct horse battery staple".into())
+            .await
+            .unwrap();
         assert!(phc.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"), "{phc}");
+        let permit = pool.permit().await.unwrap();
         assert!(
-            verify("correct horse battery staple".into(), Some(phc.clone()))
+            permit
+                .verify("correct horse battery staple".into(), Some(phc.clone()))
                 .await
                 .unwrap()
         );
+        let permit = pool.permit().await.unwrap();
         assert!(
-            !verify("correct horse battery stapl".into(), Some(phc))
+            !permit
+                .verify("correct horse battery stapl".into(), Some(phc))
                 .await
                 .unwrap()
         );
@@ -98,10 +166,32 @@ mod tests {
 
     #[tokio::test]
     async fn the_dummy_hash_never_matches() {
+        let permit = pool(1).permit().await.unwrap();
         assert!(
-            !verify("tally dummy password for unknown users".into(), None)
+            !permit
+                .verify("tally dummy password for unknown users".into(), None)
                 .await
                 .unwrap()
         );
+    }
+
+    #[tokio::test]
+    async fn a_full_pool_answers_unavailable_after_its_wait_and_frees_its_permits() {
+        let pool = pool(2);
+        let first = pool.permit().await.unwrap();
+        let second = pool.permit().await.unwrap();
+        let third = pool.permit().await;
+        assert!(
+            matches!(third, Err(Error::Unavailable(_))),
+            "{:?}",
+            third.err()
+        );
+        // A permit spent on a hash comes back when the hash ends.
+        first
+            .hash("correct horse battery staple".into())
+            .await
+            .unwrap();
+        let again = pool.permit().await.expect("the hash gave its permit back");
+        drop((second, again));
     }
 }

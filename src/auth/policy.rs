@@ -53,6 +53,40 @@ pub const METHOD_POLICIES: &[(&str, Access)] = &[
     ("/tally.v1.TransferService/ListTransfers", SignedIn),
 ];
 
+/// The permissions each method's domain code checks beyond its [`Access`] (the resource rules:
+/// your own or anyone's). Kept beside the policies so one test can prove that every permission a
+/// role grants is checked by some call; the API tests prove the checks themselves (revoking
+/// `customer` refuses opening accounts and moving money).
+pub const DOMAIN_CHECKS: &[(&str, &[Permission])] = &[
+    ("/tally.v1.UserService/GetUser", &[UsersManage]),
+    ("/tally.v1.UserService/UpdateUser", &[UsersManage]),
+    ("/tally.v1.UserService/ResendVerification", &[UsersManage]),
+    ("/tally.v1.SessionService/ListSessions", &[SessionsManage]),
+    ("/tally.v1.SessionService/RevokeSession", &[SessionsManage]),
+    (
+        "/tally.v1.AccountService/CreateAccount",
+        &[AccountsOwn, AccountsCreateAny],
+    ),
+    ("/tally.v1.AccountService/GetAccount", &[AccountsReadAny]),
+    ("/tally.v1.AccountService/ListAccounts", &[AccountsReadAny]),
+    ("/tally.v1.AccountService/ListEntries", &[AccountsReadAny]),
+    ("/tally.v1.AccountService/Deposit", &[AccountsReadAny]),
+    ("/tally.v1.AccountService/Withdraw", &[AccountsReadAny]),
+    (
+        "/tally.v1.TransferService/CreateTransfer",
+        &[TransfersOwn, TransfersCreateAny],
+    ),
+    (
+        "/tally.v1.TransferService/CreateTransfers",
+        &[TransfersOwn, TransfersCreateAny],
+    ),
+    ("/tally.v1.TransferService/GetTransfer", &[TransfersReadAny]),
+    (
+        "/tally.v1.TransferService/ListTransfers",
+        &[TransfersReadAny],
+    ),
+];
+
 /// Infrastructure services that answer anyone: load balancers and tools like grpcurl use them
 /// before they hold a token. Reflection can be switched off instead.
 pub const PUBLIC_SERVICES: &[&str] = &[
@@ -109,6 +143,43 @@ mod tests {
             METHOD_POLICIES.len(),
             "a policy names a method that does not exist"
         );
+    }
+
+    /// No role grants a permission that no call checks: every permission is named by some
+    /// method's policy or domain checks, and every method named there exists.
+    #[test]
+    fn every_permission_is_checked_by_some_method() {
+        let set = prost_types::FileDescriptorSet::decode(crate::proto::FILE_DESCRIPTOR_SET)
+            .expect("descriptor set decodes");
+        let methods: Vec<String> = set
+            .file
+            .iter()
+            .filter(|f| f.package() == "tally.v1")
+            .flat_map(|file| {
+                file.service.iter().flat_map(|service| {
+                    service
+                        .method
+                        .iter()
+                        .map(move |m| format!("/tally.v1.{}/{}", service.name(), m.name()))
+                })
+            })
+            .collect();
+        for (path, _) in DOMAIN_CHECKS {
+            assert!(methods.iter().any(|m| m == path), "{path} is not a method");
+        }
+        for permission in Permission::ALL {
+            let by_policy = METHOD_POLICIES
+                .iter()
+                .any(|(_, access)| *access == Requires(permission));
+            let by_domain = DOMAIN_CHECKS
+                .iter()
+                .any(|(_, checked)| checked.contains(&permission));
+            assert!(
+                by_policy || by_domain,
+                "{} is granted but no method checks it",
+                permission.name()
+            );
+        }
     }
 
     #[test]

@@ -30,6 +30,20 @@ pub enum Permission {
 }
 
 impl Permission {
+    pub const ALL: [Permission; 11] = [
+        Permission::AccountsOwn,
+        Permission::TransfersOwn,
+        Permission::AccountsReadAny,
+        Permission::AccountsCreateAny,
+        Permission::AccountsDeposit,
+        Permission::AccountsWithdraw,
+        Permission::TransfersReadAny,
+        Permission::TransfersCreateAny,
+        Permission::UsersManage,
+        Permission::SessionsManage,
+        Permission::RolesManage,
+    ];
+
     pub const fn name(self) -> &'static str {
         match self {
             Permission::AccountsOwn => "accounts.own",

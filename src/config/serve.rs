@@ -6,8 +6,9 @@ use base64::Engine as _;
 use clap::{Args, ValueEnum};
 
 use super::{
-    AUTH_CACHE_TTL_MS_MAX, ConfigError, DatabaseArgs, DatabaseSettings, Environment, QueueArgs,
-    QueueSettings, TOKEN_KEY_BYTES, TRANSFER_RETRY_BACKOFF_MAX, config_error,
+    AUTH_CACHE_TTL_MS_MAX, ConfigError, DatabaseArgs, DatabaseSettings, Environment,
+    HASH_CONCURRENCY_MAX, QueueArgs, QueueSettings, TOKEN_KEY_BYTES, TRANSFER_RETRY_BACKOFF_MAX,
+    config_error,
 };
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -87,6 +88,16 @@ pub struct ServeArgs {
           value_name = "TALLY_LOGIN_FAILURE_WINDOW_SECS", default_value_t = 900,
           value_parser = clap::value_parser!(u64).range(1..=86_400))]
     pub login_failure_window_secs: u64,
+    /// Password hashes (argon2id, 19 MiB each) running at once, process-wide; 0 = one per CPU.
+    /// Sign-up, login and password changes wait for a turn.
+    #[arg(long, env = "TALLY_HASH_CONCURRENCY_MAX", value_name = "TALLY_HASH_CONCURRENCY_MAX",
+          default_value_t = 0, value_parser = clap::value_parser!(u32).range(0..=HASH_CONCURRENCY_MAX))]
+    pub hash_concurrency_max: u32,
+    /// How long a call waits for a hashing turn before it is answered UNAVAILABLE, in
+    /// milliseconds.
+    #[arg(long, env = "TALLY_HASH_WAIT_MS", value_name = "TALLY_HASH_WAIT_MS",
+          default_value_t = 1_000, value_parser = clap::value_parser!(u64).range(1..=30_000))]
+    pub hash_wait_ms: u64,
     /// How long a checked session (live or revoked, and its roles) is cached, in milliseconds.
     #[arg(long, env = "TALLY_AUTH_CACHE_TTL_MS", value_name = "TALLY_AUTH_CACHE_TTL_MS",
           default_value_t = 2_000,
@@ -196,6 +207,9 @@ pub struct ServeSettings {
     pub tokens: TokenSettings,
     pub login_failures_max: u32,
     pub login_failure_window: Duration,
+    /// Password hashes at once (TALLY_HASH_CONCURRENCY_MAX, resolved: never 0).
+    pub hash_concurrency_max: usize,
+    pub hash_wait: Duration,
     pub auth_cache_ttl: Duration,
     pub reflection: bool,
     pub max_message_bytes: usize,
@@ -257,6 +271,11 @@ impl ServeArgs {
             },
             login_failures_max: self.login_failures_max,
             login_failure_window: Duration::from_secs(self.login_failure_window_secs),
+            hash_concurrency_max: match self.hash_concurrency_max {
+                0 => std::thread::available_parallelism().map_or(1, usize::from),
+                n => n as usize,
+            },
+            hash_wait: Duration::from_millis(self.hash_wait_ms),
             auth_cache_ttl: Duration::from_millis(self.auth_cache_ttl_ms),
             reflection: self.reflection,
             max_message_bytes: usize::try_from(self.max_message_bytes)

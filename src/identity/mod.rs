@@ -9,7 +9,7 @@ use sqlx::PgPool;
 use time::OffsetDateTime;
 
 use crate::{
-    auth::{Authenticator, Principal},
+    auth::{Authenticator, Principal, password::Hashing},
     jobs::outbox::Relay,
     store::users::UserRow,
 };
@@ -29,12 +29,16 @@ pub struct IdentitySettings {
     pub login_failure_window: Duration,
     /// How long a verification code stays valid.
     pub verification_ttl: Duration,
+    /// Password hashes at once, process-wide, and how long a caller waits for a turn.
+    pub hash_concurrency_max: usize,
+    pub hash_wait: Duration,
 }
 
 pub struct Identity {
     pool: PgPool,
     authenticator: Arc<Authenticator>,
     settings: IdentitySettings,
+    hashing: Hashing,
     /// Pushes verification mail to the queue right after commit; `None` leaves it to the
     /// worker's outbox sweep (as in `tally admin`).
     relay: Option<Relay>,
@@ -48,6 +52,7 @@ impl Identity {
         relay: Option<Relay>,
     ) -> Self {
         Self {
+            hashing: Hashing::new(settings.hash_concurrency_max, settings.hash_wait),
             pool,
             authenticator,
             settings,

@@ -13,7 +13,7 @@ use uuid::Uuid;
 use super::{ClientInfo, Identity, User, validate};
 use crate::{
     auth::{
-        Permission, Principal, password,
+        Permission, Principal,
         token::{AccessClaims, whole_seconds},
     },
     error::{Error, Reason, Result},
@@ -98,13 +98,16 @@ impl Identity {
         let username = validate::username("username", username)?;
         let presented = validate::presented_password("password", password_presented)?;
 
+        // The permit first: no transaction (nor the username's attempt lock) waits for hashing.
+        let permit = self.hashing.permit().await?;
         let mut tx = crate::db::begin(&self.pool).await?;
         store::sessions::lock_login_attempts(&mut tx, &username).await?;
         self.refuse_if_rate_limited(&mut tx, &username).await?;
         let user = store::users::by_username(&mut tx, &username).await?;
         // Unknown users are checked against a dummy hash: same answer, similar time.
-        let matched =
-            password::verify(presented, user.as_ref().map(|u| u.password_hash.clone())).await?;
+        let matched = permit
+            .verify(presented, user.as_ref().map(|u| u.password_hash.clone()))
+            .await?;
         let user = match user {
             Some(user) if matched => user,
             _ => {

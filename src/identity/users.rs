@@ -4,7 +4,7 @@ use uuid::Uuid;
 
 use super::{Identity, User, may_see_user, validate};
 use crate::{
-    auth::{Principal, Role, password},
+    auth::{Principal, Role},
     error::{Error, Reason, Result},
     store::{self, verifications::Purpose},
 };
@@ -67,7 +67,11 @@ impl Identity {
     /// Creates a user holding the `customer` role. The user, the role grant, the email
     /// verification and the outbox row that owes its mail commit together.
     pub async fn create_user(&self, new: CreateUser) -> Result<User> {
-        let password_hash = password::hash(new.password).await?;
+        {
+            let mut conn = crate::db::acquire(&self.pool).await?;
+            store::users::refuse_if_taken(&mut conn, &new.username, &new.email).await?;
+        }
+        let password_hash = self.hashing.permit().await?.hash(new.password).await?;
         let mut tx = crate::db::begin(&self.pool).await?;
         let id = Uuid::now_v7();
         store::users::insert(
@@ -125,7 +129,7 @@ impl Identity {
                 .await?;
         }
         let new_hash = match change.password {
-            Some(p) => Some(password::hash(p).await?),
+            Some(p) => Some(self.hashing.permit().await?.hash(p).await?),
             None => None,
         };
 
@@ -169,12 +173,14 @@ impl Identity {
 
     /// Checks a presented current password under the login failure limit.
     async fn check_current_password(&self, username: &str, presented: String) -> Result<()> {
+        // The permit first: no transaction waits for hashing.
+        let permit = self.hashing.permit().await?;
         let mut tx = crate::db::begin(&self.pool).await?;
         self.refuse_if_rate_limited(&mut tx, username).await?;
         let stored = store::users::by_username(&mut tx, username)
             .await?
             .map(|u| u.password_hash);
-        if password::verify(presented, stored).await? {
+        if permit.verify(presented, stored).await? {
             tx.commit().await?;
             return Ok(());
         }

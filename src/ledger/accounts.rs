@@ -34,6 +34,15 @@ pub fn account_name(field: &'static str, value: &str) -> Result<String> {
     Ok(value.to_owned())
 }
 
+/// Opening an account for yourself takes `accounts.own` (the customer role's) or
+/// `accounts.create_any`.
+fn require_own_or_any(principal: &Principal) -> Result<()> {
+    if principal.can(Permission::AccountsCreateAny) {
+        return Ok(());
+    }
+    principal.require(Permission::AccountsOwn)
+}
+
 impl Ledger {
     pub fn parse_open_account(
         &self,
@@ -51,7 +60,8 @@ impl Ledger {
         })
     }
 
-    /// Opens an account: customers for themselves, holders of `accounts.create_any` for anyone.
+    /// Opens an account: holders of `accounts.own` (customers) for themselves, holders of
+    /// `accounts.create_any` for anyone.
     pub async fn create_account(
         &self,
         principal: &Principal,
@@ -59,8 +69,14 @@ impl Ledger {
     ) -> Result<Account> {
         let mut tx = crate::db::begin(&self.pool).await?;
         let owner_id = match &open.owner {
-            None => principal.user_id,
-            Some(owner) if principal.is(owner) => principal.user_id,
+            None => {
+                require_own_or_any(principal)?;
+                principal.user_id
+            }
+            Some(owner) if principal.is(owner) => {
+                require_own_or_any(principal)?;
+                principal.user_id
+            }
             Some(owner) => {
                 principal.require(Permission::AccountsCreateAny)?;
                 store::users::by_username(&mut tx, owner)

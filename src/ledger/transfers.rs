@@ -3,8 +3,8 @@
 use uuid::Uuid;
 
 use super::{
-    AMOUNT_MAX, Chain, Kind, Ledger, MEMO_CHARS_MAX, Page, Posting, Transfer, accounts::next_token,
-    page, plan,
+    AMOUNT_MAX, Chain, Kind, Ledger, MEMO_CHARS_MAX, Page, Posting, Status, Transfer,
+    accounts::next_token, page, plan,
 };
 use crate::{
     auth::{Permission, Principal},
@@ -133,11 +133,22 @@ pub struct BatchApplied {
     pub attempts: u32,
 }
 
+/// Whether the caller may move money out of anyone's account (`transfers.create_any`) or only
+/// out of their own (`transfers.own`, the customer role's); with neither, `PERMISSION_DENIED`.
+fn may_move_any(principal: &Principal) -> Result<bool> {
+    if principal.can(Permission::TransfersCreateAny) {
+        return Ok(true);
+    }
+    principal.require(Permission::TransfersOwn)?;
+    Ok(false)
+}
+
 impl Ledger {
     /// Moves money out of an account the caller owns (or any, with `transfers.create_any`).
     /// A refused transfer is recorded FAILED and answered `FAILED_PRECONDITION`.
     pub async fn create_transfer(&self, principal: &Principal, t: NewTransfer) -> Result<Applied> {
-        let posting = self.transfer_posting(principal, t)?;
+        let may_move_any = may_move_any(principal)?;
+        let posting = self.transfer_posting(principal, may_move_any, t)?;
         self.run_one(posting).await
     }
 
@@ -155,6 +166,8 @@ impl Ledger {
                 format!("must hold 1 to {TRANSFERS_PER_CALL_MAX} transfers"),
             ));
         }
+        // The caller's right to move money at all is one answer for the whole call.
+        let may_move_any = may_move_any(principal)?;
         if !atomic && items.last().is_some_and(|item| item.linked) {
             return Err(Error::InvalidArgument {
                 reason: Reason::LinkedChainOpen,
@@ -173,7 +186,7 @@ impl Ledger {
             .map(|item| {
                 Some(
                     item.transfer
-                        .and_then(|t| self.transfer_posting(principal, t)),
+                        .and_then(|t| self.transfer_posting(principal, may_move_any, t)),
                 )
             })
             .collect();
@@ -268,12 +281,17 @@ impl Ledger {
             .ok_or_else(|| Error::internal(anyhow::anyhow!("no system account for {currency}")))
     }
 
-    fn transfer_posting(&self, principal: &Principal, t: NewTransfer) -> Result<Posting> {
+    fn transfer_posting(
+        &self,
+        principal: &Principal,
+        may_move_any: bool,
+        t: NewTransfer,
+    ) -> Result<Posting> {
         Ok(Posting {
             id: t.id,
             kind: Kind::Transfer,
             requested_by: principal.user_id,
-            may_move_any: principal.can(Permission::TransfersCreateAny),
+            may_move_any,
             from: t.from,
             to: t.to,
             amount: t.amount,
@@ -294,16 +312,25 @@ impl Ledger {
         })
     }
 
-    /// A transfer, failed or not, if the caller owns either side or holds `transfers.read_any`.
+    /// A transfer if the caller requested it, owns either side (only the source, for a FAILED
+    /// one) or holds `transfers.read_any`.
     pub async fn get_transfer(&self, principal: &Principal, transfer_id: &str) -> Result<Transfer> {
         let id = validate::uuid("transfer_id", transfer_id)?;
         let mut conn = crate::db::acquire(&self.pool).await?;
         let row = store::transfers::by_id(&mut conn, id)
             .await?
             .ok_or(Error::NotFound("transfer"))?;
-        if !principal.can(Permission::TransfersReadAny) {
+        if !principal.can(Permission::TransfersReadAny) && row.requested_by != principal.user_id {
+            // A FAILED transfer moved nothing into its destination: it belongs to the source's
+            // history, never the destination's, so nobody can write into another's statement
+            // by naming their account.
+            let sides: &[Uuid] = if row.status == Status::Failed {
+                &[row.from_account_id]
+            } else {
+                &[row.from_account_id, row.to_account_id]
+            };
             let mut owns_a_side = false;
-            for account in [row.from_account_id, row.to_account_id] {
+            for &account in sides {
                 let owner = store::accounts::by_id(&mut conn, account)
                     .await?
                     .and_then(|a| a.owner_id);
@@ -316,7 +343,8 @@ impl Ledger {
         Transfer::try_from(row)
     }
 
-    /// The transfers touching an account, newest first.
+    /// The transfers touching an account, newest first: those out of it, and those into it that
+    /// succeeded (a FAILED transfer is in its source's history only).
     pub async fn list_transfers(
         &self,
         principal: &Principal,

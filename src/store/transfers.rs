@@ -267,8 +267,10 @@ pub async fn insert_entries(conn: &mut PgConnection, entries: &[NewEntry]) -> Re
     Ok(())
 }
 
-/// Transfers touching `account_id` with `seq` below `before`, newest first. Two index scans
-/// (one per side) rather than an `OR`, so each walks its index in order.
+/// Transfers touching `account_id` with `seq` below `before`, newest first: every transfer out
+/// of it, and the transfers into it that did not fail (a FAILED one moved nothing in, and
+/// showing it would let anyone write into this account's statement). Two index scans (one per
+/// side) rather than an `OR`, so each walks its index in order.
 pub async fn page_for_account(
     conn: &mut PgConnection,
     account_id: Uuid,
@@ -282,7 +284,8 @@ pub async fn page_for_account(
         " FROM transfers WHERE from_account_id = $1 AND seq < $2 ORDER BY seq DESC LIMIT $3) ",
         "UNION ALL (SELECT ",
         transfer_columns!(),
-        " FROM transfers WHERE to_account_id = $1 AND seq < $2 ORDER BY seq DESC LIMIT $3)",
+        " FROM transfers WHERE to_account_id = $1 AND seq < $2 AND status <> 'failed' \
+           ORDER BY seq DESC LIMIT $3)",
         ") t ORDER BY seq DESC LIMIT $3"
     ))
     .bind(account_id)

@@ -40,12 +40,39 @@ pub struct NewUser<'a> {
 
 fn map_unique(err: sqlx::Error) -> Error {
     match super::violated_constraint(&err) {
-        Some("users_username_key") => Error::refused(Reason::UsernameTaken, "username is taken"),
-        Some("users_email_key") => {
-            Error::refused(Reason::EmailTaken, "email is already registered")
-        }
+        Some("users_username_key") => username_taken(),
+        Some("users_email_key") => email_taken(),
         _ => err.into(),
     }
+}
+
+fn username_taken() -> Error {
+    Error::refused(Reason::UsernameTaken, "username is taken")
+}
+
+fn email_taken() -> Error {
+    Error::refused(Reason::EmailTaken, "email is already registered")
+}
+
+/// Refuses a sign-up whose username or email is already registered, with the error the
+/// insert's unique violation would give. Asked before the password is hashed, so a taken name
+/// costs no hash; the unique indexes stay the real guard against a race.
+pub async fn refuse_if_taken(conn: &mut PgConnection, username: &str, email: &str) -> Result<()> {
+    let (username_taken, email_taken): (bool, bool) = sqlx::query_as(
+        "SELECT EXISTS (SELECT 1 FROM users WHERE username = $1), \
+                EXISTS (SELECT 1 FROM users WHERE lower(email) = lower($2))",
+    )
+    .bind(username)
+    .bind(email)
+    .fetch_one(conn)
+    .await?;
+    if username_taken {
+        return Err(self::username_taken());
+    }
+    if email_taken {
+        return Err(self::email_taken());
+    }
+    Ok(())
 }
 
 pub async fn insert(conn: &mut PgConnection, user: NewUser<'_>) -> Result<()> {

@@ -440,3 +440,70 @@ pub fn assert_code<T: std::fmt::Debug>(result: Result<T, Status>, code: Code) ->
         }
     }
 }
+
+/// `tally serve` as its own process (the debug binary) on a fresh database: for what must be
+/// measured from outside, such as the server's memory.
+pub struct ServerProcess {
+    pub child: tokio::process::Child,
+    pub channel: Channel,
+    /// Dropped after the child (fields drop in order), so the database outlives the server.
+    pub _db: TestDatabase,
+}
+
+impl ServerProcess {
+    /// Starts the binary with `args` after `serve`, migrating its own database, and waits until
+    /// it is ready.
+    pub async fn spawn(args: &[&str]) -> Self {
+        let db = TestDatabase::create().await;
+        let port = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap().port()
+        };
+        let listen = format!("127.0.0.1:{port}");
+        let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_tally"))
+            .args(["serve", "--migrate", "true", "--listen-addr", &listen])
+            .args(args)
+            .env("DATABASE_URL", &db.url)
+            .env("REDIS_URL", redis_url())
+            .env("RUST_LOG", "warn")
+            .env_remove("TALLY_TOKEN_KEY")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("start tally serve");
+        let url = format!("http://{listen}/readyz");
+        let ready = eventually(Duration::from_secs(30), || {
+            let url = url.clone();
+            async move {
+                reqwest::get(&url)
+                    .await
+                    .map(|r| r.status() == 200)
+                    .unwrap_or(false)
+            }
+        })
+        .await;
+        assert!(ready.is_some(), "the server never became ready");
+        let channel = Channel::from_shared(format!("http://{listen}"))
+            .unwrap()
+            .connect()
+            .await
+            .expect("connect to the server");
+        Self {
+            child,
+            channel,
+            _db: db,
+        }
+    }
+
+    /// The server's peak resident set so far (`VmHWM`), in KiB.
+    pub fn peak_rss_kib(&self) -> u64 {
+        let pid = self.child.id().expect("the server is running");
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("read /proc");
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .expect("VmHWM in /proc/PID/status")
+    }
+}

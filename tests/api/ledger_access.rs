@@ -544,3 +544,202 @@ async fn every_ledger_field_answers_invalid_argument_and_writes_nothing() {
     );
     assert!(app.verify().await.is_consistent());
 }
+
+#[tokio::test]
+async fn without_the_customer_role_a_user_can_neither_open_accounts_nor_move_money() {
+    let app = TestApp::spawn().await;
+    let admin = app
+        .signed_in(&unique("boss"), &["admin"])
+        .await
+        .access_token;
+    let banker = app.banker().await;
+    let bob = unique("bob");
+    let bob_token = app.signed_in(&bob, &[]).await.access_token;
+    let mine = app.open_account(&bob_token, "USD").await.account_id;
+    let other = app
+        .open_account(
+            &app.signed_in(&unique("carol"), &[]).await.access_token,
+            "USD",
+        )
+        .await
+        .account_id;
+    app.deposit(&banker, &mine, 1_000).await;
+    app.transfer(&bob_token, &mine, &other, 10)
+        .await
+        .expect("a customer moves their own money");
+
+    app.roles()
+        .revoke_role(authed(
+            &admin,
+            pb::RevokeRoleRequest {
+                username: bob.clone(),
+                role: "customer".into(),
+            },
+        ))
+        .await
+        .expect("admin revokes customer");
+    // Bob's issued token learns of it within the roles' refresh interval.
+    let refused = eventually(std::time::Duration::from_secs(5), || {
+        let app = &app;
+        let token = bob_token.clone();
+        let to = other.clone();
+        let from = mine.clone();
+        async move {
+            app.transfer(&token, &from, &to, 1)
+                .await
+                .map_err(|s| s.code())
+                == Err(Code::PermissionDenied)
+        }
+    })
+    .await;
+    assert!(
+        refused.is_some(),
+        "a revoked customer still moved money after 5 s"
+    );
+    let transfers_before = app.count("transfers").await;
+    let accounts_before = app.count("accounts").await;
+
+    let open = app
+        .accounts()
+        .create_account(authed(
+            &bob_token,
+            pb::CreateAccountRequest {
+                currency: "USD".into(),
+                owner: None,
+                name: None,
+            },
+        ))
+        .await;
+    assert_code(open, Code::PermissionDenied);
+    let named_self = app
+        .accounts()
+        .create_account(authed(
+            &bob_token,
+            pb::CreateAccountRequest {
+                currency: "USD".into(),
+                owner: Some(bob.clone()),
+                name: None,
+            },
+        ))
+        .await;
+    assert_code(named_self, Code::PermissionDenied);
+    assert_code(
+        app.transfer(&bob_token, &mine, &other, 10).await,
+        Code::PermissionDenied,
+    );
+    let batch = app
+        .transfers()
+        .create_transfers(authed(
+            &bob_token,
+            pb::CreateTransfersRequest {
+                transfers: vec![transfer_request(&mine, &other, 10)],
+                atomic: false,
+            },
+        ))
+        .await;
+    assert_code(batch, Code::PermissionDenied);
+
+    // Nothing was written, and Bob still reads his own account (reading needs no role).
+    assert_eq!(app.count("transfers").await, transfers_before);
+    assert_eq!(app.count("accounts").await, accounts_before);
+    assert_eq!(app.balance(&bob_token, &mine).await, 990);
+    assert!(app.verify().await.is_consistent());
+}
+
+#[tokio::test]
+async fn a_failed_transfer_is_in_its_source_history_only_never_the_destination_s() {
+    let app = TestApp::spawn().await;
+    let banker = app.banker().await;
+    let spammer = app.signed_in(&unique("spammer"), &[]).await.access_token;
+    let victim = app.signed_in(&unique("victim"), &[]).await.access_token;
+    let empty = app.open_account(&spammer, "USD").await.account_id;
+    let target = app.open_account(&victim, "USD").await.account_id;
+    app.deposit(&banker, &target, 500).await;
+
+    let spam = pb::CreateTransferRequest {
+        memo: Some("visit spam.example".into()),
+        ..transfer_request(&empty, &target, 1)
+    };
+    let refused = assert_code(
+        app.transfers()
+            .create_transfer(authed(&spammer, spam.clone()))
+            .await,
+        Code::FailedPrecondition,
+    );
+    assert_eq!(reason(&refused).as_deref(), Some("INSUFFICIENT_FUNDS"));
+    // A transfer into the victim's account that succeeded is in their history.
+    app.deposit(&banker, &empty, 5).await;
+    let paid = app
+        .transfer(&spammer, &empty, &target, 5)
+        .await
+        .expect("funded transfer")
+        .transfer_id;
+
+    let history = |token: String, account: String| {
+        let app = &app;
+        async move {
+            app.transfers()
+                .list_transfers(authed(
+                    &token,
+                    pb::ListTransfersRequest {
+                        account_id: account,
+                        ..Default::default()
+                    },
+                ))
+                .await
+                .expect("list transfers")
+                .into_inner()
+                .transfers
+                .into_iter()
+                .map(|t| t.transfer_id)
+                .collect::<Vec<_>>()
+        }
+    };
+    let get = |token: String| {
+        let app = &app;
+        let id = spam.transfer_id.clone();
+        async move {
+            app.transfers()
+                .get_transfer(authed(&token, pb::GetTransferRequest { transfer_id: id }))
+                .await
+        }
+    };
+
+    let victim_sees = history(victim.clone(), target.clone()).await;
+    assert!(victim_sees.contains(&paid), "{victim_sees:?}");
+    assert!(!victim_sees.contains(&spam.transfer_id), "{victim_sees:?}");
+    assert_code(get(victim.clone()).await, Code::NotFound);
+    // Nor does a banker see it in the destination's history, only in the source's.
+    assert!(
+        !history(banker.clone(), target.clone())
+            .await
+            .contains(&spam.transfer_id)
+    );
+    assert!(
+        history(banker.clone(), empty.clone())
+            .await
+            .contains(&spam.transfer_id)
+    );
+    assert_eq!(
+        get(banker.clone())
+            .await
+            .expect("banker reads it")
+            .into_inner()
+            .status,
+        pb::TransferStatus::Failed as i32
+    );
+    // The requester sees their refused transfer in their own account's history.
+    assert!(
+        history(spammer.clone(), empty.clone())
+            .await
+            .contains(&spam.transfer_id)
+    );
+    assert_eq!(
+        get(spammer.clone())
+            .await
+            .expect("requester reads it")
+            .into_inner()
+            .memo,
+        "visit spam.example"
+    );
+}

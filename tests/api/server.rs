@@ -189,38 +189,7 @@ async fn shutdown_reports_not_serving_and_returns_after_draining() {
 
 #[tokio::test]
 async fn the_binary_exits_zero_on_sigterm() {
-    let db = TestDatabase::create().await;
-    let port = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap().port()
-    };
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_tally"))
-        .args([
-            "serve",
-            "--migrate",
-            "true",
-            "--listen-addr",
-            &format!("127.0.0.1:{port}"),
-        ])
-        .env("DATABASE_URL", &db.url)
-        .env_remove("TALLY_TOKEN_KEY")
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let url = format!("http://127.0.0.1:{port}/readyz");
-    let ready = eventually(Duration::from_secs(30), || {
-        let url = url.clone();
-        async move {
-            reqwest::get(&url)
-                .await
-                .map(|r| r.status() == 200)
-                .unwrap_or(false)
-        }
-    })
-    .await;
-    assert!(ready.is_some(), "the server never became ready");
+    let ServerProcess { mut child, _db, .. } = ServerProcess::spawn(&[]).await;
     let pid = child.id().unwrap().to_string();
     let killed = std::process::Command::new("kill")
         .args(["-TERM", &pid])
