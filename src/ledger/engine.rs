@@ -18,8 +18,10 @@
 //! statement of data-modifying CTEs was measured: it halved throughput, with a p99 of 53 ms
 //! for that one statement, so they stay apart.)
 //!
-//! While a batch commits, arriving postings queue; the next batch takes them all, so a lone
-//! caller waits for no timer and a crowd shares round trips, row locks and the commit's flush.
+//! While a batch works, arriving postings queue; once it reaches its COMMIT the next batch
+//! takes them all and starts (its `BEGIN` and lock wait overlap the previous COMMIT's WAL
+//! flush), so a lone caller waits for no timer and a crowd shares round trips, row locks and
+//! the commit's flush.
 //! A serialization failure or deadlock (SQLSTATE 40001 / 40P01, which can surface at COMMIT)
 //! retries the whole batch with jittered exponential backoff, a bounded number of times; then
 //! every posting of the batch answers `ABORTED` (certainly not applied; retry with the same
@@ -53,6 +55,10 @@ pub const BATCH_POSTINGS_MAX: usize = 8_189;
 /// Submissions waiting for the committer; callers beyond it wait to enqueue (within their
 /// deadline), which bounds the memory a burst can take.
 pub const QUEUE_SUBMISSIONS_MAX: usize = 4_096;
+
+/// Batch transactions of one process running at once: one committing (or retrying) while the
+/// next one starts. They still apply one after another, in `ledger_writer`'s lock order.
+pub const BATCHES_IN_FLIGHT_MAX: usize = 2;
 
 /// Starts a batch transaction. One simple query, so the table lock costs no extra round trip.
 const BEGIN_BATCH: &str =
@@ -117,12 +123,17 @@ async fn committer(
     mut queue: mpsc::Receiver<Submission>,
 ) {
     let mut carried: Option<Submission> = None;
+    let in_flight = Arc::new(tokio::sync::Semaphore::new(BATCHES_IN_FLIGHT_MAX));
     loop {
         let first = match carried.take() {
             Some(submission) => submission,
             None => match queue.recv().await {
                 Some(submission) => submission,
-                None => return,
+                None => {
+                    // Stopping: the batches still in flight finish first.
+                    let _ = in_flight.acquire_many(BATCHES_IN_FLIGHT_MAX as u32).await;
+                    return;
+                }
             },
         };
         let mut postings = first.postings;
@@ -147,22 +158,47 @@ async fn committer(
         if batch.is_empty() {
             continue;
         }
+        // The next batch forms once this one is committing: it then starts (its BEGIN and its
+        // wait for the `ledger_writer` lock) while this one's COMMIT waits for the WAL flush,
+        // and takes everything that arrived meanwhile. A slot bounds the batches in flight
+        // (one committing or retrying while the next works, at most BATCHES_IN_FLIGHT_MAX).
+        let slot = in_flight
+            .clone()
+            .acquire_owned()
+            .await
+            .expect("the in-flight semaphore is never closed");
+        let (committing, reached_commit) = oneshot::channel();
         // Its own task, so a panic in one batch fails that batch's callers, not the committer.
-        let run = tokio::spawn(run_batch(pool.clone(), settings.clone(), batch));
-        if let Err(err) = run.await {
-            tracing::error!(error = %err, "a transfer batch panicked; its callers were answered INTERNAL");
-        }
+        let run = tokio::spawn(run_batch(
+            pool.clone(),
+            settings.clone(),
+            batch,
+            Some(committing),
+        ));
+        tokio::spawn(async move {
+            if let Err(err) = run.await {
+                tracing::error!(error = %err, "a transfer batch panicked; its callers were answered INTERNAL");
+            }
+            drop(slot);
+        });
+        // Fired just before the batch's COMMIT, or dropped when it ends another way.
+        let _ = reached_commit.await;
     }
 }
 
-async fn run_batch(pool: PgPool, settings: Arc<LedgerSettings>, batch: Vec<Submission>) {
+async fn run_batch(
+    pool: PgPool,
+    settings: Arc<LedgerSettings>,
+    batch: Vec<Submission>,
+    mut committing: Option<oneshot::Sender<()>>,
+) {
     let postings: usize = batch.iter().map(|s| s.postings).sum();
     metrics::histogram!("tally_transfer_batch_postings").record(postings as f64);
     for s in &batch {
         metrics::histogram!("tally_transfer_queue_wait_seconds")
             .record(s.enqueued.elapsed().as_secs_f64());
     }
-    match apply_with_retries(&pool, &settings, &batch).await {
+    match apply_with_retries(&pool, &settings, &batch, &mut committing).await {
         Ok((mut answers, attempts)) => {
             for s in batch.into_iter().rev() {
                 let outcomes = answers.pop().expect("one answer per submission");
@@ -177,12 +213,13 @@ async fn run_batch(pool: PgPool, settings: Arc<LedgerSettings>, batch: Vec<Submi
                 "transfer batch failed; applying each submission alone"
             );
             for s in batch {
-                let answer = apply_with_retries(&pool, &settings, std::slice::from_ref(&s))
-                    .await
-                    .map(|(mut answers, attempts)| Settled {
-                        outcomes: answers.pop().expect("one answer"),
-                        attempts,
-                    });
+                let answer =
+                    apply_with_retries(&pool, &settings, std::slice::from_ref(&s), &mut None)
+                        .await
+                        .map(|(mut answers, attempts)| Settled {
+                            outcomes: answers.pop().expect("one answer"),
+                            attempts,
+                        });
                 let _ = s.reply.send(answer);
             }
         }
@@ -214,6 +251,7 @@ async fn apply_with_retries(
     pool: &PgPool,
     settings: &LedgerSettings,
     batch: &[Submission],
+    committing: &mut Option<oneshot::Sender<()>>,
 ) -> Result<(Vec<Vec<Result<Transfer>>>, u32)> {
     let chains: Vec<&[super::Posting]> = batch
         .iter()
@@ -238,7 +276,9 @@ async fn apply_with_retries(
         attempt += 1;
         span.record("attempt", attempt);
         span.record("retries", attempt - 1);
-        let outcome = attempt_batch(pool, &chains).instrument(span.clone()).await;
+        let outcome = attempt_batch(pool, &chains, committing)
+            .instrument(span.clone())
+            .await;
         span.record(
             "outcome",
             match &outcome {
@@ -272,6 +312,7 @@ async fn apply_with_retries(
 async fn attempt_batch(
     pool: &PgPool,
     chains: &[&[super::Posting]],
+    committing: &mut Option<oneshot::Sender<()>>,
 ) -> Result<Vec<Result<Transfer>>> {
     let ids: Vec<Uuid> = chains.iter().flat_map(|c| c.iter().map(|p| p.id)).collect();
     let mut tx = crate::db::begin_with(pool, BEGIN_BATCH).await?;
@@ -295,6 +336,10 @@ async fn attempt_batch(
     let created_at = store::transfers::insert_many(&mut tx, &plan.transfers).await?;
     store::accounts::set_balances(&mut tx, &plan.balances).await?;
     store::transfers::insert_entries(&mut tx, &plan.entries).await?;
+    // The committer may start the next batch now: it will queue behind this one's lock.
+    if let Some(committing) = committing.take() {
+        let _ = committing.send(());
+    }
     // 40001 can surface here: the commit is part of the retried unit.
     tx.commit().await?;
     count_recorded(&plan);
