@@ -187,10 +187,11 @@ async fn the_ledger_references_hold_without_foreign_keys() {
     assert_eq!(sqlstate("DELETE FROM entries".into()).await, "23001");
     // The banker owns no account: only the deposit it requested holds its user row.
     assert_eq!(
-        sqlstate(format!(
+        sqlstate(
             "DELETE FROM users WHERE id = (SELECT requested_by FROM transfers \
              WHERE kind = 'deposit' LIMIT 1)"
-        ))
+                .into()
+        )
         .await,
         "23503"
     );
