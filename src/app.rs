@@ -21,7 +21,7 @@ use sqlx::PgPool;
 use tokio::net::TcpListener;
 use tonic::{server::NamedService, service::Routes, transport::server::TcpIncoming};
 use tonic_health::{ServingStatus, server::HealthReporter};
-use tower::{Layer, limit::GlobalConcurrencyLimitLayer};
+use tower::Layer;
 
 use crate::{
     api::ApiState,
@@ -38,6 +38,7 @@ use crate::{
     identity::{Identity, IdentitySettings},
     jobs::{self, outbox::Relay},
     ledger::Ledger,
+    limits::{self, OverloadLayer},
     proto::{
         self,
         tally_v1::{
@@ -54,6 +55,9 @@ const READINESS_DB_TIMEOUT: Duration = Duration::from_secs(2);
 /// HTTP/2 keepalive pings find dead peers so their streams do not pin capacity forever.
 const HTTP2_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(30);
 const HTTP2_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Room for gRPC frame headers (5 bytes a message) and base64 padding beside the largest
+/// message, in the bound on a request body.
+const REQUEST_FRAMING_BYTES: usize = 1024;
 
 /// A built, bound, not yet serving application.
 pub struct Application {
@@ -250,7 +254,10 @@ impl Application {
             pool,
             ..
         } = self;
-        let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+        let incoming = limits::cap_per_peer(
+            TcpIncoming::from(listener).with_nodelay(Some(true)),
+            settings.connections_per_peer_max,
+        );
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
         let server = tonic::transport::Server::builder()
             .accept_http1(true)
@@ -258,12 +265,18 @@ impl Application {
             .max_concurrent_streams(settings.streams_per_connection_max)
             .http2_keepalive_interval(Some(HTTP2_KEEPALIVE_INTERVAL))
             .http2_keepalive_timeout(Some(HTTP2_KEEPALIVE_TIMEOUT))
-            // Outermost first: JSON calls are transcoded into gRPC calls, then every call waits
-            // for a slot, then is authenticated, so all transports share limits and auth.
+            // Outermost first: JSON calls are transcoded into gRPC calls, then every call's
+            // message is read and the call takes a slot or is shed, then it is authenticated,
+            // so all transports share limits and auth.
             .layer(GatewayLayer::new(gateway))
             // Inside the gateway, so JSON calls are measured as the gRPC calls they become.
             .layer(RpcLayer)
-            .layer(GlobalConcurrencyLimitLayer::new(settings.concurrency_max))
+            .layer(OverloadLayer::new(
+                settings.concurrency_max,
+                settings.request_read_timeout,
+                // A gRPC-web text body is base64: 4/3 of the message, plus its frame headers.
+                settings.max_message_bytes / 3 * 4 + REQUEST_FRAMING_BYTES,
+            ))
             .layer(AuthLayer::new(authenticator))
             .add_routes(routes)
             .serve_with_incoming_shutdown(incoming, async {

@@ -6,7 +6,7 @@
 //! domain [`ERROR_DOMAIN`]. Internal causes are logged once, with their chain, and the client
 //! sees an opaque message.
 
-use std::collections::HashMap;
+use std::{collections::HashMap, time::Duration};
 
 use tonic::{Code, Status};
 use tonic_types::{ErrorDetails, StatusExt};
@@ -41,6 +41,13 @@ pub enum Reason {
     VerificationCodeInvalid,
     VerificationRateLimited,
     EmailAlreadyVerified,
+    /// The request is larger than the server accepts (gRPC's code for it).
+    MessageTooLarge,
+    /// The request did not arrive (or the call did not finish) within its deadline.
+    DeadlineExceeded,
+    /// The server shed the call to protect itself (no slot, no hashing turn): retry after the
+    /// RetryInfo delay.
+    Overloaded,
     Unavailable,
     Internal,
 }
@@ -69,6 +76,9 @@ impl Reason {
         Reason::VerificationCodeInvalid,
         Reason::VerificationRateLimited,
         Reason::EmailAlreadyVerified,
+        Reason::MessageTooLarge,
+        Reason::DeadlineExceeded,
+        Reason::Overloaded,
         Reason::Unavailable,
         Reason::Internal,
     ];
@@ -97,6 +107,9 @@ impl Reason {
             Reason::VerificationCodeInvalid => "VERIFICATION_CODE_INVALID",
             Reason::VerificationRateLimited => "VERIFICATION_RATE_LIMITED",
             Reason::EmailAlreadyVerified => "EMAIL_ALREADY_VERIFIED",
+            Reason::MessageTooLarge => "MESSAGE_TOO_LARGE",
+            Reason::DeadlineExceeded => "DEADLINE_EXCEEDED",
+            Reason::Overloaded => "OVERLOADED",
             Reason::Unavailable => "UNAVAILABLE",
             Reason::Internal => "INTERNAL",
         }
@@ -112,7 +125,9 @@ impl Reason {
             }
             Reason::Unauthenticated => Code::Unauthenticated,
             Reason::PermissionDenied | Reason::CurrentPasswordMismatch => Code::PermissionDenied,
-            Reason::LoginRateLimited | Reason::VerificationRateLimited => Code::ResourceExhausted,
+            Reason::LoginRateLimited
+            | Reason::VerificationRateLimited
+            | Reason::MessageTooLarge => Code::ResourceExhausted,
             Reason::LastAdmin
             | Reason::InsufficientFunds
             | Reason::CurrencyMismatch
@@ -123,7 +138,8 @@ impl Reason {
             | Reason::EmailAlreadyVerified => Code::FailedPrecondition,
             Reason::NotImplemented => Code::Unimplemented,
             Reason::TransactionConflict => Code::Aborted,
-            Reason::Unavailable => Code::Unavailable,
+            Reason::DeadlineExceeded => Code::DeadlineExceeded,
+            Reason::Overloaded | Reason::Unavailable => Code::Unavailable,
             Reason::Internal => Code::Internal,
         }
     }
@@ -174,6 +190,14 @@ pub enum Error {
     Aborted(String),
     #[error("{0} is not implemented")]
     Unimplemented(&'static str),
+    /// Shed or throttled: the same call may succeed after `retry_after` (sent as a
+    /// `google.rpc.RetryInfo` detail, and as `Retry-After` over HTTP). Not logged as a failure.
+    #[error("{message}")]
+    RetryLater {
+        reason: Reason,
+        message: String,
+        retry_after: Duration,
+    },
     /// The database or another dependency is unreachable right now; the call may be retried.
     #[error("service unavailable")]
     Unavailable(#[source] anyhow::Error),
@@ -204,6 +228,15 @@ impl Error {
         Error::Internal(cause.into())
     }
 
+    /// The server is too busy for this call now: `UNAVAILABLE`, reason `OVERLOADED`.
+    pub fn overloaded(message: impl Into<String>, retry_after: Duration) -> Self {
+        Error::RetryLater {
+            reason: Reason::Overloaded,
+            message: message.into(),
+            retry_after,
+        }
+    }
+
     pub fn permission_denied(message: impl Into<String>) -> Self {
         Error::refused(Reason::PermissionDenied, message)
     }
@@ -211,7 +244,9 @@ impl Error {
     /// The ErrorInfo reason.
     pub fn reason(&self) -> Reason {
         match self {
-            Error::InvalidArgument { reason, .. } | Error::Refused { reason, .. } => *reason,
+            Error::InvalidArgument { reason, .. }
+            | Error::Refused { reason, .. }
+            | Error::RetryLater { reason, .. } => *reason,
             Error::NotFound(_) => Reason::NotFound,
             Error::Unauthenticated(_) => Reason::Unauthenticated,
             Error::Unimplemented(_) => Reason::NotImplemented,
@@ -264,6 +299,22 @@ impl From<sqlx::Error> for Error {
     }
 }
 
+/// A trailers-only gRPC response carrying `err` (`grpc-status` in the headers), in the
+/// caller's gRPC flavour (its `content-type`, so gRPC-web clients read it too). The layers
+/// in front of the handlers answer this way.
+pub fn grpc_rejection(
+    err: Error,
+    content_type: Option<http::HeaderValue>,
+) -> http::Response<tonic::body::Body> {
+    let mut response = Status::from(err).into_http::<tonic::body::Body>();
+    if let Some(ct) = content_type.filter(|ct| ct.as_bytes().starts_with(b"application/grpc")) {
+        response
+            .headers_mut()
+            .insert(http::header::CONTENT_TYPE, ct);
+    }
+    response
+}
+
 /// Whether PostgreSQL certainly aborted the transaction that produced `err`.
 pub fn is_retryable(err: &sqlx::Error) -> bool {
     match err {
@@ -296,6 +347,9 @@ impl From<Error> for Status {
             ErrorDetails::with_error_info(err.reason().as_str(), ERROR_DOMAIN, metadata);
         if let Error::InvalidArgument { field, message, .. } = &err {
             details.add_bad_request_violation(*field, message.clone());
+        }
+        if let Error::RetryLater { retry_after, .. } = &err {
+            details.set_retry_info(Some(*retry_after));
         }
         Status::with_error_details(code, err.to_string(), details)
     }

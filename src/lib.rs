@@ -16,6 +16,7 @@ pub mod gateway;
 pub mod identity;
 pub mod jobs;
 pub mod ledger;
+pub mod limits;
 pub mod proto;
 pub mod store;
 pub mod telemetry;

@@ -111,7 +111,7 @@ where
                 }
                 Err(err) => {
                     let content_type = request.headers().get(CONTENT_TYPE).cloned();
-                    Ok(rejection(err, content_type))
+                    Ok(crate::error::grpc_rejection(err, content_type))
                 }
             }
         })
@@ -138,14 +138,5 @@ fn not_found() -> Response<tonic::body::Body> {
     response
         .headers_mut()
         .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-    response
-}
-
-/// A trailers-only gRPC response carrying `err`, in the caller's gRPC flavour.
-fn rejection(err: Error, content_type: Option<HeaderValue>) -> Response<tonic::body::Body> {
-    let mut response = tonic::Status::from(err).into_http::<tonic::body::Body>();
-    if let Some(ct) = content_type.filter(|ct| ct.as_bytes().starts_with(b"application/grpc")) {
-        response.headers_mut().insert(CONTENT_TYPE, ct);
-    }
     response
 }

@@ -53,6 +53,9 @@ static DUMMY_HASH: LazyLock<String> = LazyLock::new(|| {
         .to_string()
 });
 
+/// The retry delay a caller is told when no hashing turn came.
+pub const HASH_RETRY_AFTER: Duration = Duration::from_secs(1);
+
 /// The bounded pool of password hashing: at most `permits` hashes at once, process-wide.
 #[derive(Clone)]
 pub struct Hashing {
@@ -84,9 +87,10 @@ impl Hashing {
             Ok(Err(closed)) => Err(Error::internal(closed)),
             Err(_) => {
                 metrics::counter!("tally_password_hash_rejected_total").increment(1);
-                Err(Error::Unavailable(anyhow::anyhow!(
-                    "the server is busy hashing passwords; retry in a moment"
-                )))
+                Err(Error::overloaded(
+                    "the server is busy hashing passwords; retry in a moment",
+                    HASH_RETRY_AFTER,
+                ))
             }
         }
     }
@@ -182,7 +186,13 @@ mod tests {
         let second = pool.permit().await.unwrap();
         let third = pool.permit().await;
         assert!(
-            matches!(third, Err(Error::Unavailable(_))),
+            matches!(
+                third,
+                Err(Error::RetryLater {
+                    reason: crate::error::Reason::Overloaded,
+                    ..
+                })
+            ),
             "{:?}",
             third.err()
         );

@@ -116,15 +116,29 @@ pub struct ServeArgs {
     #[arg(long, env = "TALLY_REQUEST_TIMEOUT_MS", value_name = "TALLY_REQUEST_TIMEOUT_MS",
           default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(100..=300_000))]
     pub request_timeout_ms: u64,
-    /// Calls served at once across all connections; further calls wait (within their deadline).
+    /// Calls of tally's services served at once across all connections; a call beyond it is
+    /// shed at once with UNAVAILABLE (reason OVERLOADED, retry after 1 s). Health checks and
+    /// /healthz, /readyz, /metrics do not count.
     #[arg(long, env = "TALLY_CONCURRENCY_MAX", value_name = "TALLY_CONCURRENCY_MAX",
           default_value_t = 512, value_parser = clap::value_parser!(u64).range(1..=100_000))]
     pub concurrency_max: u64,
+    /// How long a call's request message may take to arrive, in milliseconds; it takes none of
+    /// the TALLY_CONCURRENCY_MAX slots until it has, and answers DEADLINE_EXCEEDED after this.
+    #[arg(long, env = "TALLY_REQUEST_READ_TIMEOUT_MS",
+          value_name = "TALLY_REQUEST_READ_TIMEOUT_MS", default_value_t = 5_000,
+          value_parser = clap::value_parser!(u64).range(100..=300_000))]
+    pub request_read_timeout_ms: u64,
     /// Concurrent HTTP/2 streams per connection.
     #[arg(long, env = "TALLY_STREAMS_PER_CONNECTION_MAX",
           value_name = "TALLY_STREAMS_PER_CONNECTION_MAX", default_value_t = 256,
           value_parser = clap::value_parser!(u32).range(1..=10_000))]
     pub streams_per_connection_max: u32,
+    /// TCP connections one peer address may hold open at once; more are closed on accept.
+    /// Behind a proxy, the proxy is the peer: size it for the proxy's pool.
+    #[arg(long, env = "TALLY_CONNECTIONS_PER_PEER_MAX",
+          value_name = "TALLY_CONNECTIONS_PER_PEER_MAX", default_value_t = 128,
+          value_parser = clap::value_parser!(u64).range(1..=100_000))]
+    pub connections_per_peer_max: u64,
     /// Currencies as CODE:EXPONENT pairs (exponent: minor units per major unit, as a power of
     /// ten). A stored currency's exponent can never change.
     #[arg(long, env = "TALLY_CURRENCIES", value_name = "TALLY_CURRENCIES",
@@ -215,7 +229,9 @@ pub struct ServeSettings {
     pub max_message_bytes: usize,
     pub request_timeout: Duration,
     pub concurrency_max: usize,
+    pub request_read_timeout: Duration,
     pub streams_per_connection_max: u32,
+    pub connections_per_peer_max: usize,
     pub shutdown_drain: Duration,
     pub ledger: crate::ledger::LedgerSettings,
     /// Origins allowed by CORS; `*` alone means any. Empty: none.
@@ -283,7 +299,10 @@ impl ServeArgs {
             request_timeout: Duration::from_millis(self.request_timeout_ms),
             concurrency_max: usize::try_from(self.concurrency_max)
                 .map_err(|_| config_error("TALLY_CONCURRENCY_MAX", "too large"))?,
+            request_read_timeout: Duration::from_millis(self.request_read_timeout_ms),
             streams_per_connection_max: self.streams_per_connection_max,
+            connections_per_peer_max: usize::try_from(self.connections_per_peer_max)
+                .map_err(|_| config_error("TALLY_CONNECTIONS_PER_PEER_MAX", "too large"))?,
             shutdown_drain: Duration::from_secs(self.shutdown_drain_secs),
             ledger: crate::ledger::LedgerSettings {
                 currencies: crate::ledger::Currencies::parse(&self.currencies)

@@ -99,10 +99,25 @@ impl GrpcStatus {
         }
     }
 
-    /// The HTTP error response of this status.
+    /// The HTTP error response of this status, with `Retry-After` (whole seconds, at least 1)
+    /// when the status carries a `google.rpc.RetryInfo`.
     pub fn into_response(self, pool: &DescriptorPool) -> Response<tonic::body::Body> {
         let status = http_status(self.code);
-        json_response(status, &self.to_json(pool))
+        let mut response = json_response(status, &self.to_json(pool));
+        if let Some(seconds) = self.retry_after_secs() {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+        }
+        response
+    }
+
+    fn retry_after_secs(&self) -> Option<u64> {
+        use tonic_types::StatusExt as _;
+        let bin = self.details_bin.clone()?;
+        let status = tonic::Status::with_details(self.code, self.message.clone(), bin);
+        let delay = status.get_details_retry_info()?.retry_delay?;
+        Some(delay.as_secs() + u64::from(delay.subsec_nanos() > 0)).map(|s| s.max(1))
     }
 }
 

@@ -16,6 +16,9 @@
 //!   (`waiting` is kept live by `db::acquire`/`db::begin`, not sampled)
 //! - `tally_mail_outbox_backlog`, `tally_mail_queue_depth`
 //! - `tally_mail_jobs_total{outcome}`, `tally_mail_outbox_relayed_total`
+//! - `tally_rpc_shed_total`, `tally_rpc_read_timeouts_total`, `tally_connections_refused_total`,
+//!   `tally_password_hash_rejected_total` (what the limits in `crate::limits` and the hashing
+//!   pool turned away)
 
 use std::{sync::OnceLock, time::Duration};
 
@@ -88,6 +91,22 @@ fn describe() {
         "tally_rpc_duration_seconds",
         Unit::Seconds,
         "Call latency by gRPC method, until the last byte of the answer"
+    );
+    describe_counter!(
+        "tally_rpc_shed_total",
+        "Calls shed with UNAVAILABLE because every TALLY_CONCURRENCY_MAX slot was taken"
+    );
+    describe_counter!(
+        "tally_rpc_read_timeouts_total",
+        "Calls whose request message did not arrive within TALLY_REQUEST_READ_TIMEOUT_MS"
+    );
+    describe_counter!(
+        "tally_connections_refused_total",
+        "Connections closed on accept: their peer held TALLY_CONNECTIONS_PER_PEER_MAX already"
+    );
+    describe_counter!(
+        "tally_password_hash_rejected_total",
+        "Calls answered UNAVAILABLE: no password hashing turn within TALLY_HASH_WAIT_MS"
     );
     describe_counter!(
         "tally_transfers_total",
