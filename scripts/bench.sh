@@ -50,6 +50,9 @@ PACED_SHARE=0.5
 # batch of 100 needs about 100 * (150 + 256) bytes of the message limit (1 MiB is plenty).
 ACCOUNTS_PER_OWNER_MAX=100000
 CONCURRENCY_MAX=4096
+# One user on one address makes every call: no rate limit may bite (the anchor has none).
+RATE_WRITES_PER_SECOND=10000000
+RATE_AUTH_PER_MINUTE=1000000
 MAX_MESSAGE_BYTES=1048576
 # pgbench: worker threads (one per core here) and tries per transaction (tally's engine retries
 # a batch 20 times by default; pgbench gets more, so it never gives up first).
@@ -149,7 +152,8 @@ FREE_CONNECTIONS="$(psql "$ADMIN_URL" -AtXc "SELECT current_setting('max_connect
 psql "$ADMIN_URL" -v ON_ERROR_STOP=1 -qXc "CREATE DATABASE $DB_NAME" >/dev/null
 PORT="$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
 DATABASE_URL="$URL" TALLY_ACCOUNTS_PER_OWNER_MAX="$ACCOUNTS_PER_OWNER_MAX" \
-  TALLY_CONCURRENCY_MAX="$CONCURRENCY_MAX" TALLY_MAX_MESSAGE_BYTES="$MAX_MESSAGE_BYTES" RUST_LOG=warn \
+  TALLY_CONCURRENCY_MAX="$CONCURRENCY_MAX" TALLY_MAX_MESSAGE_BYTES="$MAX_MESSAGE_BYTES" \
+  TALLY_RATE_WRITES_PER_SECOND="$RATE_WRITES_PER_SECOND" TALLY_RATE_AUTH_PER_MINUTE="$RATE_AUTH_PER_MINUTE" RUST_LOG=warn \
   "$BIN" serve --migrate true --listen-addr "127.0.0.1:$PORT" >"$WORK_DIR/server.log" 2>&1 &
 SERVER_PID=$!
 for _ in $(seq 1 "$READY_POLLS"); do

@@ -38,7 +38,7 @@ use crate::{
     identity::{Identity, IdentitySettings},
     jobs::{self, outbox::Relay},
     ledger::Ledger,
-    limits::{self, OverloadLayer},
+    limits::{self, OverloadLayer, RateLimitLayer},
     proto::{
         self,
         tally_v1::{
@@ -278,6 +278,8 @@ impl Application {
                 settings.max_message_bytes / 3 * 4 + REQUEST_FRAMING_BYTES,
             ))
             .layer(AuthLayer::new(authenticator))
+            // Inside auth: write budgets are per signed-in user.
+            .layer(RateLimitLayer::new(&settings.rates))
             .add_routes(routes)
             .serve_with_incoming_shutdown(incoming, async {
                 let _ = stop_rx.await;

@@ -41,6 +41,8 @@ pub enum Reason {
     VerificationCodeInvalid,
     VerificationRateLimited,
     EmailAlreadyVerified,
+    /// A rate limit of the caller's address or user is spent: retry after the RetryInfo delay.
+    RateLimited,
     /// The request is larger than the server accepts (gRPC's code for it).
     MessageTooLarge,
     /// The request did not arrive (or the call did not finish) within its deadline.
@@ -76,6 +78,7 @@ impl Reason {
         Reason::VerificationCodeInvalid,
         Reason::VerificationRateLimited,
         Reason::EmailAlreadyVerified,
+        Reason::RateLimited,
         Reason::MessageTooLarge,
         Reason::DeadlineExceeded,
         Reason::Overloaded,
@@ -107,6 +110,7 @@ impl Reason {
             Reason::VerificationCodeInvalid => "VERIFICATION_CODE_INVALID",
             Reason::VerificationRateLimited => "VERIFICATION_RATE_LIMITED",
             Reason::EmailAlreadyVerified => "EMAIL_ALREADY_VERIFIED",
+            Reason::RateLimited => "RATE_LIMITED",
             Reason::MessageTooLarge => "MESSAGE_TOO_LARGE",
             Reason::DeadlineExceeded => "DEADLINE_EXCEEDED",
             Reason::Overloaded => "OVERLOADED",
@@ -127,6 +131,7 @@ impl Reason {
             Reason::PermissionDenied | Reason::CurrentPasswordMismatch => Code::PermissionDenied,
             Reason::LoginRateLimited
             | Reason::VerificationRateLimited
+            | Reason::RateLimited
             | Reason::MessageTooLarge => Code::ResourceExhausted,
             Reason::LastAdmin
             | Reason::InsufficientFunds

@@ -20,3 +20,23 @@ pub const TALLY_SERVICES: &[&str] = &[
     "tally.v1.AccountService",
     "tally.v1.TransferService",
 ];
+
+/// The gRPC path (`/tally.v1.Service/Method`) of every method of tally's own services, from the
+/// descriptor set: what the tables that must name every method are checked against.
+pub fn tally_method_paths() -> Vec<String> {
+    use prost::Message as _;
+    let set = prost_types::FileDescriptorSet::decode(FILE_DESCRIPTOR_SET)
+        .expect("the embedded descriptor set decodes");
+    set.file
+        .iter()
+        .filter(|f| f.package() == "tally.v1")
+        .flat_map(|file| {
+            file.service.iter().flat_map(|service| {
+                service
+                    .method
+                    .iter()
+                    .map(move |m| format!("/tally.v1.{}/{}", service.name(), m.name()))
+            })
+        })
+        .collect()
+}

@@ -60,9 +60,13 @@ pub(crate) fn client_info<T>(request: &Request<T>) -> ClientInfo {
             .and_then(|v| v.to_str().ok())
             .unwrap_or_default()
             .to_owned(),
+        // Resolved by the rate limit layer (through trusted proxies); else the peer.
         client_address: request
-            .remote_addr()
-            .map(|a| a.ip().to_string())
+            .extensions()
+            .get::<crate::limits::ClientAddress>()
+            .map(|a| a.0)
+            .or_else(|| request.remote_addr().map(|a| a.ip()))
+            .map(|ip| ip.to_string())
             .unwrap_or_default(),
     }
 }

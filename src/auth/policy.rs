@@ -116,30 +116,20 @@ pub fn access_for(path: &str) -> Option<Access> {
 
 #[cfg(test)]
 mod tests {
-    use prost::Message;
-
     use super::*;
 
     /// Walks the compiled descriptor set: every method of every tally service has a policy.
     #[test]
     fn every_rpc_in_the_descriptor_set_has_an_explicit_policy() {
-        let set = prost_types::FileDescriptorSet::decode(crate::proto::FILE_DESCRIPTOR_SET)
-            .expect("descriptor set decodes");
-        let mut methods = 0;
-        for file in set.file.iter().filter(|f| f.package() == "tally.v1") {
-            for service in &file.service {
-                for method in &service.method {
-                    let path = format!("/tally.v1.{}/{}", service.name(), method.name());
-                    assert!(
-                        METHOD_POLICIES.iter().any(|(p, _)| *p == path),
-                        "{path} has no access policy"
-                    );
-                    methods += 1;
-                }
-            }
+        let methods = crate::proto::tally_method_paths();
+        for path in &methods {
+            assert!(
+                METHOD_POLICIES.iter().any(|(p, _)| p == path),
+                "{path} has no access policy"
+            );
         }
         assert_eq!(
-            methods,
+            methods.len(),
             METHOD_POLICIES.len(),
             "a policy names a method that does not exist"
         );
@@ -149,21 +139,7 @@ mod tests {
     /// method's policy or domain checks, and every method named there exists.
     #[test]
     fn every_permission_is_checked_by_some_method() {
-        let set = prost_types::FileDescriptorSet::decode(crate::proto::FILE_DESCRIPTOR_SET)
-            .expect("descriptor set decodes");
-        let methods: Vec<String> = set
-            .file
-            .iter()
-            .filter(|f| f.package() == "tally.v1")
-            .flat_map(|file| {
-                file.service.iter().flat_map(|service| {
-                    service
-                        .method
-                        .iter()
-                        .map(move |m| format!("/tally.v1.{}/{}", service.name(), m.name()))
-                })
-            })
-            .collect();
+        let methods = crate::proto::tally_method_paths();
         for (path, _) in DOMAIN_CHECKS {
             assert!(methods.iter().any(|m| m == path), "{path} is not a method");
         }

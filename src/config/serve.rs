@@ -133,6 +133,25 @@ pub struct ServeArgs {
           value_name = "TALLY_STREAMS_PER_CONNECTION_MAX", default_value_t = 256,
           value_parser = clap::value_parser!(u32).range(1..=10_000))]
     pub streams_per_connection_max: u32,
+    /// Calls that hash a password or send mail (CreateUser, Login, RefreshSession, VerifyEmail,
+    /// ResendVerification) per client address per minute (a burst of as many, then evenly).
+    #[arg(long, env = "TALLY_RATE_AUTH_PER_MINUTE", value_name = "TALLY_RATE_AUTH_PER_MINUTE",
+          default_value_t = 60, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub rate_auth_per_minute: u32,
+    /// Calls that change something, per signed-in user and per client address, per second.
+    #[arg(long, env = "TALLY_RATE_WRITES_PER_SECOND",
+          value_name = "TALLY_RATE_WRITES_PER_SECOND", default_value_t = 500,
+          value_parser = clap::value_parser!(u32).range(1..=10_000_000))]
+    pub rate_writes_per_second: u32,
+    /// Comma-separated addresses or CIDR networks of proxies whose X-Forwarded-For names the
+    /// client; empty: the connection's peer is always the client.
+    #[arg(
+        long,
+        env = "TALLY_TRUSTED_PROXIES",
+        value_name = "TALLY_TRUSTED_PROXIES",
+        default_value = ""
+    )]
+    pub trusted_proxies: String,
     /// TCP connections one peer address may hold open at once; more are closed on accept.
     /// Behind a proxy, the proxy is the peer: size it for the proxy's pool.
     #[arg(long, env = "TALLY_CONNECTIONS_PER_PEER_MAX",
@@ -232,6 +251,7 @@ pub struct ServeSettings {
     pub request_read_timeout: Duration,
     pub streams_per_connection_max: u32,
     pub connections_per_peer_max: usize,
+    pub rates: crate::limits::RateSettings,
     pub shutdown_drain: Duration,
     pub ledger: crate::ledger::LedgerSettings,
     /// Origins allowed by CORS; `*` alone means any. Empty: none.
@@ -303,6 +323,14 @@ impl ServeArgs {
             streams_per_connection_max: self.streams_per_connection_max,
             connections_per_peer_max: usize::try_from(self.connections_per_peer_max)
                 .map_err(|_| config_error("TALLY_CONNECTIONS_PER_PEER_MAX", "too large"))?,
+            rates: crate::limits::RateSettings {
+                auth_per_minute: std::num::NonZeroU32::new(self.rate_auth_per_minute)
+                    .ok_or_else(|| config_error("TALLY_RATE_AUTH_PER_MINUTE", "must be > 0"))?,
+                writes_per_second: std::num::NonZeroU32::new(self.rate_writes_per_second)
+                    .ok_or_else(|| config_error("TALLY_RATE_WRITES_PER_SECOND", "must be > 0"))?,
+                trusted_proxies: crate::limits::TrustedProxies::parse(&self.trusted_proxies)
+                    .map_err(|message| config_error("TALLY_TRUSTED_PROXIES", message))?,
+            },
             shutdown_drain: Duration::from_secs(self.shutdown_drain_secs),
             ledger: crate::ledger::LedgerSettings {
                 currencies: crate::ledger::Currencies::parse(&self.currencies)

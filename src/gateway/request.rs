@@ -30,6 +30,8 @@ const FORWARDED_HEADERS: &[&str] = &[
     "traceparent",
     "tracestate",
     "grpc-timeout",
+    // The client address behind trusted proxies (crate::limits::client).
+    "x-forwarded-for",
 ];
 /// `Grpc-Metadata-Foo: v` arrives as metadata `foo: v` (grpc-gateway's convention).
 const METADATA_PREFIX: &str = "grpc-metadata-";
@@ -265,9 +267,13 @@ pub fn grpc_request(
     }
     for (name, value) in headers {
         if let Some(stripped) = name.as_str().strip_prefix(METADATA_PREFIX)
-            // The protocol's own headers are not the client's to set.
+            // The protocol's own headers are not the client's to set, nor is the address the
+            // proxies recorded.
             && !stripped.starts_with("grpc-")
-            && !matches!(stripped, "content-type" | "te" | "content-length")
+            && !matches!(
+                stripped,
+                "content-type" | "te" | "content-length" | "x-forwarded-for"
+            )
             && let Ok(name) = HeaderName::from_bytes(stripped.as_bytes())
         {
             out.append(name, value.clone());

@@ -16,7 +16,8 @@
 //!   (`waiting` is kept live by `db::acquire`/`db::begin`, not sampled)
 //! - `tally_mail_outbox_backlog`, `tally_mail_queue_depth`
 //! - `tally_mail_jobs_total{outcome}`, `tally_mail_outbox_relayed_total`
-//! - `tally_rpc_shed_total`, `tally_rpc_read_timeouts_total`, `tally_connections_refused_total`,
+//! - `tally_rate_limited_total{budget}`, `tally_rpc_shed_total`, `tally_rpc_read_timeouts_total`,
+//!   `tally_connections_refused_total`,
 //!   `tally_password_hash_rejected_total` (what the limits in `crate::limits` and the hashing
 //!   pool turned away)
 
@@ -91,6 +92,10 @@ fn describe() {
         "tally_rpc_duration_seconds",
         Unit::Seconds,
         "Call latency by gRPC method, until the last byte of the answer"
+    );
+    describe_counter!(
+        "tally_rate_limited_total",
+        "Calls refused RATE_LIMITED, by budget (auth per address, write per user and address)"
     );
     describe_counter!(
         "tally_rpc_shed_total",

@@ -21,7 +21,8 @@ const RSS_KIB_MAX: u64 = 256 * 1024;
 
 #[tokio::test]
 async fn two_hundred_sign_ups_with_a_taken_name_and_two_hundred_logins_stay_under_256_mib() {
-    let server = ServerProcess::spawn(&[]).await;
+    // The per-address rate limits raised: this test is about what hashing may hold.
+    let server = ServerProcess::spawn(&["--rate-auth-per-minute", "1000000"]).await;
     let users = UserServiceClient::new(server.channel.clone());
     let sessions = SessionServiceClient::new(server.channel.clone());
     let taken = unique("taken");
@@ -250,4 +251,155 @@ async fn calls_beyond_the_slots_are_shed_with_retry_info_over_grpc_and_retry_aft
     assert_eq!(response.headers()["retry-after"], "1");
     let body: serde_json::Value = response.json().await.unwrap();
     assert_eq!(body["code"], 14, "{body}");
+}
+
+/// A wrong-password login, over gRPC with `x-forwarded-for` when given.
+async fn grpc_login(app: &TestApp, forwarded_for: Option<&str>) -> tonic::Status {
+    let mut request = tonic::Request::new(pb::LoginRequest {
+        username: "nobody_here".into(),
+        password: "wrong password 123".into(),
+    });
+    if let Some(address) = forwarded_for {
+        request
+            .metadata_mut()
+            .insert("x-forwarded-for", address.parse().unwrap());
+    }
+    app.sessions()
+        .login(request)
+        .await
+        .expect_err("no such user")
+}
+
+/// A wrong-password login over HTTP JSON.
+async fn json_login(app: &TestApp, forwarded_for: Option<&str>) -> reqwest::Response {
+    let mut request = reqwest::Client::new()
+        .post(format!("http://{}/v1/sessions", app.addr))
+        .json(&serde_json::json!({"username": "nobody_here", "password": "wrong password 123"}));
+    if let Some(address) = forwarded_for {
+        request = request.header("x-forwarded-for", address);
+    }
+    request.send().await.unwrap()
+}
+
+#[tokio::test]
+async fn the_auth_budget_per_address_answers_resource_exhausted_with_retry_info_and_429() {
+    // Five a minute: the banker's sign-up and login, then three failed logins.
+    let app = TestApp::spawn_with(&["--rate-auth-per-minute", "5"]).await;
+    let banker = app.banker().await;
+    for _ in 0..3 {
+        assert_eq!(grpc_login(&app, None).await.code(), Code::Unauthenticated);
+    }
+    let limited = grpc_login(&app, None).await;
+    assert_eq!(limited.code(), Code::ResourceExhausted, "{limited:?}");
+    assert_eq!(reason(&limited).as_deref(), Some("RATE_LIMITED"));
+    use tonic_types::StatusExt as _;
+    let wait = limited
+        .get_details_retry_info()
+        .and_then(|r| r.retry_delay)
+        .expect("RetryInfo with a delay");
+    // 3 a minute: the next one is due 20 s after the first.
+    assert!(
+        wait > Duration::from_secs(10) && wait <= Duration::from_secs(20),
+        "{wait:?}"
+    );
+
+    let response = json_login(&app, None).await;
+    assert_eq!(response.status(), 429);
+    let retry_after: u64 = response.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((5..=12).contains(&retry_after), "{retry_after}");
+    let body: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(body["code"], 8, "{body}");
+    // Reads are not rate limited.
+    for _ in 0..20 {
+        app.accounts()
+            .list_accounts(authed(&banker, pb::ListAccountsRequest::default()))
+            .await
+            .expect("reads pass");
+    }
+}
+
+#[tokio::test]
+async fn x_forwarded_for_names_the_client_only_behind_a_trusted_proxy() {
+    // Untrusted: every call is 127.0.0.1's, whatever the header says.
+    let open = TestApp::spawn_with(&["--rate-auth-per-minute", "2"]).await;
+    grpc_login(&open, Some("198.51.100.1")).await;
+    grpc_login(&open, Some("198.51.100.2")).await;
+    assert_eq!(
+        grpc_login(&open, Some("198.51.100.3")).await.code(),
+        Code::ResourceExhausted,
+        "a client cannot buy a fresh budget with a header"
+    );
+
+    // Trusted: each forwarded address has its own budget, over gRPC and JSON alike.
+    let proxied = TestApp::spawn_with(&[
+        "--rate-auth-per-minute",
+        "2",
+        "--trusted-proxies",
+        "127.0.0.0/8",
+    ])
+    .await;
+    assert_eq!(
+        grpc_login(&proxied, Some("198.51.100.1")).await.code(),
+        Code::Unauthenticated
+    );
+    assert_eq!(
+        json_login(&proxied, Some("198.51.100.1")).await.status(),
+        401
+    );
+    assert_eq!(
+        json_login(&proxied, Some("198.51.100.1")).await.status(),
+        429
+    );
+    assert_eq!(
+        grpc_login(&proxied, Some("198.51.100.1")).await.code(),
+        Code::ResourceExhausted
+    );
+    // The attacker's spent budget is not the victim's.
+    assert_eq!(
+        grpc_login(&proxied, Some("203.0.113.9")).await.code(),
+        Code::Unauthenticated
+    );
+    // A forged first hop does not move the client: the proxy appended the real one.
+    assert_eq!(
+        json_login(&proxied, Some("203.0.113.50, 198.51.100.1"))
+            .await
+            .status(),
+        429
+    );
+}
+
+#[tokio::test]
+async fn writes_are_limited_per_user() {
+    let app = TestApp::spawn_with(&["--rate-writes-per-second", "2"]).await;
+    let token = app.signed_in(&unique("writer"), &[]).await.access_token;
+    let open = || {
+        let mut accounts = app.accounts();
+        let token = token.clone();
+        async move {
+            accounts
+                .create_account(authed(
+                    &token,
+                    pb::CreateAccountRequest {
+                        currency: "USD".into(),
+                        owner: None,
+                        name: None,
+                    },
+                ))
+                .await
+        }
+    };
+    let before = app.count("accounts").await;
+    open().await.expect("first write");
+    open().await.expect("second write");
+    let limited = assert_code(open().await, Code::ResourceExhausted);
+    assert_eq!(reason(&limited).as_deref(), Some("RATE_LIMITED"));
+    assert_eq!(
+        app.count("accounts").await,
+        before + 2,
+        "the refused write wrote nothing"
+    );
 }

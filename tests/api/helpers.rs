@@ -119,6 +119,11 @@ pub fn settings(database_url: &str, extra: &[&str]) -> ServeSettings {
         &key,
         "--shutdown-drain-secs",
         "5",
+        // Every test's calls come from 127.0.0.1; the rate limit tests lower these again.
+        "--rate-auth-per-minute",
+        "1000000",
+        "--rate-writes-per-second",
+        "10000000",
     ];
     argv.extend_from_slice(extra);
     match Cli::try_parse_from(argv)
