@@ -41,6 +41,7 @@ pub async fn run(pool: PgPool, action: AdminAction) -> anyhow::Result<()> {
             access_ttl: Duration::from_secs(60),
             refresh_ttl: Duration::from_secs(120),
             login_failures_max: 1,
+            login_failures_per_address_max: 1,
             login_failure_window: Duration::from_secs(1),
             verification_ttl: ADMIN_VERIFICATION_TTL,
             hash_concurrency_max: 1,

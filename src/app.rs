@@ -112,6 +112,7 @@ impl Application {
                 access_ttl: settings.tokens.access_ttl,
                 refresh_ttl: settings.tokens.refresh_ttl,
                 login_failures_max: settings.login_failures_max,
+                login_failures_per_address_max: settings.login_failures_per_address_max,
                 login_failure_window: settings.login_failure_window,
                 verification_ttl: settings.verification_ttl,
                 hash_concurrency_max: settings.hash_concurrency_max,

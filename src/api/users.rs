@@ -74,8 +74,12 @@ impl UserService for ApiState {
         request: Request<pb::UpdateUserRequest>,
     ) -> Result<Response<pb::User>, Status> {
         let principal = principal(&request)?;
+        let client = super::client_info(&request);
         let change = UpdateUser::try_from(request.into_inner())?;
-        let user = self.identity.update_user(&principal, change).await?;
+        let user = self
+            .identity
+            .update_user(&principal, change, &client)
+            .await?;
         Ok(Response::new(user.into()))
     }
 

@@ -79,10 +79,17 @@ pub struct ServeArgs {
           value_name = "TALLY_REFRESH_TOKEN_TTL_SECS", default_value_t = 86_400,
           value_parser = clap::value_parser!(u64).range(60..=2_592_000))]
     pub refresh_token_ttl_secs: u64,
-    /// Failed logins for one username, within the window, before further attempts are refused.
+    /// Failed logins for one username from one client address, within the window, before
+    /// further attempts for it from there are refused (other addresses are not affected).
     #[arg(long, env = "TALLY_LOGIN_FAILURES_MAX", value_name = "TALLY_LOGIN_FAILURES_MAX",
           default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=1_000))]
     pub login_failures_max: u32,
+    /// Failed logins from one client address, any username, within the window, before further
+    /// logins from it are refused (a password spray over many usernames).
+    #[arg(long, env = "TALLY_LOGIN_FAILURES_PER_ADDRESS_MAX",
+          value_name = "TALLY_LOGIN_FAILURES_PER_ADDRESS_MAX", default_value_t = 100,
+          value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub login_failures_per_address_max: u32,
     /// The login failure window in seconds.
     #[arg(long, env = "TALLY_LOGIN_FAILURE_WINDOW_SECS",
           value_name = "TALLY_LOGIN_FAILURE_WINDOW_SECS", default_value_t = 900,
@@ -239,6 +246,7 @@ pub struct ServeSettings {
     pub migrate: bool,
     pub tokens: TokenSettings,
     pub login_failures_max: u32,
+    pub login_failures_per_address_max: u32,
     pub login_failure_window: Duration,
     /// Password hashes at once (TALLY_HASH_CONCURRENCY_MAX, resolved: never 0).
     pub hash_concurrency_max: usize,
@@ -306,6 +314,7 @@ impl ServeArgs {
                 refresh_ttl: Duration::from_secs(self.refresh_token_ttl_secs),
             },
             login_failures_max: self.login_failures_max,
+            login_failures_per_address_max: self.login_failures_per_address_max,
             login_failure_window: Duration::from_secs(self.login_failure_window_secs),
             hash_concurrency_max: match self.hash_concurrency_max {
                 0 => std::thread::available_parallelism().map_or(1, usize::from),

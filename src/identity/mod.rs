@@ -25,7 +25,10 @@ pub mod verification;
 pub struct IdentitySettings {
     pub access_ttl: Duration,
     pub refresh_ttl: Duration,
+    /// Failed logins per (username, client address) within the window.
     pub login_failures_max: u32,
+    /// Failed logins per client address, any username, within the window.
+    pub login_failures_per_address_max: u32,
     pub login_failure_window: Duration,
     /// How long a verification code stays valid.
     pub verification_ttl: Duration,

@@ -33,6 +33,8 @@ pub const LIVE_SESSIONS_PER_USER_MAX: i64 = 50;
 /// Stored user agents and addresses are cut to these lengths (the columns' CHECKs).
 const USER_AGENT_CHARS_MAX: usize = 512;
 const CLIENT_ADDRESS_CHARS_MAX: usize = 128;
+/// `login_failures.client_address`'s CHECK.
+const LOGIN_FAILURE_ADDRESS_CHARS_MAX: usize = 64;
 
 /// What a successful login or refresh hands out.
 #[derive(Debug, Clone)]
@@ -101,8 +103,10 @@ impl Identity {
         // The permit first: no transaction (nor the username's attempt lock) waits for hashing.
         let permit = self.hashing.permit().await?;
         let mut tx = crate::db::begin(&self.pool).await?;
-        store::sessions::lock_login_attempts(&mut tx, &username).await?;
-        self.refuse_if_rate_limited(&mut tx, &username).await?;
+        let address = client_address_key(client);
+        store::sessions::lock_login_attempts(&mut tx, &username, &address).await?;
+        self.refuse_if_rate_limited(&mut tx, &username, &address)
+            .await?;
         let user = store::users::by_username(&mut tx, &username).await?;
         // Unknown users are checked against a dummy hash: same answer, similar time.
         let matched = permit
@@ -111,7 +115,7 @@ impl Identity {
         let user = match user {
             Some(user) if matched => user,
             _ => {
-                self.record_failure(&mut tx, &username).await?;
+                self.record_failure(&mut tx, &username, &address).await?;
                 tx.commit().await?;
                 tracing::info!(user.username = %username, "login failed");
                 return Err(Error::Unauthenticated(LOGIN_FAILED_MESSAGE));
@@ -286,13 +290,21 @@ impl Identity {
         &self,
         conn: &mut PgConnection,
         username: &str,
+        client_address: &str,
     ) -> Result<()> {
         let window = self.settings.login_failure_window.as_secs() as i64;
-        let failures = store::sessions::recent_login_failures(conn, username, window).await?;
-        if failures >= i64::from(self.settings.login_failures_max) {
+        let (pair, address) =
+            store::sessions::recent_login_failures(conn, username, client_address, window).await?;
+        if pair >= i64::from(self.settings.login_failures_max) {
             return Err(Error::refused(
                 Reason::LoginRateLimited,
-                "too many failed logins for this username; try again later",
+                "too many failed logins for this username from this address; try again later",
+            ));
+        }
+        if address >= i64::from(self.settings.login_failures_per_address_max) {
+            return Err(Error::refused(
+                Reason::LoginRateLimited,
+                "too many failed logins from this address; try again later",
             ));
         }
         Ok(())
@@ -302,8 +314,15 @@ impl Identity {
         &self,
         conn: &mut PgConnection,
         username: &str,
+        client_address: &str,
     ) -> Result<()> {
         let window = self.settings.login_failure_window.as_secs() as i64;
-        store::sessions::record_login_failure(conn, username, window).await
+        store::sessions::record_login_failure(conn, username, client_address, window).await
     }
+}
+
+/// The address login failures are counted under: the client's, cut to the column's bound (an
+/// IP address is at most 45 characters, so only something that is not one is ever cut).
+pub(super) fn client_address_key(client: &ClientInfo) -> String {
+    truncate(&client.client_address, LOGIN_FAILURE_ADDRESS_CHARS_MAX)
 }

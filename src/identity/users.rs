@@ -2,7 +2,7 @@
 
 use uuid::Uuid;
 
-use super::{Identity, User, may_see_user, validate};
+use super::{ClientInfo, Identity, User, may_see_user, validate};
 use crate::{
     auth::{Principal, Role},
     error::{Error, Reason, Result},
@@ -113,7 +113,12 @@ impl Identity {
     /// Applies a profile change. Changing your own password needs the current one (a wrong
     /// one counts as a failed login, so this is no side door for guessing) and signs out your
     /// other sessions; an admin resetting someone else's password signs out all of theirs.
-    pub async fn update_user(&self, principal: &Principal, change: UpdateUser) -> Result<User> {
+    pub async fn update_user(
+        &self,
+        principal: &Principal,
+        change: UpdateUser,
+        client: &ClientInfo,
+    ) -> Result<User> {
         if !may_see_user(principal, &change.username) {
             return Err(Error::NotFound("user"));
         }
@@ -125,7 +130,7 @@ impl Identity {
                     "is required to change your own password",
                 ));
             };
-            self.check_current_password(&change.username, current)
+            self.check_current_password(&change.username, current, client)
                 .await?;
         }
         let new_hash = match change.password {
@@ -172,11 +177,18 @@ impl Identity {
     }
 
     /// Checks a presented current password under the login failure limit.
-    async fn check_current_password(&self, username: &str, presented: String) -> Result<()> {
+    async fn check_current_password(
+        &self,
+        username: &str,
+        presented: String,
+        client: &ClientInfo,
+    ) -> Result<()> {
+        let address = super::sessions::client_address_key(client);
         // The permit first: no transaction waits for hashing.
         let permit = self.hashing.permit().await?;
         let mut tx = crate::db::begin(&self.pool).await?;
-        self.refuse_if_rate_limited(&mut tx, username).await?;
+        self.refuse_if_rate_limited(&mut tx, username, &address)
+            .await?;
         let stored = store::users::by_username(&mut tx, username)
             .await?
             .map(|u| u.password_hash);
@@ -184,7 +196,7 @@ impl Identity {
             tx.commit().await?;
             return Ok(());
         }
-        self.record_failure(&mut tx, username).await?;
+        self.record_failure(&mut tx, username, &address).await?;
         tx.commit().await?;
         Err(Error::refused(
             Reason::CurrentPasswordMismatch,

@@ -188,26 +188,39 @@ pub async fn newest_for_user(
     .await?)
 }
 
-/// Serialises login attempts for one username until the transaction ends, so concurrent
-/// attempts cannot all slip under the failure limit.
-pub async fn lock_login_attempts(conn: &mut PgConnection, username: &str) -> Result<()> {
-    sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended('tally.login:' || $1, 0))")
-        .bind(username)
-        .execute(conn)
-        .await?;
+/// Serialises login attempts for one username, then for one client address, until the
+/// transaction ends, so concurrent attempts cannot all slip under the failure limits. (Always in
+/// that order, so two attempts cannot wait for each other.)
+pub async fn lock_login_attempts(
+    conn: &mut PgConnection,
+    username: &str,
+    client_address: &str,
+) -> Result<()> {
+    sqlx::query(
+        "SELECT pg_advisory_xact_lock(hashtextextended('tally.login:' || $1, 0)), \
+                pg_advisory_xact_lock(hashtextextended('tally.login-address:' || $2, 0))",
+    )
+    .bind(username)
+    .bind(client_address)
+    .execute(conn)
+    .await?;
     Ok(())
 }
 
+/// Failures within the window: for this username from this address, and from this address for
+/// any username.
 pub async fn recent_login_failures(
     conn: &mut PgConnection,
     username: &str,
+    client_address: &str,
     window_secs: i64,
-) -> Result<i64> {
-    Ok(sqlx::query_scalar(
-        "SELECT count(*) FROM login_failures \
-         WHERE username = $1 AND failed_at > now() - make_interval(secs => $2)",
+) -> Result<(i64, i64)> {
+    Ok(sqlx::query_as(
+        "SELECT count(*) FILTER (WHERE username = $1), count(*) FROM login_failures \
+         WHERE client_address = $2 AND failed_at > now() - make_interval(secs => $3)",
     )
     .bind(username)
+    .bind(client_address)
     .bind(window_secs as f64)
     .fetch_one(conn)
     .await?)
@@ -218,14 +231,16 @@ pub async fn recent_login_failures(
 pub async fn record_login_failure(
     conn: &mut PgConnection,
     username: &str,
+    client_address: &str,
     window_secs: i64,
 ) -> Result<()> {
     sqlx::query("DELETE FROM login_failures WHERE failed_at <= now() - make_interval(secs => $1)")
         .bind(window_secs as f64)
         .execute(&mut *conn)
         .await?;
-    sqlx::query("INSERT INTO login_failures (username) VALUES ($1)")
+    sqlx::query("INSERT INTO login_failures (username, client_address) VALUES ($1, $2)")
         .bind(username)
+        .bind(client_address)
         .execute(conn)
         .await?;
     Ok(())

@@ -255,17 +255,7 @@ async fn calls_beyond_the_slots_are_shed_with_retry_info_over_grpc_and_retry_aft
 
 /// A wrong-password login, over gRPC with `x-forwarded-for` when given.
 async fn grpc_login(app: &TestApp, forwarded_for: Option<&str>) -> tonic::Status {
-    let mut request = tonic::Request::new(pb::LoginRequest {
-        username: "nobody_here".into(),
-        password: "wrong password 123".into(),
-    });
-    if let Some(address) = forwarded_for {
-        request
-            .metadata_mut()
-            .insert("x-forwarded-for", address.parse().unwrap());
-    }
-    app.sessions()
-        .login(request)
+    login_from(app, "nobody_here", "wrong password 123", forwarded_for)
         .await
         .expect_err("no such user")
 }
@@ -401,5 +391,73 @@ async fn writes_are_limited_per_user() {
         app.count("accounts").await,
         before + 2,
         "the refused write wrote nothing"
+    );
+}
+
+/// A login with `password` for `username`, from `address` as a trusted proxy names it (if
+/// given).
+async fn login_from(
+    app: &TestApp,
+    username: &str,
+    password: &str,
+    address: Option<&str>,
+) -> Result<pb::LoginResponse, tonic::Status> {
+    let mut request = tonic::Request::new(pb::LoginRequest {
+        username: username.into(),
+        password: password.into(),
+    });
+    if let Some(address) = address {
+        request
+            .metadata_mut()
+            .insert("x-forwarded-for", address.parse().unwrap());
+    }
+    app.sessions().login(request).await.map(|r| r.into_inner())
+}
+
+#[tokio::test]
+async fn an_attacker_exhausting_the_login_throttle_does_not_lock_the_victim_out_elsewhere() {
+    let app = TestApp::spawn_with(&[
+        "--trusted-proxies",
+        "127.0.0.0/8",
+        "--login-failures-max",
+        "3",
+        "--login-failures-per-address-max",
+        "5",
+    ])
+    .await;
+    let victim = unique("victim");
+    app.create_user(&victim).await;
+    let attacker = Some("198.51.100.66");
+    for _ in 0..3 {
+        let status = login_from(&app, &victim, "wrong password 123", attacker)
+            .await
+            .unwrap_err();
+        assert_eq!(status.code(), Code::Unauthenticated);
+    }
+    // From the attacker's address even the right password is now refused ...
+    let locked = login_from(&app, &victim, PASSWORD, attacker)
+        .await
+        .unwrap_err();
+    assert_eq!(reason(&locked).as_deref(), Some("LOGIN_RATE_LIMITED"));
+    // ... but the victim, from their own address, logs in.
+    login_from(&app, &victim, PASSWORD, Some("203.0.113.10"))
+        .await
+        .expect("the victim is not locked out");
+
+    // A spray over many usernames from one address stops at the per-address limit.
+    let sprayer = Some("198.51.100.77");
+    for i in 0..5 {
+        let status = login_from(&app, &format!("nobody_{i}"), "wrong password 123", sprayer)
+            .await
+            .unwrap_err();
+        assert_eq!(status.code(), Code::Unauthenticated);
+    }
+    let stopped = login_from(&app, &victim, PASSWORD, sprayer)
+        .await
+        .unwrap_err();
+    assert_eq!(reason(&stopped).as_deref(), Some("LOGIN_RATE_LIMITED"));
+    assert!(
+        stopped.message().contains("from this address"),
+        "{stopped:?}"
     );
 }

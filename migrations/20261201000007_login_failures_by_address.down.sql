@@ -1,0 +1,3 @@
+DROP INDEX login_failures_client_address_failed_at_idx;
+ALTER TABLE login_failures DROP CONSTRAINT login_failures_client_address_length;
+ALTER TABLE login_failures DROP COLUMN client_address;
