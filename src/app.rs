@@ -262,7 +262,6 @@ impl Application {
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
         let server = tonic::transport::Server::builder()
             .accept_http1(true)
-            .timeout(settings.request_timeout)
             .max_concurrent_streams(settings.streams_per_connection_max)
             .http2_keepalive_interval(Some(HTTP2_KEEPALIVE_INTERVAL))
             .http2_keepalive_timeout(Some(HTTP2_KEEPALIVE_TIMEOUT))
@@ -277,6 +276,8 @@ impl Application {
                 settings.request_read_timeout,
                 // A gRPC-web text body is base64: 4/3 of the message, plus its frame headers.
                 settings.max_message_bytes / 3 * 4 + REQUEST_FRAMING_BYTES,
+                // The deadline of every call (tonic's own timeout would answer CANCELLED).
+                settings.request_timeout,
             ))
             .layer(AuthLayer::new(authenticator))
             // Inside auth: write budgets are per signed-in user.

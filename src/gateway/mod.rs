@@ -33,6 +33,7 @@ pub mod openapi;
 pub mod request;
 pub mod response;
 pub mod rules;
+pub mod strict;
 pub mod template;
 
 use matcher::{Captures, Match, Matcher};

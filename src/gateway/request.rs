@@ -51,10 +51,20 @@ pub fn build_message(
     let body_json = if body.iter().all(u8::is_ascii_whitespace) {
         None
     } else {
-        Some(
-            serde_json::from_slice::<Json>(body)
-                .map_err(|e| BadRequest(format!("malformed JSON body: {e}")))?,
-        )
+        let json = super::strict::parse(body)
+            .map_err(|e| BadRequest(format!("malformed JSON body: {e}")))?;
+        // The body's own fields, before path and query fill in theirs.
+        let body_message = match &route.body {
+            BodyRule::Field(field) => match field.kind() {
+                prost_reflect::Kind::Message(message) => Some(message),
+                _ => None,
+            },
+            _ => Some(input.clone()),
+        };
+        if let Some(message) = body_message {
+            super::strict::check_spellings(&message, &json).map_err(BadRequest)?;
+        }
+        Some(json)
     };
     let mut root = Json::Object(Map::new());
     match (&route.body, body_json) {

@@ -13,8 +13,13 @@ pub const USERNAME_CHARS_MIN: usize = 3;
 pub const USERNAME_CHARS_MAX: usize = 32;
 pub const FULL_NAME_CHARS_MAX: usize = 128;
 /// RFC 5321's limit on a forward path.
-pub const EMAIL_CHARS_MAX: usize = 254;
-const EMAIL_LOCAL_CHARS_MAX: usize = 64;
+/// RFC 5321: a path holds at most 254 octets (the 256 of a forward-path less its brackets).
+pub const EMAIL_BYTES_MAX: usize = 254;
+/// RFC 5321: a local part holds at most 64 octets.
+const EMAIL_LOCAL_BYTES_MAX: usize = 64;
+/// RFC 5321 / 1035: a domain of at most 255 octets, each label at most 63.
+const EMAIL_DOMAIN_BYTES_MAX: usize = 255;
+const DNS_LABEL_BYTES_MAX: usize = 63;
 /// Usernames that name the ledger itself and can never be registered.
 const RESERVED_USERNAMES: &[&str] = &["system", "tally", "root"];
 
@@ -71,22 +76,32 @@ pub fn email(field: &'static str, value: &str) -> Result<String> {
     if value.is_empty() {
         return Err(Error::invalid(field, "is required"));
     }
-    if value.chars().count() > EMAIL_CHARS_MAX {
+    if value.len() > EMAIL_BYTES_MAX {
         return Err(Error::invalid(
             field,
-            format!("must be at most {EMAIL_CHARS_MAX} characters"),
+            format!("must be at most {EMAIL_BYTES_MAX} bytes"),
         ));
     }
     let (local, domain) = value.rsplit_once('@').ok_or_else(invalid)?;
-    let domain_ok = domain.contains('.')
-        && !domain.starts_with(['.', '-'])
-        && !domain.ends_with(['.', '-'])
-        && !domain.contains("..")
-        && domain
-            .chars()
-            .all(|c| c.is_alphanumeric() || c == '.' || c == '-');
+    // Checked as it will be stored: the domain lower-cased. Only ASCII letters, digits and
+    // hyphens (RFC 1035; an international domain in its xn-- form), so lower-casing never
+    // changes a length.
+    let domain = domain.to_ascii_lowercase();
+    let labels: Vec<&str> = domain.split('.').collect();
+    let domain_ok = labels.len() >= 2
+        && domain.len() <= EMAIL_DOMAIN_BYTES_MAX
+        && labels.iter().all(|label| {
+            !label.is_empty()
+                && label.len() <= DNS_LABEL_BYTES_MAX
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        });
+    // RFC 5321 counts octets: 64 for the local part, 254 for the whole path.
     let local_ok = !local.is_empty()
-        && local.chars().count() <= EMAIL_LOCAL_CHARS_MAX
+        && local.len() <= EMAIL_LOCAL_BYTES_MAX
         && !local.contains('@')
         && !local
             .chars()
@@ -94,8 +109,15 @@ pub fn email(field: &'static str, value: &str) -> Result<String> {
     if !(domain_ok && local_ok) {
         return Err(invalid());
     }
+    let normalised = format!("{local}@{domain}");
+    if normalised.len() > EMAIL_BYTES_MAX {
+        return Err(Error::invalid(
+            field,
+            format!("must be at most {EMAIL_BYTES_MAX} bytes"),
+        ));
+    }
     // Domains are case-insensitive; keep the local part as typed.
-    Ok(format!("{local}@{}", domain.to_lowercase()))
+    Ok(normalised)
 }
 
 /// A new password: 12 to 128 characters.
@@ -184,9 +206,21 @@ mod tests {
             "bob@exa mple.com",
             "bob@.example.com",
             "bob@example..com",
+            // Grows when lower-cased (İ → i̇): refused, not a 500.
+            "bob@İ.com",
+            "bob@exämple.com",
+            "bob@-example.com",
         ] {
             assert!(email("email", bad).is_err(), "{bad}");
         }
+        // RFC 5321 and 1035 lengths, in octets.
+        let label63 = "a".repeat(63);
+        assert!(email("email", &format!("bob@{label63}.com")).is_ok());
+        assert!(email("email", &format!("bob@{label63}a.com")).is_err());
+        assert!(email("email", &format!("{}@example.com", "b".repeat(64))).is_ok());
+        assert!(email("email", &format!("{}@example.com", "b".repeat(65))).is_err());
+        assert!(email("email", &format!("{}@example.com", "ö".repeat(33))).is_err());
+        assert!(email("email", "jöhn@Example.com").is_ok());
         let long = format!("{}@example.com", "a".repeat(250));
         assert!(email("email", &long).is_err());
     }

@@ -9,7 +9,12 @@
 //!    when none is free it is shed at once with `UNAVAILABLE`, reason `OVERLOADED` and a
 //!    `google.rpc.RetryInfo` (HTTP 503 with `Retry-After` through the gateway), rather than
 //!    queueing behind calls that may never end;
-//! 3. the slot is held until the handler has answered.
+//! 3. the slot is held until the handler has answered;
+//! 4. a request message that does not decode is answered `INVALID_ARGUMENT` (tonic says
+//!    `INTERNAL`, with prost's text).
+//!
+//! Every call, of any service, ends at `TALLY_REQUEST_TIMEOUT_MS` or the client's
+//! `grpc-timeout`, whichever is sooner, with `DEADLINE_EXCEEDED`.
 //!
 //! Health (`grpc.health.v1`), reflection and the plain HTTP routes (`/healthz`, `/readyz`,
 //! `/metrics`) pass straight through: they take no slot, so they never wait behind
@@ -17,6 +22,7 @@
 //! possible.
 
 use std::{
+    future::Future,
     sync::Arc,
     task::{Context, Poll},
     time::Duration,
@@ -33,6 +39,8 @@ use crate::error::{Error, Reason, grpc_rejection};
 
 /// What a shed caller is told to wait before it retries.
 pub const SHED_RETRY_AFTER: Duration = Duration::from_secs(1);
+/// How prost's `DecodeError` starts its text (tonic's codec passes it on as the message).
+const PROST_DECODE_ERROR_PREFIX: &str = "failed to decode Protobuf message";
 /// The path prefix of the calls this layer bounds.
 const TALLY_PATH_PREFIX: &str = "/tally.v1.";
 
@@ -41,16 +49,24 @@ pub struct OverloadLayer {
     slots: Arc<Semaphore>,
     read_timeout: Duration,
     body_bytes_max: usize,
+    call_timeout: Duration,
 }
 
 impl OverloadLayer {
     /// `slots` calls at once; a request's message must arrive within `read_timeout` and be at
-    /// most `body_bytes_max` bytes on the wire.
-    pub fn new(slots: usize, read_timeout: Duration, body_bytes_max: usize) -> Self {
+    /// most `body_bytes_max` bytes on the wire; a call ends at `call_timeout` or the client's
+    /// `grpc-timeout`, whichever is sooner.
+    pub fn new(
+        slots: usize,
+        read_timeout: Duration,
+        body_bytes_max: usize,
+        call_timeout: Duration,
+    ) -> Self {
         Self {
             slots: Arc::new(Semaphore::new(slots)),
             read_timeout,
             body_bytes_max,
+            call_timeout,
         }
     }
 }
@@ -96,13 +112,17 @@ where
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
         let (parts, body) = request.into_parts();
+        let content_type = parts.headers.get(CONTENT_TYPE).cloned();
+        let deadline = tokio::time::Instant::now()
+            + grpc_timeout(&parts.headers).map_or(self.limits.call_timeout, |asked| {
+                asked.min(self.limits.call_timeout)
+            });
         if !parts.uri.path().starts_with(TALLY_PATH_PREFIX) {
             let request = Request::from_parts(parts, tonic::body::Body::new(body));
-            return Box::pin(inner.call(request));
+            return Box::pin(within(deadline, inner.call(request), content_type));
         }
         let limits = self.limits.clone();
         Box::pin(async move {
-            let content_type = parts.headers.get(CONTENT_TYPE).cloned();
             let message = match read_message(body, &limits).await {
                 Ok(message) => message,
                 Err(err) => return Ok(grpc_rejection(err, content_type)),
@@ -121,9 +141,79 @@ where
                 parts,
                 tonic::body::Body::new(http_body_util::Full::new(message)),
             );
-            inner.call(request).await
+            let response = within(deadline, inner.call(request), content_type.clone()).await?;
+            Ok(undecodable_is_invalid_argument(response, content_type))
         })
     }
+}
+
+/// `call`, or `DEADLINE_EXCEEDED` at `deadline` (tonic's own timeout would answer
+/// `CANCELLED`, which is what a client that hangs up gets, so the two could not be told apart).
+async fn within<F, E>(
+    deadline: tokio::time::Instant,
+    call: F,
+    content_type: Option<http::HeaderValue>,
+) -> Result<Response<tonic::body::Body>, E>
+where
+    F: Future<Output = Result<Response<tonic::body::Body>, E>>,
+{
+    match tokio::time::timeout_at(deadline, call).await {
+        Ok(answer) => answer,
+        Err(_) => Ok(grpc_rejection(
+            Error::refused(
+                Reason::DeadlineExceeded,
+                "the call did not finish within its deadline",
+            ),
+            content_type,
+        )),
+    }
+}
+
+/// The client's `grpc-timeout` (`<at most 8 digits><H|M|S|m|u|n>`), if it sent a valid one.
+fn grpc_timeout(headers: &http::HeaderMap) -> Option<Duration> {
+    let value = headers.get("grpc-timeout")?.to_str().ok()?;
+    if value.len() < 2 || value.len() > 9 {
+        return None;
+    }
+    let (digits, unit) = value.split_at(value.len() - 1);
+    let n: u64 = digits.parse().ok()?;
+    Some(match unit {
+        "H" => Duration::from_secs(n.checked_mul(3_600)?),
+        "M" => Duration::from_secs(n.checked_mul(60)?),
+        "S" => Duration::from_secs(n),
+        "m" => Duration::from_millis(n),
+        "u" => Duration::from_micros(n),
+        "n" => Duration::from_nanos(n),
+        _ => return None,
+    })
+}
+
+/// tonic answers a request message that does not decode with `INTERNAL` and prost's error
+/// text; to the caller it is bad input, and the library's words are not theirs to read. (Here,
+/// inside the metrics layer, so the metrics count it as `INVALID_ARGUMENT` too.)
+fn undecodable_is_invalid_argument(
+    response: Response<tonic::body::Body>,
+    content_type: Option<http::HeaderValue>,
+) -> Response<tonic::body::Body> {
+    let headers = response.headers();
+    let undecodable = headers
+        .get("grpc-status")
+        .is_some_and(|code| code.as_bytes() == b"13")
+        && headers.get("grpc-message").is_some_and(|message| {
+            percent_encoding::percent_decode(message.as_bytes())
+                .decode_utf8_lossy()
+                .starts_with(PROST_DECODE_ERROR_PREFIX)
+        });
+    if !undecodable {
+        return response;
+    }
+    grpc_rejection(
+        Error::invalid(
+            "request",
+            "the request is not a valid protobuf message of this method's type",
+        ),
+        content_type,
+    )
 }
 
 /// The whole request body, within the layer's time and size bounds.

@@ -461,3 +461,140 @@ async fn an_attacker_exhausting_the_login_throttle_does_not_lock_the_victim_out_
         "{stopped:?}"
     );
 }
+
+#[tokio::test]
+async fn json_with_a_key_twice_or_a_field_under_both_names_and_odd_emails_are_refused() {
+    let app = TestApp::spawn().await;
+    let client = reqwest::Client::new();
+    let sign_up = |body: String| {
+        let client = client.clone();
+        let url = format!("http://{}/v1/users", app.addr);
+        async move {
+            client
+                .post(url)
+                .header("content-type", "application/json")
+                .body(body)
+                .send()
+                .await
+                .unwrap()
+        }
+    };
+    let name = unique("strict");
+    let fields = format!(
+        r#""fullName": "Strict Tester", "email": "{name}@example.com", "password": "{PASSWORD}""#
+    );
+    for body in [
+        format!(r#"{{"username": "{name}", "username": "other_{name}", {fields}}}"#),
+        format!(r#"{{"username": "{name}", {fields}, "full_name": "Someone Else"}}"#),
+    ] {
+        let response = sign_up(body).await;
+        assert_eq!(response.status(), 400);
+        let answer: serde_json::Value = response.json().await.unwrap();
+        assert_eq!(answer["code"], 3, "{answer}");
+        assert!(
+            answer["message"].as_str().unwrap().contains("given twice"),
+            "{answer}"
+        );
+    }
+    assert_eq!(app.count("users").await, 0, "nothing was written");
+    // The same sign-up, well formed, works.
+    assert_eq!(
+        sign_up(format!(r#"{{"username": "{name}", {fields}}}"#))
+            .await
+            .status(),
+        200
+    );
+
+    // A domain that grows when lower-cased, and a DNS label over 63 octets: refused, not 500.
+    for email in [
+        "bob@İ.com".to_owned(),
+        format!("bob@{}.com", "a".repeat(64)),
+    ] {
+        let status = app
+            .users()
+            .create_user(pb::CreateUserRequest {
+                username: unique("odd"),
+                full_name: "Odd Email".into(),
+                email,
+                password: PASSWORD.into(),
+            })
+            .await
+            .expect_err("refused");
+        assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+    }
+}
+
+/// One unary gRPC call over a raw HTTP/2 connection: `frame` is the whole request body, sent
+/// with `extra` headers; returns the response head (a rejection carries its status there).
+async fn raw_call(
+    addr: std::net::SocketAddr,
+    path: &str,
+    extra: &[(&str, &str)],
+    frame: &'static [u8],
+) -> http::Response<h2::RecvStream> {
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (client, connection) = h2::client::handshake(tcp).await.unwrap();
+    tokio::spawn(connection);
+    let mut client = client.ready().await.unwrap();
+    let mut request = http::Request::post(format!("http://{addr}{path}"))
+        .header("content-type", "application/grpc")
+        .header("te", "trailers");
+    for (name, value) in extra {
+        request = request.header(*name, *value);
+    }
+    let (response, mut send) = client
+        .send_request(request.body(()).unwrap(), false)
+        .unwrap();
+    send.send_data(bytes::Bytes::from_static(frame), true)
+        .unwrap();
+    response.await.unwrap()
+}
+
+/// Whether `/metrics` counts a call of `method` answered `code`.
+async fn metrics_count(app: &TestApp, method: &str, code: &str) -> bool {
+    let metrics = reqwest::get(format!("http://{}/metrics", app.addr))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    metrics.lines().any(|l| {
+        l.starts_with("tally_rpc_requests_total")
+            && l.contains(method)
+            && l.contains(&format!("code=\"{code}\""))
+    })
+}
+
+#[tokio::test]
+async fn a_message_that_is_not_protobuf_is_invalid_argument_in_the_answer_and_the_metrics() {
+    let app = TestApp::spawn().await;
+    // A frame of three bytes that are no protobuf message (a truncated varint).
+    let response = raw_call(
+        app.addr,
+        "/tally.v1.UserService/CreateUser",
+        &[],
+        &[0, 0, 0, 0, 3, 0xff, 0xff, 0xff],
+    )
+    .await;
+    assert_eq!(response.headers()["grpc-status"], "3", "INVALID_ARGUMENT");
+    let message = response.headers()["grpc-message"].to_str().unwrap();
+    assert!(!message.contains("Protobuf"), "no library text: {message}");
+    assert!(metrics_count(&app, "UserService/CreateUser", "INVALID_ARGUMENT").await);
+    assert_eq!(app.count("users").await, 0);
+}
+
+#[tokio::test]
+async fn a_call_past_its_deadline_is_deadline_exceeded_in_the_answer_and_the_metrics() {
+    let app = TestApp::spawn().await;
+    // A login (a password hash: tens of milliseconds) with a deadline of one millisecond.
+    let response = raw_call(
+        app.addr,
+        "/tally.v1.SessionService/Login",
+        &[("grpc-timeout", "1m")],
+        // LoginRequest { username: "nobody_x", password: "wrong password 123" }
+        b"\x00\x00\x00\x00\x1e\x0a\x08nobody_x\x12\x12wrong password 123",
+    )
+    .await;
+    assert_eq!(response.headers()["grpc-status"], "4", "DEADLINE_EXCEEDED");
+    assert!(metrics_count(&app, "SessionService/Login", "DEADLINE_EXCEEDED").await);
+}
