@@ -285,10 +285,12 @@ where
         Ok(collected) => collected.to_bytes(),
         Err(e) if e.is::<http_body_util::LengthLimitError>() => return Ok(too_large()),
         Err(e) => {
+            // The transport's own words (hyper's) stay in the log, not in the answer.
+            tracing::debug!(error = %e, "unreadable request body");
             return Ok(gateway.error(
                 Code::InvalidArgument,
                 StatusCode::BAD_REQUEST,
-                &format!("could not read the request body: {e}"),
+                "could not read the request body",
             ));
         }
     };

@@ -148,9 +148,12 @@ impl Ledger {
             .map_err(|_| Error::invalid("page_token", "is not a page token of this list"))?;
         let mut rows =
             store::accounts::page_owned(&mut conn, owner_id, after, limit as i64 + 1).await?;
-        let next_page_token = next_token(&mut rows, limit, |last| {
-            page::token(owner_id, &last.id.to_string())
-        });
+        let next_page_token = page::cut(
+            &mut rows,
+            limit,
+            |a| page::ITEM_FIXED_BYTES + a.name.len(),
+            |last| page::token(owner_id, &last.id.to_string()),
+        );
         Ok(Page {
             items: rows.into_iter().map(Account::from).collect(),
             next_page_token,
@@ -173,9 +176,12 @@ impl Ledger {
         let mut conn = crate::db::acquire(&self.pool).await?;
         let mut rows =
             store::transfers::entries_page(&mut conn, id, before, limit as i64 + 1).await?;
-        let next_page_token = next_token(&mut rows, limit, |last| {
-            page::token(id, &last.seq.to_string())
-        });
+        let next_page_token = page::cut(
+            &mut rows,
+            limit,
+            |_| page::ITEM_FIXED_BYTES,
+            |last| page::token(id, &last.seq.to_string()),
+        );
         Ok(Page {
             items: rows.into_iter().map(Entry::from).collect(),
             next_page_token,
@@ -195,19 +201,5 @@ impl Ledger {
             .await?
             .filter(|a| a.owner_id == Some(principal.user_id) || principal.can(read_any))
             .ok_or(Error::NotFound("account"))
-    }
-}
-
-/// Cuts `rows` (fetched with one extra) to `limit` and returns the token after the last kept.
-pub(super) fn next_token<T>(
-    rows: &mut Vec<T>,
-    limit: usize,
-    token: impl Fn(&T) -> String,
-) -> String {
-    if rows.len() > limit {
-        rows.truncate(limit);
-        rows.last().map(token).unwrap_or_default()
-    } else {
-        String::new()
     }
 }

@@ -12,6 +12,13 @@ use crate::error::{Error, Result};
 pub const PAGE_SIZE_DEFAULT: usize = 50;
 /// Larger requests are served this many (AIP-158: coerce down, do not fail).
 pub const PAGE_SIZE_MAX: usize = 1_000;
+/// A page also stops before its items' encoded size passes this, whatever its item count, so a
+/// full page always fits the response limit (`TALLY_MAX_MESSAGE_BYTES`, at least 1 MiB by
+/// default; JSON spells a message in up to about three times its protobuf bytes).
+pub const PAGE_BYTES_MAX: usize = 256 * 1024;
+/// An upper bound on an item's encoded size beside its free text (ids, amounts, timestamps,
+/// enums, field tags).
+pub const ITEM_FIXED_BYTES: usize = 256;
 const TOKEN_CHARS_MAX: usize = 256;
 const TOKEN_VERSION: &str = "v1";
 
@@ -22,6 +29,31 @@ pub fn page_size(requested: i32) -> Result<usize> {
         0 => Ok(PAGE_SIZE_DEFAULT),
         n => Ok((n as usize).min(PAGE_SIZE_MAX)),
     }
+}
+
+/// Cuts `rows` (fetched as `limit + 1`) to a page: at most `limit` items and at most
+/// [`PAGE_BYTES_MAX`] by `size_of`, never fewer than one. Returns the next page's token from
+/// the last item kept, or empty when nothing was left out.
+pub fn cut<T>(
+    rows: &mut Vec<T>,
+    limit: usize,
+    size_of: impl Fn(&T) -> usize,
+    token: impl Fn(&T) -> String,
+) -> String {
+    let mut bytes = 0;
+    let mut keep = 0;
+    for row in rows.iter().take(limit) {
+        bytes += size_of(row);
+        if keep > 0 && bytes > PAGE_BYTES_MAX {
+            break;
+        }
+        keep += 1;
+    }
+    if keep == rows.len() {
+        return String::new();
+    }
+    rows.truncate(keep);
+    rows.last().map(token).unwrap_or_default()
 }
 
 /// Encodes the position after `cursor` in the list identified by `scope`.
@@ -65,6 +97,27 @@ pub fn seq_cursor(scope: Uuid, page_token: &str) -> Result<Option<i64>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_page_stops_at_its_item_count_or_its_bytes_and_keeps_at_least_one() {
+        let token = |n: &usize| n.to_string();
+        // By count: 3 of the 4 fetched, the token after the third.
+        let mut rows = vec![1, 2, 3, 4];
+        assert_eq!(cut(&mut rows, 3, |_| 10, token), "3");
+        assert_eq!(rows, [1, 2, 3]);
+        // Everything fits: no next page.
+        let mut rows = vec![1, 2];
+        assert_eq!(cut(&mut rows, 3, |_| 10, token), "");
+        assert_eq!(rows, [1, 2]);
+        // By bytes: each item a third of the budget plus one, so two fit.
+        let mut rows = vec![1, 2, 3, 4];
+        assert_eq!(cut(&mut rows, 3, |_| PAGE_BYTES_MAX / 3 + 1, token), "2");
+        assert_eq!(rows, [1, 2]);
+        // An item larger than the budget still makes a page of one.
+        let mut rows = vec![1, 2];
+        assert_eq!(cut(&mut rows, 3, |_| PAGE_BYTES_MAX * 2, token), "1");
+        assert_eq!(rows, [1]);
+    }
 
     #[test]
     fn page_sizes_default_cap_and_refuse_negatives() {

@@ -3,8 +3,7 @@
 use uuid::Uuid;
 
 use super::{
-    AMOUNT_MAX, Chain, Kind, Ledger, MEMO_CHARS_MAX, Page, Posting, Status, Transfer,
-    accounts::next_token, page, plan,
+    AMOUNT_MAX, Chain, Kind, Ledger, MEMO_CHARS_MAX, Page, Posting, Status, Transfer, page, plan,
 };
 use crate::{
     auth::{Permission, Principal},
@@ -360,9 +359,12 @@ impl Ledger {
         let mut conn = crate::db::acquire(&self.pool).await?;
         let mut rows =
             store::transfers::page_for_account(&mut conn, id, before, limit as i64 + 1).await?;
-        let next_page_token = next_token(&mut rows, limit, |last| {
-            page::token(id, &last.seq.to_string())
-        });
+        let next_page_token = page::cut(
+            &mut rows,
+            limit,
+            |t| page::ITEM_FIXED_BYTES + t.memo.len(),
+            |last| page::token(id, &last.seq.to_string()),
+        );
         Ok(Page {
             items: rows
                 .into_iter()

@@ -598,3 +598,104 @@ async fn a_call_past_its_deadline_is_deadline_exceeded_in_the_answer_and_the_met
     assert_eq!(response.headers()["grpc-status"], "4", "DEADLINE_EXCEEDED");
     assert!(metrics_count(&app, "SessionService/Login", "DEADLINE_EXCEEDED").await);
 }
+
+#[tokio::test]
+async fn a_full_page_of_transfers_with_long_multibyte_memos_fits_the_response_limit() {
+    let app = TestApp::spawn().await;
+    let banker = app.banker().await;
+    let holder = app.signed_in(&unique("memos"), &[]).await.access_token;
+    let from = app.open_account(&holder, "USD").await.account_id;
+    let to = app.open_account(&holder, "USD").await.account_id;
+    app.deposit(&banker, &from, 1_000_000).await;
+    // 256 four-byte characters: the longest memo, 1 KiB; a thousand of them are more than the
+    // 1 MiB response limit.
+    let memo = "𝄞".repeat(256);
+    const TRANSFERS: usize = 1_000;
+    for _ in 0..4 {
+        let transfers = (0..TRANSFERS / 4)
+            .map(|_| pb::CreateTransferRequest {
+                memo: Some(memo.clone()),
+                ..transfer_request(&from, &to, 1)
+            })
+            .collect();
+        app.transfers()
+            .create_transfers(authed(
+                &holder,
+                pb::CreateTransfersRequest {
+                    transfers,
+                    atomic: false,
+                },
+            ))
+            .await
+            .expect("a batch of 250");
+    }
+    // Pages of the largest size answer (no RESOURCE_EXHAUSTED), shorter than asked, and
+    // together hold every transfer once.
+    let mut seen = std::collections::HashSet::new();
+    let mut token = String::new();
+    let mut pages = 0;
+    loop {
+        let page = app
+            .transfers()
+            .list_transfers(authed(
+                &holder,
+                pb::ListTransfersRequest {
+                    account_id: to.clone(),
+                    page_size: 1_000,
+                    page_token: token,
+                },
+            ))
+            .await
+            .expect("a full page fits the response limit")
+            .into_inner();
+        pages += 1;
+        assert!(page.transfers.len() < TRANSFERS, "cut by bytes");
+        for t in page.transfers {
+            assert!(seen.insert(t.transfer_id), "no transfer twice");
+        }
+        if page.next_page_token.is_empty() {
+            break;
+        }
+        token = page.next_page_token;
+    }
+    assert_eq!(seen.len(), TRANSFERS);
+    assert!(pages > 1);
+}
+
+#[tokio::test]
+async fn a_peer_beyond_its_connection_cap_is_closed_and_let_in_again_once_one_closes() {
+    let app = TestApp::spawn_with(&["--connections-per-peer-max", "3"]).await;
+    // The test's own channel may hold one connection; two more reach the cap.
+    let _ = app
+        .users()
+        .get_user(pb::GetUserRequest {
+            username: "anyone".into(),
+        })
+        .await;
+    let handshake = || async {
+        let tcp = tokio::net::TcpStream::connect(app.addr).await.unwrap();
+        let (client, connection) = h2::client::handshake(tcp).await?;
+        let driver = tokio::spawn(connection);
+        // A request proves the server kept the connection.
+        let mut client = client.ready().await?;
+        let request = http::Request::get(format!("http://{}/healthz", app.addr))
+            .body(())
+            .unwrap();
+        let (response, _) = client.send_request(request, true)?;
+        response.await?;
+        Ok::<_, h2::Error>((client, driver))
+    };
+    let first = handshake().await.expect("under the cap");
+    let second = handshake().await.expect("at the cap");
+    assert!(
+        handshake().await.is_err(),
+        "beyond the cap: closed on accept"
+    );
+    drop(first);
+    let again = eventually(Duration::from_secs(5), || async {
+        handshake().await.is_ok()
+    })
+    .await;
+    assert!(again.is_some(), "a closed connection frees its place");
+    drop(second);
+}
