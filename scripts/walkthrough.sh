@@ -79,6 +79,7 @@ printf '%s\n' "$out"
 expected_services="grpc.health.v1.Health
 grpc.reflection.v1.ServerReflection
 tally.v1.AccountService
+tally.v1.AuditService
 tally.v1.RoleService
 tally.v1.SessionService
 tally.v1.TransferService
@@ -100,7 +101,8 @@ for method in \
   RoleService/ListRoles RoleService/GrantRole RoleService/RevokeRole \
   AccountService/CreateAccount AccountService/GetAccount AccountService/ListAccounts \
   AccountService/ListEntries AccountService/Deposit AccountService/Withdraw \
-  TransferService/CreateTransfer TransferService/GetTransfer TransferService/ListTransfers; do
+  TransferService/CreateTransfer TransferService/GetTransfer TransferService/ListTransfers \
+  AuditService/ListAuditEvents; do
   if ! printf '%s\n' "$out" | grep -qxF "tally.v1.$method"; then
     fail "list methods: tally.v1.$method is missing"
   fi

@@ -25,6 +25,7 @@ use tower::Layer;
 
 use crate::{
     api::ApiState,
+    audit::AuditSink,
     auth::{
         Authenticator,
         layer::AuthLayer,
@@ -42,8 +43,8 @@ use crate::{
     proto::{
         self,
         tally_v1::{
-            account_service_server::AccountServiceServer, role_service_server::RoleServiceServer,
-            session_service_server::SessionServiceServer,
+            account_service_server::AccountServiceServer, audit_service_server::AuditServiceServer,
+            role_service_server::RoleServiceServer, session_service_server::SessionServiceServer,
             transfer_service_server::TransferServiceServer, user_service_server::UserServiceServer,
         },
     },
@@ -133,6 +134,7 @@ impl Application {
             identity,
             ledger,
             max_message_bytes: settings.max_message_bytes,
+            pool: pool.clone(),
         };
         let draining = Arc::new(AtomicBool::new(false));
         let (health, health_service) = tonic_health::server::health_reporter();
@@ -182,6 +184,13 @@ impl Application {
             .add_service(
                 web.layer(
                     TransferServiceServer::new(state.clone())
+                        .max_decoding_message_size(max)
+                        .max_encoding_message_size(max),
+                ),
+            )
+            .add_service(
+                web.layer(
+                    AuditServiceServer::new(state.clone())
                         .max_decoding_message_size(max)
                         .max_encoding_message_size(max),
                 ),
@@ -255,6 +264,8 @@ impl Application {
             pool,
             ..
         } = self;
+        // Started here, on the serving runtime; it stops when the server's layers are dropped.
+        let audit = AuditSink::spawn(pool.clone());
         let incoming = limits::cap_per_peer(
             TcpIncoming::from(listener).with_nodelay(Some(true)),
             settings.connections_per_peer_max,
@@ -270,7 +281,7 @@ impl Application {
             // so all transports share limits and auth.
             .layer(GatewayLayer::new(gateway))
             // Inside the gateway, so JSON calls are measured as the gRPC calls they become.
-            .layer(RpcLayer)
+            .layer(RpcLayer::with_audit(audit))
             .layer(OverloadLayer::new(
                 settings.concurrency_max,
                 settings.request_read_timeout,

@@ -19,6 +19,7 @@ pub const TALLY_SERVICES: &[&str] = &[
     "tally.v1.RoleService",
     "tally.v1.AccountService",
     "tally.v1.TransferService",
+    "tally.v1.AuditService",
 ];
 
 /// The gRPC path (`/tally.v1.Service/Method`) of every method of tally's own services, from the

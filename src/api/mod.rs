@@ -14,6 +14,7 @@ use crate::{
 };
 
 pub mod accounts;
+pub mod audit;
 pub mod roles;
 pub mod sessions;
 pub mod transfers;
@@ -27,6 +28,8 @@ pub struct ApiState {
     /// The largest message the server sends (`TALLY_MAX_MESSAGE_BYTES`): batch calls whose
     /// answers could exceed it are refused before they write.
     pub max_message_bytes: usize,
+    /// For the audit trail's reads.
+    pub pool: sqlx::PgPool,
 }
 
 /// The principal the auth layer attached. Its absence on a non-public method is a wiring bug,

@@ -51,6 +51,10 @@ pub const METHOD_POLICIES: &[(&str, Access)] = &[
     ("/tally.v1.TransferService/CreateTransfers", SignedIn),
     ("/tally.v1.TransferService/GetTransfer", SignedIn),
     ("/tally.v1.TransferService/ListTransfers", SignedIn),
+    (
+        "/tally.v1.AuditService/ListAuditEvents",
+        Requires(AuditRead),
+    ),
 ];
 
 /// The permissions each method's domain code checks beyond its [`Access`] (the resource rules:

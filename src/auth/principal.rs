@@ -27,10 +27,12 @@ pub enum Permission {
     SessionsManage,
     /// Grant and revoke roles.
     RolesManage,
+    /// Read the audit trail.
+    AuditRead,
 }
 
 impl Permission {
-    pub const ALL: [Permission; 11] = [
+    pub const ALL: [Permission; 12] = [
         Permission::AccountsOwn,
         Permission::TransfersOwn,
         Permission::AccountsReadAny,
@@ -42,6 +44,7 @@ impl Permission {
         Permission::UsersManage,
         Permission::SessionsManage,
         Permission::RolesManage,
+        Permission::AuditRead,
     ];
 
     pub const fn name(self) -> &'static str {
@@ -57,6 +60,7 @@ impl Permission {
             Permission::UsersManage => "users.manage",
             Permission::SessionsManage => "sessions.manage",
             Permission::RolesManage => "roles.manage",
+            Permission::AuditRead => "audit.read",
         }
     }
 }
@@ -117,6 +121,7 @@ impl Role {
                 UsersManage,
                 SessionsManage,
                 RolesManage,
+                AuditRead,
             ],
         }
     }

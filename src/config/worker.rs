@@ -79,6 +79,10 @@ pub struct WorkerArgs {
           value_name = "TALLY_OUTBOX_SWEEP_INTERVAL_MS", default_value_t = 5_000,
           value_parser = clap::value_parser!(u64).range(50..=600_000))]
     pub outbox_sweep_interval_ms: u64,
+    /// Days the audit trail keeps an event; the worker deletes older ones about hourly.
+    #[arg(long, env = "TALLY_AUDIT_RETENTION_DAYS", value_name = "TALLY_AUDIT_RETENTION_DAYS",
+          default_value_t = 90, value_parser = clap::value_parser!(u64).range(1..=3_650))]
+    pub audit_retention_days: u64,
     /// On SIGTERM, how long jobs in flight may take to finish before the process exits.
     #[arg(long, env = "TALLY_SHUTDOWN_DRAIN_SECS", value_name = "TALLY_SHUTDOWN_DRAIN_SECS",
           default_value_t = 20, value_parser = clap::value_parser!(u64).range(0..=600))]
@@ -123,6 +127,7 @@ pub struct WorkerSettings {
     pub backoff_base: Duration,
     pub backoff_max: Duration,
     pub sweep_interval: Duration,
+    pub audit_retention: Duration,
     pub shutdown_drain: Duration,
     pub metrics_addr: SocketAddr,
 }
@@ -193,6 +198,7 @@ impl WorkerArgs {
             backoff_base: Duration::from_millis(self.mail_backoff_base_ms),
             backoff_max: Duration::from_millis(self.mail_backoff_max_ms),
             sweep_interval: Duration::from_millis(self.outbox_sweep_interval_ms),
+            audit_retention: Duration::from_secs(self.audit_retention_days * 86_400),
             shutdown_drain: Duration::from_secs(self.shutdown_drain_secs),
             metrics_addr: self.metrics_addr,
         })

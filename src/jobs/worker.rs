@@ -46,6 +46,10 @@ const CONSUMER_RESTART_DELAY: Duration = Duration::from_secs(1);
 /// than [`FINISHED_JOBS_KEPT`] ago, once per [`VACUUM_INTERVAL`], so Redis does not grow
 /// with every mail ever sent.
 const VACUUM_INTERVAL: Duration = Duration::from_secs(600);
+/// How often audit events past `TALLY_AUDIT_RETENTION_DAYS` are deleted, and in what chunks
+/// (each its own statement, so no one delete holds locks long).
+pub const AUDIT_PRUNE_INTERVAL: Duration = Duration::from_secs(3_600);
+const AUDIT_PRUNE_CHUNK: i64 = 10_000;
 const FINISHED_JOBS_KEPT: Duration = Duration::from_secs(3_600);
 
 /// Everything a job needs, shared by the jobs in flight.
@@ -225,6 +229,7 @@ async fn sweep_loop(
     let mut tick = tokio::time::interval(context.settings.sweep_interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last_vacuum: Option<tokio::time::Instant> = None;
+    let mut last_prune: Option<tokio::time::Instant> = None;
     loop {
         tokio::select! {
             _ = tick.tick() => {}
@@ -242,12 +247,34 @@ async fn sweep_loop(
             Ok(pushed) => tracing::info!(pushed, "outbox sweep queued mail"),
             Err(err) => tracing::warn!(error = format!("{err:#}"), "outbox sweep failed"),
         }
+        if last_prune.is_none_or(|at| at.elapsed() >= AUDIT_PRUNE_INTERVAL) {
+            last_prune = Some(tokio::time::Instant::now());
+            match prune_audit(&context.pool, context.settings.audit_retention).await {
+                Ok(0) => {}
+                Ok(deleted) => tracing::info!(deleted, "audit events past retention deleted"),
+                Err(err) => tracing::warn!(error = format!("{err:#}"), "audit pruning failed"),
+            }
+        }
         if last_vacuum.is_none_or(|at| at.elapsed() >= VACUUM_INTERVAL) {
             last_vacuum = Some(tokio::time::Instant::now());
             match storage.vacuum_before(FINISHED_JOBS_KEPT).await {
                 Ok(removed) => tracing::debug!(removed, "finished jobs vacuumed from Redis"),
                 Err(err) => tracing::warn!(error = %err, "vacuuming finished jobs failed"),
             }
+        }
+    }
+}
+
+/// Deletes audit events older than `retention`, a chunk at a time; returns how many went.
+pub async fn prune_audit(pool: &sqlx::PgPool, retention: Duration) -> crate::error::Result<u64> {
+    let cutoff = time::OffsetDateTime::now_utc() - retention;
+    let mut deleted = 0;
+    loop {
+        let mut conn = crate::db::acquire(pool).await?;
+        let n = crate::store::audit::prune(&mut conn, cutoff, AUDIT_PRUNE_CHUNK).await?;
+        deleted += n;
+        if n < AUDIT_PRUNE_CHUNK as u64 {
+            return Ok(deleted);
         }
     }
 }

@@ -127,6 +127,13 @@ where
                 Ok(message) => message,
                 Err(err) => return Ok(grpc_rejection(err, content_type)),
             };
+            // gRPC-web text bodies are base64: their ids are left out of the trail.
+            let framed = content_type
+                .as_ref()
+                .is_some_and(|ct| !ct.as_bytes().starts_with(b"application/grpc-web-text"));
+            if framed && let Some(audit) = parts.extensions.get::<crate::audit::AuditSlot>() {
+                audit.note_request(parts.uri.path(), &message);
+            }
             let Ok(_slot) = limits.slots.clone().try_acquire_owned() else {
                 metrics::counter!("tally_rpc_shed_total").increment(1);
                 return Ok(grpc_rejection(

@@ -78,6 +78,7 @@ pub const METHOD_BUDGETS: &[(&str, Budget)] = &[
     ("/tally.v1.TransferService/CreateTransfers", Write),
     ("/tally.v1.TransferService/GetTransfer", Read),
     ("/tally.v1.TransferService/ListTransfers", Read),
+    ("/tally.v1.AuditService/ListAuditEvents", Read),
 ];
 
 fn budget_of(path: &str) -> Budget {
@@ -212,6 +213,9 @@ where
             client::of(&request).map(|peer| self.limiters.proxies.client(peer, request.headers()));
         if let Some(address) = address {
             request.extensions_mut().insert(ClientAddress(address));
+        }
+        if let Some(slot) = request.extensions().get::<crate::audit::AuditSlot>() {
+            slot.note_caller(request.extensions().get::<Principal>(), address);
         }
         let user = request.extensions().get::<Principal>().map(|p| p.user_id);
         let verdict = self

@@ -3,6 +3,7 @@
 //! constraint name.
 
 pub mod accounts;
+pub mod audit;
 pub mod mail;
 pub mod roles;
 pub mod sessions;

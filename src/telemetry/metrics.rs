@@ -20,6 +20,7 @@
 //!   `tally_connections_refused_total`,
 //!   `tally_password_hash_rejected_total` (what the limits in `crate::limits` and the hashing
 //!   pool turned away)
+//! - `tally_audit_events_written_total`, `tally_audit_events_dropped_total` (the audit trail)
 
 use std::{sync::OnceLock, time::Duration};
 
@@ -92,6 +93,14 @@ fn describe() {
         "tally_rpc_duration_seconds",
         Unit::Seconds,
         "Call latency by gRPC method, until the last byte of the answer"
+    );
+    describe_counter!(
+        "tally_audit_events_written_total",
+        "Audit events written to audit_events"
+    );
+    describe_counter!(
+        "tally_audit_events_dropped_total",
+        "Audit events dropped: the writer's queue was full or its insert failed"
     );
     describe_counter!(
         "tally_rate_limited_total",

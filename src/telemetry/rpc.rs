@@ -4,7 +4,8 @@
 //! transcoded into and both transports are measured alike. The status code of a gRPC call
 //! is known only at its end: in the headers of a trailers-only answer (auth rejections), else
 //! in the trailers, so the response body is wrapped and the call is recorded when the body
-//! ends (or is dropped: a client that goes away counts as `CANCELLED`).
+//! ends (or is dropped: a client that goes away counts as `CANCELLED`). With an audit sink,
+//! the same moment records the call's audit event (calls of tally's own services only).
 
 use std::{
     pin::Pin,
@@ -18,25 +19,41 @@ use http_body::{Body, Frame};
 use tower::{Layer, Service};
 use tracing::Instrument as _;
 
-use crate::auth::policy::METHOD_POLICIES;
+use crate::{
+    audit::{AuditEvent, AuditSink, AuditSlot, REQUEST_ID_CHARS_MAX},
+    auth::policy::METHOD_POLICIES,
+};
 
 /// The method label of calls to paths no service answers, so they cannot blow up the series.
 const UNKNOWN_METHOD: &str = "unknown";
 
 #[derive(Clone, Default)]
-pub struct RpcLayer;
+pub struct RpcLayer {
+    audit: Option<AuditSink>,
+}
+
+impl RpcLayer {
+    /// Also records every tally call's audit event into `sink`.
+    pub fn with_audit(sink: AuditSink) -> Self {
+        Self { audit: Some(sink) }
+    }
+}
 
 impl<S> Layer<S> for RpcLayer {
     type Service = RpcService<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        RpcService { inner }
+        RpcService {
+            inner,
+            audit: self.audit.clone(),
+        }
     }
 }
 
 #[derive(Clone)]
 pub struct RpcService<S> {
     inner: S,
+    audit: Option<AuditSink>,
 }
 
 impl<S, B> Service<Request<B>> for RpcService<S>
@@ -53,7 +70,7 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, request: Request<B>) -> Self::Future {
+    fn call(&mut self, mut request: Request<B>) -> Self::Future {
         // The clone that was driven to readiness serves this call; the fresh clone stays.
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
@@ -76,11 +93,32 @@ where
             otel.status_code = tracing::field::Empty,
         );
         super::continue_trace(&span, request.headers());
+        let audit = self
+            .audit
+            .clone()
+            .filter(|_| method.starts_with("tally.v1."))
+            .map(|sink| {
+                let slot = AuditSlot::default();
+                request.extensions_mut().insert(slot.clone());
+                let request_id = request
+                    .headers()
+                    .get("x-request-id")
+                    .and_then(|v| v.to_str().ok())
+                    .map(|v| v.chars().take(REQUEST_ID_CHARS_MAX).collect())
+                    .unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
+                Audited {
+                    sink,
+                    slot,
+                    request_id,
+                    at: time::OffsetDateTime::now_utc(),
+                }
+            });
         let call = Call {
             method,
             started: Instant::now(),
             span: span.clone(),
             code: None,
+            audit,
         };
         Box::pin(
             async move {
@@ -135,6 +173,15 @@ struct Call {
     started: Instant,
     span: tracing::Span,
     code: Option<i32>,
+    audit: Option<Audited>,
+}
+
+/// What the audit event of a call needs beyond the call itself.
+struct Audited {
+    sink: AuditSink,
+    slot: AuditSlot,
+    request_id: String,
+    at: time::OffsetDateTime,
 }
 
 impl Drop for Call {
@@ -149,6 +196,25 @@ impl Drop for Call {
             .record("rpc.grpc.status_code", self.code.unwrap_or(1));
         if self.code.is_some_and(|c| c != 0) {
             self.span.record("otel.status_code", "ERROR");
+        }
+        if let Some(audit) = self.audit.take() {
+            let facts = audit.slot.take();
+            audit.sink.record(AuditEvent {
+                id: uuid::Uuid::now_v7(),
+                at: audit.at,
+                user_id: facts.user_id,
+                username: facts.username,
+                method: format!("/{}", self.method),
+                resource_ids: facts.resource_ids,
+                outcome: code.to_owned(),
+                latency_micros: i64::try_from(self.started.elapsed().as_micros())
+                    .unwrap_or(i64::MAX),
+                client_address: facts
+                    .client_address
+                    .map(|a| a.to_string())
+                    .unwrap_or_default(),
+                request_id: audit.request_id,
+            });
         }
     }
 }

@@ -22,6 +22,10 @@ use Outcome::*;
 /// (method, anonymous, customer, banker, admin)
 const MATRIX: &[(&str, [Outcome; 4])] = &[
     (
+        "tally.v1.AuditService/ListAuditEvents",
+        [Unauth, Denied, Denied, Allowed],
+    ),
+    (
         "tally.v1.UserService/CreateUser",
         [Allowed, Allowed, Allowed, Allowed],
     ),

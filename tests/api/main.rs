@@ -4,6 +4,7 @@
 //! One test binary with modules (rather than one binary per file) keeps link time down.
 
 mod abuse;
+mod audit;
 mod authz;
 mod cli;
 mod gateway;

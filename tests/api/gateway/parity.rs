@@ -345,6 +345,22 @@ async fn every_rpc_answers_the_same_over_json_and_grpc() {
             json!({"accountId": missing}),
         )
         .token(tok),
+        // The trail grows with every call, so the OK case asks for a time range before any.
+        case(
+            "tally.v1.AuditService/ListAuditEvents",
+            "GET",
+            "/v1/auditEvents?endTime=2001-09-09T01:46:40Z&pageSize=5".into(),
+            json!({"endTime": "2001-09-09T01:46:40Z", "pageSize": 5}),
+        )
+        .token(admin_tok)
+        .ok(),
+        case(
+            "tally.v1.AuditService/ListAuditEvents",
+            "GET",
+            "/v1/auditEvents".into(),
+            json!({}),
+        )
+        .token(tok),
     ];
 
     // Every RPC of the descriptor set has at least one case.
