@@ -101,6 +101,7 @@ impl HashPermit {
     pub async fn hash(self, password: String) -> Result<String> {
         tokio::task::spawn_blocking(move || {
             let _permit = self;
+            metrics::counter!("tally_password_hashes_total").increment(1);
             hasher()
                 .hash_password(password.as_bytes())
                 .map(|h| h.to_string())
@@ -115,6 +116,7 @@ impl HashPermit {
     pub async fn verify(self, password: String, stored: Option<String>) -> Result<bool> {
         tokio::task::spawn_blocking(move || {
             let _permit = self;
+            metrics::counter!("tally_password_hashes_total").increment(1);
             let is_real = stored.is_some();
             let phc = stored.unwrap_or_else(|| DUMMY_HASH.clone());
             // The comparison inside argon2 is constant-time.

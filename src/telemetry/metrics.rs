@@ -17,9 +17,9 @@
 //! - `tally_mail_outbox_backlog`, `tally_mail_queue_depth`
 //! - `tally_mail_jobs_total{outcome}`, `tally_mail_outbox_relayed_total`
 //! - `tally_rate_limited_total{budget}`, `tally_rpc_shed_total`, `tally_rpc_read_timeouts_total`,
-//!   `tally_connections_refused_total`,
+//!   `tally_connections_refused_total`, `tally_password_hashes_total`,
 //!   `tally_password_hash_rejected_total` (what the limits in `crate::limits` and the hashing
-//!   pool turned away)
+//!   pool turned away, and the hashes that ran)
 //! - `tally_audit_events_written_total`, `tally_audit_events_dropped_total` (the audit trail)
 
 use std::{sync::OnceLock, time::Duration};
@@ -117,6 +117,10 @@ fn describe() {
     describe_counter!(
         "tally_connections_refused_total",
         "Connections closed on accept: their peer held TALLY_CONNECTIONS_PER_PEER_MAX already"
+    );
+    describe_counter!(
+        "tally_password_hashes_total",
+        "Password hashes and checks started (argon2id, 19 MiB each)"
     );
     describe_counter!(
         "tally_password_hash_rejected_total",

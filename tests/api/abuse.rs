@@ -699,3 +699,86 @@ async fn a_peer_beyond_its_connection_cap_is_closed_and_let_in_again_once_one_cl
     assert!(again.is_some(), "a closed connection frees its place");
     drop(second);
 }
+
+/// A counter's value in a Prometheus text exposition (0 when absent).
+fn counter(metrics: &str, name: &str) -> f64 {
+    metrics
+        .lines()
+        .filter(|l| l.starts_with(name) && !l.starts_with('#'))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+#[tokio::test]
+async fn a_caller_that_hangs_up_while_waiting_for_a_hashing_turn_starts_no_hash() {
+    // Its own process, so its metrics count only these calls; one hash at a time.
+    let server = ServerProcess::spawn(&[
+        "--hash-concurrency-max",
+        "1",
+        "--rate-auth-per-minute",
+        "1000000",
+    ])
+    .await;
+    let users = UserServiceClient::new(server.channel.clone());
+    let mut calls = tokio::task::JoinSet::new();
+    for i in 0..10 {
+        let mut users = users.clone();
+        calls.spawn(async move {
+            let request = pb::CreateUserRequest {
+                username: format!("hangup_{i}"),
+                full_name: "Hangs Up".into(),
+                email: format!("hangup_{i}@example.com"),
+                password: PASSWORD.into(),
+            };
+            // The client gives up (drops the call: RST_STREAM) well before one hash ends, and
+            // sends no deadline, so only the hang-up can stop the server: the first call is
+            // hashing and the rest are waiting for the turn when their clients go.
+            tokio::time::timeout(Duration::from_millis(20), users.create_user(request))
+                .await
+                .map(|_| ())
+                .map_err(|_| ())
+        });
+    }
+    while let Some(answer) = calls.join_next().await {
+        assert!(answer.unwrap().is_err(), "every client gave up");
+    }
+    // Give the server time to finish the one hash it started (and any it wrongly started).
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let port = server.channel_port();
+    let metrics = reqwest::get(format!("http://127.0.0.1:{port}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(
+        counter(&metrics, "tally_password_hashes_total"),
+        1.0,
+        "{metrics}"
+    );
+}
+
+#[tokio::test]
+async fn a_malformed_chunked_json_body_answers_400_without_the_transport_s_words() {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let app = TestApp::spawn().await;
+    let mut tcp = tokio::net::TcpStream::connect(app.addr).await.unwrap();
+    tcp.write_all(
+        b"POST /v1/users HTTP/1.1\r\nHost: tally\r\nContent-Type: application/json\r\n\
+          Transfer-Encoding: chunked\r\nConnection: close\r\n\r\nzz\r\n{}\r\n0\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let mut answer = String::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), tcp.read_to_string(&mut answer)).await;
+    assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+    assert!(
+        answer.contains("could not read the request body"),
+        "{answer}"
+    );
+    assert!(
+        !answer.to_lowercase().contains("chunk"),
+        "no transport text: {answer}"
+    );
+    assert_eq!(app.count("users").await, 0);
+}

@@ -451,6 +451,7 @@ pub fn assert_code<T: std::fmt::Debug>(result: Result<T, Status>, code: Code) ->
 pub struct ServerProcess {
     pub child: tokio::process::Child,
     pub channel: Channel,
+    port: u16,
     /// Dropped after the child (fields drop in order), so the database outlives the server.
     pub _db: TestDatabase,
 }
@@ -497,8 +498,14 @@ impl ServerProcess {
         Self {
             child,
             channel,
+            port,
             _db: db,
         }
+    }
+
+    /// The port the server listens on.
+    pub fn channel_port(&self) -> u16 {
+        self.port
     }
 
     /// The server's peak resident set so far (`VmHWM`), in KiB.
