@@ -721,6 +721,8 @@ async fn a_caller_that_hangs_up_while_waiting_for_a_hashing_turn_starts_no_hash(
     .await;
     let users = UserServiceClient::new(server.channel.clone());
     let mut calls = tokio::task::JoinSet::new();
+    // Every client hangs up at the same instant, long before one hash can end.
+    let give_up = tokio::time::Instant::now() + Duration::from_millis(25);
     for i in 0..10 {
         let mut users = users.clone();
         calls.spawn(async move {
@@ -733,7 +735,7 @@ async fn a_caller_that_hangs_up_while_waiting_for_a_hashing_turn_starts_no_hash(
             // The client gives up (drops the call: RST_STREAM) well before one hash ends, and
             // sends no deadline, so only the hang-up can stop the server: the first call is
             // hashing and the rest are waiting for the turn when their clients go.
-            tokio::time::timeout(Duration::from_millis(20), users.create_user(request))
+            tokio::time::timeout_at(give_up, users.create_user(request))
                 .await
                 .map(|_| ())
                 .map_err(|_| ())
@@ -751,11 +753,11 @@ async fn a_caller_that_hangs_up_while_waiting_for_a_hashing_turn_starts_no_hash(
         .text()
         .await
         .unwrap();
-    assert_eq!(
-        counter(&metrics, "tally_password_hashes_total"),
-        1.0,
-        "{metrics}"
-    );
+    // The one that held the turn when the clients went (none, if its uniqueness check was
+    // still running), and at most one more whose hang-up the server had not read yet when the
+    // turn came free; with a turn per caller, up to ten.
+    let hashes = counter(&metrics, "tally_password_hashes_total");
+    assert!(hashes <= 2.0, "{hashes} hashes started");
 }
 
 #[tokio::test]
