@@ -242,6 +242,15 @@ impl Error {
         }
     }
 
+    /// A rate limit is spent: `RESOURCE_EXHAUSTED`, reason `RATE_LIMITED`.
+    pub fn rate_limited(message: impl Into<String>, retry_after: Duration) -> Self {
+        Error::RetryLater {
+            reason: Reason::RateLimited,
+            message: message.into(),
+            retry_after,
+        }
+    }
+
     pub fn permission_denied(message: impl Into<String>) -> Self {
         Error::refused(Reason::PermissionDenied, message)
     }

@@ -38,7 +38,7 @@ use uuid::Uuid;
 use super::client::{self, ClientAddress, TrustedProxies};
 use crate::{
     auth::Principal,
-    error::{Error, Reason, grpc_rejection},
+    error::{Error, grpc_rejection},
 };
 
 /// How often idle keys are dropped from the limiters' state.
@@ -227,16 +227,15 @@ where
                 metrics::counter!("tally_rate_limited_total", "budget" => budget.name())
                     .increment(1);
                 let content_type = request.headers().get(CONTENT_TYPE).cloned();
-                let err = Error::RetryLater {
-                    reason: Reason::RateLimited,
-                    message: format!(
+                let err = Error::rate_limited(
+                    format!(
                         "too many {} calls; retry in {} ms",
                         budget.name(),
                         wait.as_millis().max(1)
                     ),
                     // RetryInfo in whole milliseconds, never zero.
-                    retry_after: wait.max(Duration::from_millis(1)),
-                };
+                    wait.max(Duration::from_millis(1)),
+                );
                 Box::pin(async move { Ok(grpc_rejection(err, content_type)) })
             }
         }

@@ -550,24 +550,30 @@ async fn raw_call(
     response.await.unwrap()
 }
 
-/// Whether `/metrics` counts a call of `method` answered `code`.
-async fn metrics_count(app: &TestApp, method: &str, code: &str) -> bool {
+/// How many calls of `method` answered `code` `/metrics` counts so far. (The recorder is one
+/// per test process, so the tests below compare before and after their own call.)
+async fn rpc_count(app: &TestApp, method: &str, code: &str) -> f64 {
     let metrics = reqwest::get(format!("http://{}/metrics", app.addr))
         .await
         .unwrap()
         .text()
         .await
         .unwrap();
-    metrics.lines().any(|l| {
-        l.starts_with("tally_rpc_requests_total")
-            && l.contains(method)
-            && l.contains(&format!("code=\"{code}\""))
-    })
+    let code = format!("code=\"{code}\"");
+    counter(
+        &metrics
+            .lines()
+            .filter(|l| l.contains(method) && l.contains(&code))
+            .collect::<Vec<_>>()
+            .join("\n"),
+        "tally_rpc_requests_total",
+    )
 }
 
 #[tokio::test]
 async fn a_message_that_is_not_protobuf_is_invalid_argument_in_the_answer_and_the_metrics() {
     let app = TestApp::spawn().await;
+    let before = rpc_count(&app, "UserService/CreateUser", "INVALID_ARGUMENT").await;
     // A frame of three bytes that are no protobuf message (a truncated varint).
     let response = raw_call(
         app.addr,
@@ -579,13 +585,14 @@ async fn a_message_that_is_not_protobuf_is_invalid_argument_in_the_answer_and_th
     assert_eq!(response.headers()["grpc-status"], "3", "INVALID_ARGUMENT");
     let message = response.headers()["grpc-message"].to_str().unwrap();
     assert!(!message.contains("Protobuf"), "no library text: {message}");
-    assert!(metrics_count(&app, "UserService/CreateUser", "INVALID_ARGUMENT").await);
+    assert!(rpc_count(&app, "UserService/CreateUser", "INVALID_ARGUMENT").await > before);
     assert_eq!(app.count("users").await, 0);
 }
 
 #[tokio::test]
 async fn a_call_past_its_deadline_is_deadline_exceeded_in_the_answer_and_the_metrics() {
     let app = TestApp::spawn().await;
+    let before = rpc_count(&app, "SessionService/Login", "DEADLINE_EXCEEDED").await;
     // A login (a password hash: tens of milliseconds) with a deadline of one millisecond.
     let response = raw_call(
         app.addr,
@@ -596,7 +603,7 @@ async fn a_call_past_its_deadline_is_deadline_exceeded_in_the_answer_and_the_met
     )
     .await;
     assert_eq!(response.headers()["grpc-status"], "4", "DEADLINE_EXCEEDED");
-    assert!(metrics_count(&app, "SessionService/Login", "DEADLINE_EXCEEDED").await);
+    assert!(rpc_count(&app, "SessionService/Login", "DEADLINE_EXCEEDED").await > before);
 }
 
 #[tokio::test]
