@@ -19,6 +19,8 @@
 #     pgbench with the same transaction (scripts/pgbench-transfer.sql, -M prepared), twice: as
 #     the tally runs left the database and after settling it; the table takes the better;
 #   tally bench --batch 100: CreateTransfers of 100 transfers, 8 clients, uniform;
+#   tally bench --operation hold-post: a hold and then its post (two calls per transfer), 64
+#     clients, uniform;
 #   tally bench --rate: uniform, gRPC, 64 clients, paced at half the transfers/s that the
 #     closed-loop run of the same shape reached above; latency counts from each call's due time.
 # Before them, one unreported 2 s run of tally bench warms the server up. Before every run, of
@@ -236,6 +238,8 @@ for clients in "${CLIENT_COUNTS[@]}"; do
 done
 run_tally "batch-uniform-$BATCH_CLIENTS" --protocol grpc --mode uniform \
   --clients "$BATCH_CLIENTS" --batch "$BATCH_SIZE"
+run_tally "holdpost-uniform-$PACED_CLIENTS" --protocol grpc --mode uniform \
+  --clients "$PACED_CLIENTS" --operation hold-post
 RATE="$(python3 -c 'import json, sys; print(max(1, round(json.load(open(sys.argv[1]))["per_second"] * float(sys.argv[2]))))' \
   "$WORK_DIR/grpc-uniform-$PACED_CLIENTS.json" "$PACED_SHARE")"
 echo "$RATE" >"$WORK_DIR/paced.rate"
@@ -324,6 +328,11 @@ anchor = results[("pgbench", "uniform", top)]
 r = tally(f"batch-uniform-{batch_clients}")
 row(f"tally gRPC, CreateTransfers of {batch}, uniform, {batch_clients} clients", r,
     f"{ratio(r['tps'], anchor['tps'])} (vs pgbench uniform, {top} clients)")
+r = tally(f"holdpost-uniform-{paced_clients}")
+single = results[("grpc", "uniform", paced_clients)]
+row(f"tally gRPC, hold then post (2 calls per transfer), uniform, {paced_clients} clients", r,
+    f"{ratio(r['tps'], results[('pgbench', 'uniform', paced_clients)]['tps'])}; "
+    f"{ratio(r['tps'], single['tps'])} of single transfers")
 rate = open(os.path.join(work, "paced.rate")).read().strip()
 r = tally(f"paced-uniform-{paced_clients}")
 row(f"tally gRPC, uniform, {paced_clients} clients, paced at {rate} calls/s (half its closed "

@@ -327,6 +327,44 @@ printf '%s\n' "$out" | pretty
 expect_contains "curl CreateTransfers" "$out" '"failureReason":"FAILURE_REASON_LINKED_TRANSFER_FAILED"' \
   '"failureReason":"FAILURE_REASON_INSUFFICIENT_FUNDS"'
 
+log "curl: hold 20.00 EUR for an hour (POST /v1/transfers with pending and timeout)"
+out="$(curl -sS --fail-with-body -H "authorization: Bearer $TOKEN" -H 'content-type: application/json' \
+  "$TALLY/v1/transfers" -d "{\"transferId\": \"$(new_id)\", \"fromAccountId\": \"$TRAVEL\", \"toAccountId\": \"$SPARE\", \"amount\": \"2000\", \"currency\": \"EUR\", \"pending\": true, \"timeout\": \"3600s\"}")" ||
+  fail "curl: hold failed: $out"
+printf '%s\n' "$out" | pretty
+expect_contains "curl hold" "$out" '"status":"TRANSFER_STATUS_PENDING"' '"timeout":"3600s"' '"expiresAt":'
+HOLD="$(echo "$out" | json_field transferId)" || fail "curl hold: no transferId"
+HELD_AT="$(echo "$out" | json_field createdAt)" || fail "curl hold: no createdAt"
+out="$(curl -sS --fail-with-body -H "authorization: Bearer $TOKEN" "$TALLY/v1/accounts/$TRAVEL")" ||
+  fail "curl: GetAccount failed: $out"
+printf '%s\n' "$out" | pretty
+expect_contains "curl GetAccount after the hold" "$out" '"balance":"3800"' '"pendingDebits":"2000"' \
+  '"availableBalance":"1800"'
+
+log "curl: post 15.00 EUR of it; the other 5.00 are released (POST /v1/transfers/$HOLD:post)"
+out="$(curl -sS --fail-with-body -H "authorization: Bearer $TOKEN" -H 'content-type: application/json' \
+  "$TALLY/v1/transfers/$HOLD:post" -d '{"amount": "1500"}')" || fail "curl: post failed: $out"
+printf '%s\n' "$out" | pretty
+expect_contains "curl PostTransfer" "$out" '"status":"TRANSFER_STATUS_POSTED"' '"postedAmount":"1500"'
+
+log "curl: the payee gives 5.00 EUR back (POST /v1/transfers/$HOLD:reverse)"
+out="$(curl -sS --fail-with-body -H "authorization: Bearer $TOKEN" -H 'content-type: application/json' \
+  "$TALLY/v1/transfers/$HOLD:reverse" -d "{\"reversalId\": \"$(new_id)\", \"amount\": \"500\", \"memo\": \"partial refund\"}")" ||
+  fail "curl: reverse failed: $out"
+printf '%s\n' "$out" | pretty
+expect_contains "curl ReverseTransfer" "$out" '"kind":"TRANSFER_KIND_REVERSAL"' \
+  "\"reversesTransferId\":\"$HOLD\"" '"amount":"500"' '"status":"TRANSFER_STATUS_SUCCEEDED"'
+
+log "curl: the balance now, and when the hold was placed (GET /v1/accounts/$TRAVEL/balance)"
+out="$(curl -sS --fail-with-body -H "authorization: Bearer $TOKEN" "$TALLY/v1/accounts/$TRAVEL/balance")" ||
+  fail "curl: GetAccountBalance failed: $out"
+printf '%s\n' "$out"
+expect_contains "curl GetAccountBalance now" "$out" '"balance":"2800"'
+out="$(curl -sS --fail-with-body -H "authorization: Bearer $TOKEN" \
+  "$TALLY/v1/accounts/$TRAVEL/balance?asOf=$HELD_AT")" || fail "curl: GetAccountBalance asOf failed: $out"
+printf '%s\n' "$out"
+expect_contains "curl GetAccountBalance asOf" "$out" '"balance":"3800"' "\"asOf\":\"$HELD_AT\""
+
 # expect_http STEP STATUS CURL_ARGS... — the call must answer STATUS with a JSON error body.
 expect_http() {
   local step="$1" want="$2" out status

@@ -55,6 +55,8 @@ const JSON_STATUS_FAILED: &str = "TRANSFER_STATUS_FAILED";
 const MICROS_PER_MILLI: f64 = 1_000.0;
 /// The report's labels column.
 const LABEL_WIDTH: usize = 16;
+/// How long a bench hold may wait for its post (it is posted at once).
+const HOLD_TIMEOUT: Duration = Duration::from_secs(60);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize)]
 #[serde(rename_all = "kebab-case")]
@@ -73,6 +75,9 @@ pub enum Operation {
     Transfer,
     /// GetAccount of one account of the pool.
     GetAccount,
+    /// A hold (CreateTransfer with `pending`) and then its PostTransfer: two calls per
+    /// transfer, counted as one (gRPC only).
+    HoldPost,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize)]
@@ -331,6 +336,10 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         "--batch applies to --operation transfer only"
     );
     anyhow::ensure!(
+        args.operation != Operation::HoldPost || args.protocol == Protocol::Grpc,
+        "--operation hold-post speaks gRPC only"
+    );
+    anyhow::ensure!(
         args.mode == Mode::Uniform || args.hot_accounts <= args.accounts,
         "--hot-accounts ({}) is more than --accounts ({})",
         args.hot_accounts,
@@ -499,6 +508,7 @@ async fn open_accounts(
                             currency: currency.clone(),
                             owner: None,
                             name: Some(format!("bench {i}")),
+                            overdraft_limit: None,
                         },
                     )?)
                     .await
@@ -599,6 +609,14 @@ async fn client(
                 let account_id = pool[rand::random_range(0..pool.len())].clone();
                 get_account(&target, &mut accounts, account_id).await?
             }
+            Operation::HoldPost => {
+                hold_and_post(
+                    &target,
+                    &mut transfers,
+                    random_transfer(&pool, &target.currency),
+                )
+                .await?
+            }
         };
         tally.record(due.elapsed(), answer);
     }
@@ -616,6 +634,8 @@ fn random_transfer(pool: &[String], currency: &str) -> pb::CreateTransferRequest
         currency: currency.to_owned(),
         memo: None,
         linked: false,
+        pending: false,
+        timeout: None,
     }
 }
 
@@ -678,6 +698,38 @@ async fn send_transfers(
             json_answer(sent, items, |body| json_batch_outcomes(body, items)).await
         }
     })
+}
+
+/// A hold, then its post of the whole amount; one outcome for the pair, the attempts of both.
+async fn hold_and_post(
+    target: &Target,
+    client: &mut TransferServiceClient<Channel>,
+    transfer: pb::CreateTransferRequest,
+) -> anyhow::Result<Answer> {
+    let hold = pb::CreateTransferRequest {
+        pending: true,
+        timeout: Some(HOLD_TIMEOUT.try_into()?),
+        ..transfer
+    };
+    let held = match client.create_transfer(authed(&target.token, hold)?).await {
+        Ok(response) => response,
+        Err(status) => return Ok(Answer::failed(status_outcome(status.code() as i32), 1)),
+    };
+    let attempts = grpc_attempts(held.metadata());
+    let post = pb::PostTransferRequest {
+        transfer_id: held.into_inner().transfer_id,
+        amount: None,
+    };
+    Ok(
+        match client.post_transfer(authed(&target.token, post)?).await {
+            Ok(response) => Answer {
+                // The pair retried as often as both calls did.
+                attempts: attempts + grpc_attempts(response.metadata()) - 1,
+                outcomes: vec![transfer_outcome(response.get_ref().status)],
+            },
+            Err(status) => Answer::failed(status_outcome(status.code() as i32), 1),
+        },
+    )
 }
 
 async fn get_account(
@@ -856,6 +908,7 @@ fn report(s: &Summary) -> String {
     let unit = match s.operation {
         Operation::Transfer => "transfers/s",
         Operation::GetAccount => "reads/s",
+        Operation::HoldPost => "holds posted/s",
     };
     let pacing = match s.rate {
         Some(rate) => format!("paced, {rate} calls/s asked in total"),

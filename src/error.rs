@@ -38,6 +38,24 @@ pub enum Reason {
     TransactionConflict,
     AccountLimit,
     BalanceLimit,
+    /// An account of the transfer is closed.
+    AccountClosed,
+    /// Only an account at zero with nothing pending can be closed.
+    AccountNotEmpty,
+    /// Post or void of a transfer that is not a hold.
+    TransferNotPending,
+    /// The hold reached its timeout: it can be neither posted nor voided.
+    PendingTransferExpired,
+    /// The hold was posted before (with another amount, or now voided).
+    PendingTransferAlreadyPosted,
+    /// The hold was voided before.
+    PendingTransferAlreadyVoided,
+    /// A post of more than the hold reserved.
+    PostExceedsPending,
+    /// Only a succeeded transfer, deposit or withdrawal, or a posted hold, can be reversed.
+    TransferNotReversible,
+    /// The reversals of a transfer would sum to more than it moved.
+    ReversalExceedsOriginal,
     VerificationCodeInvalid,
     VerificationRateLimited,
     EmailAlreadyVerified,
@@ -75,6 +93,15 @@ impl Reason {
         Reason::TransactionConflict,
         Reason::AccountLimit,
         Reason::BalanceLimit,
+        Reason::AccountClosed,
+        Reason::AccountNotEmpty,
+        Reason::TransferNotPending,
+        Reason::PendingTransferExpired,
+        Reason::PendingTransferAlreadyPosted,
+        Reason::PendingTransferAlreadyVoided,
+        Reason::PostExceedsPending,
+        Reason::TransferNotReversible,
+        Reason::ReversalExceedsOriginal,
         Reason::VerificationCodeInvalid,
         Reason::VerificationRateLimited,
         Reason::EmailAlreadyVerified,
@@ -107,6 +134,15 @@ impl Reason {
             Reason::TransactionConflict => "TRANSACTION_CONFLICT",
             Reason::AccountLimit => "ACCOUNT_LIMIT",
             Reason::BalanceLimit => "BALANCE_LIMIT",
+            Reason::AccountClosed => "ACCOUNT_CLOSED",
+            Reason::AccountNotEmpty => "ACCOUNT_NOT_EMPTY",
+            Reason::TransferNotPending => "TRANSFER_NOT_PENDING",
+            Reason::PendingTransferExpired => "PENDING_TRANSFER_EXPIRED",
+            Reason::PendingTransferAlreadyPosted => "PENDING_TRANSFER_ALREADY_POSTED",
+            Reason::PendingTransferAlreadyVoided => "PENDING_TRANSFER_ALREADY_VOIDED",
+            Reason::PostExceedsPending => "POST_EXCEEDS_PENDING",
+            Reason::TransferNotReversible => "TRANSFER_NOT_REVERSIBLE",
+            Reason::ReversalExceedsOriginal => "REVERSAL_EXCEEDS_ORIGINAL",
             Reason::VerificationCodeInvalid => "VERIFICATION_CODE_INVALID",
             Reason::VerificationRateLimited => "VERIFICATION_RATE_LIMITED",
             Reason::EmailAlreadyVerified => "EMAIL_ALREADY_VERIFIED",
@@ -139,6 +175,15 @@ impl Reason {
             | Reason::LinkedTransferFailed
             | Reason::AccountLimit
             | Reason::BalanceLimit
+            | Reason::AccountClosed
+            | Reason::AccountNotEmpty
+            | Reason::TransferNotPending
+            | Reason::PendingTransferExpired
+            | Reason::PendingTransferAlreadyPosted
+            | Reason::PendingTransferAlreadyVoided
+            | Reason::PostExceedsPending
+            | Reason::TransferNotReversible
+            | Reason::ReversalExceedsOriginal
             | Reason::VerificationCodeInvalid
             | Reason::EmailAlreadyVerified => Code::FailedPrecondition,
             Reason::NotImplemented => Code::Unimplemented,

@@ -2,7 +2,7 @@
 
 use tonic::{Request, Response, Status};
 
-use super::{ApiState, principal, timestamp};
+use super::{ApiState, from_timestamp, principal, timestamp};
 use crate::{
     error::Error,
     ledger::{Account, Entry, transfers::Movement},
@@ -11,12 +11,18 @@ use crate::{
 
 impl From<Account> for pb::Account {
     fn from(a: Account) -> Self {
+        let available_balance = a.available_balance();
         pb::Account {
+            available_balance,
             account_id: a.id.to_string(),
             owner: a.owner,
             name: a.name,
             currency: a.currency,
             balance: a.balance,
+            pending_debits: a.pending_debits,
+            pending_credits: a.pending_credits,
+            overdraft_limit: a.overdraft_limit,
+            closed_at: a.closed_at.map(timestamp),
             created_at: Some(timestamp(a.created_at)),
             updated_at: Some(timestamp(a.updated_at)),
         }
@@ -58,9 +64,12 @@ impl AccountService for ApiState {
     ) -> Result<Response<pb::Account>, Status> {
         let principal = principal(&request)?;
         let r = request.into_inner();
-        let open =
-            self.ledger
-                .parse_open_account(&r.currency, r.owner.as_deref(), r.name.as_deref())?;
+        let open = self.ledger.parse_open_account(
+            &r.currency,
+            r.owner.as_deref(),
+            r.name.as_deref(),
+            r.overdraft_limit,
+        )?;
         let account = self.ledger.create_account(&principal, open).await?;
         Ok(Response::new(account.into()))
     }
@@ -90,6 +99,52 @@ impl AccountService for ApiState {
         Ok(Response::new(pb::ListAccountsResponse {
             accounts: page.items.into_iter().map(Into::into).collect(),
             next_page_token: page.next_page_token,
+        }))
+    }
+
+    async fn update_account(
+        &self,
+        request: Request<pb::UpdateAccountRequest>,
+    ) -> Result<Response<pb::Account>, Status> {
+        let principal = principal(&request)?;
+        let r = request.into_inner();
+        let update = self.ledger.parse_account_update(
+            &r.account_id,
+            r.name.as_deref(),
+            r.overdraft_limit,
+        )?;
+        let account = self.ledger.update_account(&principal, update).await?;
+        Ok(Response::new(account.into()))
+    }
+
+    async fn close_account(
+        &self,
+        request: Request<pb::CloseAccountRequest>,
+    ) -> Result<Response<pb::Account>, Status> {
+        let principal = principal(&request)?;
+        let account = self
+            .ledger
+            .close_account(&principal, &request.into_inner().account_id)
+            .await?;
+        Ok(Response::new(account.into()))
+    }
+
+    async fn get_account_balance(
+        &self,
+        request: Request<pb::GetAccountBalanceRequest>,
+    ) -> Result<Response<pb::GetAccountBalanceResponse>, Status> {
+        let principal = principal(&request)?;
+        let r = request.into_inner();
+        let as_of = from_timestamp("as_of", &r.as_of)?;
+        let at = self
+            .ledger
+            .account_balance(&principal, &r.account_id, as_of)
+            .await?;
+        Ok(Response::new(pb::GetAccountBalanceResponse {
+            account_id: at.account_id.to_string(),
+            currency: at.currency,
+            balance: at.balance,
+            as_of: Some(timestamp(at.as_of)),
         }))
     }
 

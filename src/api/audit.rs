@@ -1,6 +1,5 @@
 //! `tally.v1.AuditService`.
 
-use time::OffsetDateTime;
 use tonic::{Request, Response, Status};
 
 use super::{ApiState, timestamp};
@@ -45,20 +44,6 @@ impl TryFrom<&pb::ListAuditEventsRequest> for AuditFilter {
                 v => Ok(Some(v.to_owned())),
             }
         };
-        let time = |field: &'static str, t: &Option<prost_types::Timestamp>| {
-            t.as_ref()
-                .map(|t| {
-                    OffsetDateTime::from_unix_timestamp(t.seconds)
-                        .ok()
-                        .and_then(|at| {
-                            u32::try_from(t.nanos)
-                                .ok()
-                                .and_then(|n| at.replace_nanosecond(n).ok())
-                        })
-                        .ok_or_else(|| Error::invalid(field, "is not a valid timestamp"))
-                })
-                .transpose()
-        };
         let username = match text("username", &r.username)? {
             None => None,
             Some(name) if name == ANONYMOUS => Some(None),
@@ -68,8 +53,8 @@ impl TryFrom<&pb::ListAuditEventsRequest> for AuditFilter {
             username,
             method: text("method", &r.method)?,
             outcome: text("outcome", &r.outcome)?.map(|o| o.to_ascii_uppercase()),
-            start: time("start_time", &r.start_time)?,
-            end: time("end_time", &r.end_time)?,
+            start: super::from_timestamp("start_time", &r.start_time)?,
+            end: super::from_timestamp("end_time", &r.end_time)?,
         })
     }
 }

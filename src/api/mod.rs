@@ -54,6 +54,43 @@ pub(crate) fn timestamp(t: OffsetDateTime) -> prost_types::Timestamp {
     }
 }
 
+/// A request's timestamp field, if set; `INVALID_ARGUMENT` when out of range.
+pub(crate) fn from_timestamp(
+    field: &'static str,
+    t: &Option<prost_types::Timestamp>,
+) -> Result<Option<OffsetDateTime>, Error> {
+    t.as_ref()
+        .map(|t| {
+            OffsetDateTime::from_unix_timestamp(t.seconds)
+                .ok()
+                .and_then(|at| {
+                    u32::try_from(t.nanos)
+                        .ok()
+                        .and_then(|n| at.replace_nanosecond(n).ok())
+                })
+                .ok_or_else(|| Error::invalid(field, "is not a valid timestamp"))
+        })
+        .transpose()
+}
+
+/// A request's duration field, if set; `INVALID_ARGUMENT` when negative or malformed.
+pub(crate) fn from_duration(
+    field: &'static str,
+    d: &Option<prost_types::Duration>,
+) -> Result<Option<std::time::Duration>, Error> {
+    d.as_ref()
+        .map(|d| {
+            std::time::Duration::try_from(*d)
+                .map_err(|_| Error::invalid(field, "must be a non-negative duration"))
+        })
+        .transpose()
+}
+
+pub(crate) fn duration(d: std::time::Duration) -> prost_types::Duration {
+    // Durations here are at most HOLD_TIMEOUT_MAX, far inside prost's range.
+    prost_types::Duration::try_from(d).unwrap_or_default()
+}
+
 /// The caller's user agent and address, as recorded on sessions.
 pub(crate) fn client_info<T>(request: &Request<T>) -> ClientInfo {
     ClientInfo {

@@ -3,12 +3,13 @@
 use prost::Message as _;
 use tonic::{Request, Response, Status, metadata::MetadataValue};
 
-use super::{ApiState, principal, timestamp};
+use super::{ApiState, duration, from_duration, principal, timestamp};
 use crate::{
     error::Error,
     ledger::{
-        FailureReason, Kind, Transfer,
-        transfers::{Applied, BatchItem, NewTransfer},
+        FailureReason, Kind, Status as TransferStatus, Transfer,
+        holds::ReverseRequest,
+        transfers::{Applied, BatchItem, NewTransfer, TransferFields},
     },
     proto::tally_v1::{
         self as pb, create_transfer_result::Result as Outcome,
@@ -32,36 +33,35 @@ const ERROR_MESSAGE_BYTES_MAX: usize = 128;
 impl TryFrom<pb::CreateTransferRequest> for NewTransfer {
     type Error = Error;
     fn try_from(r: pb::CreateTransferRequest) -> Result<Self, Error> {
-        NewTransfer::parse(
-            &r.transfer_id,
-            &r.from_account_id,
-            &r.to_account_id,
-            r.amount,
-            &r.currency,
-            r.memo.as_deref(),
-        )
+        NewTransfer::parse(TransferFields {
+            transfer_id: &r.transfer_id,
+            from_account_id: &r.from_account_id,
+            to_account_id: &r.to_account_id,
+            amount: r.amount,
+            currency: &r.currency,
+            memo: r.memo.as_deref(),
+            pending: r.pending,
+            timeout: from_duration("timeout", &r.timeout)?,
+        })
     }
 }
 
 impl From<Transfer> for pb::Transfer {
     fn from(t: Transfer) -> Self {
-        let (status, failure_reason) = match t.failure {
-            None => (
-                pb::TransferStatus::Succeeded,
-                pb::FailureReason::Unspecified,
-            ),
-            Some(FailureReason::InsufficientFunds) => (
-                pb::TransferStatus::Failed,
-                pb::FailureReason::InsufficientFunds,
-            ),
-            Some(FailureReason::CurrencyMismatch) => (
-                pb::TransferStatus::Failed,
-                pb::FailureReason::CurrencyMismatch,
-            ),
-            Some(FailureReason::LinkedTransferFailed) => (
-                pb::TransferStatus::Failed,
-                pb::FailureReason::LinkedTransferFailed,
-            ),
+        let status = match t.status {
+            TransferStatus::Succeeded => pb::TransferStatus::Succeeded,
+            TransferStatus::Failed => pb::TransferStatus::Failed,
+            TransferStatus::Pending => pb::TransferStatus::Pending,
+            TransferStatus::Posted => pb::TransferStatus::Posted,
+            TransferStatus::Voided => pb::TransferStatus::Voided,
+            TransferStatus::Expired => pb::TransferStatus::Expired,
+        };
+        let failure_reason = match t.failure {
+            None => pb::FailureReason::Unspecified,
+            Some(FailureReason::InsufficientFunds) => pb::FailureReason::InsufficientFunds,
+            Some(FailureReason::CurrencyMismatch) => pb::FailureReason::CurrencyMismatch,
+            Some(FailureReason::LinkedTransferFailed) => pb::FailureReason::LinkedTransferFailed,
+            Some(FailureReason::AccountClosed) => pb::FailureReason::AccountClosed,
         };
         pb::Transfer {
             transfer_id: t.id.to_string(),
@@ -77,8 +77,17 @@ impl From<Transfer> for pb::Transfer {
                 Kind::Transfer => pb::TransferKind::Transfer,
                 Kind::Deposit => pb::TransferKind::Deposit,
                 Kind::Withdrawal => pb::TransferKind::Withdrawal,
+                Kind::Reversal => pb::TransferKind::Reversal,
             }
             .into(),
+            posted_amount: t.posted_amount,
+            timeout: t.timeout.map(duration),
+            expires_at: t.expires_at.map(timestamp),
+            reverses_transfer_id: t
+                .reverses_transfer_id
+                .map(|id| id.to_string())
+                .unwrap_or_default(),
+            reversed_amount: t.reversed_amount,
         }
     }
 }
@@ -200,6 +209,44 @@ impl TransferService for ApiState {
             Response::new(pb::CreateTransfersResponse { results }),
             applied.attempts,
         ))
+    }
+
+    async fn post_transfer(
+        &self,
+        request: Request<pb::PostTransferRequest>,
+    ) -> Result<Response<pb::Transfer>, Status> {
+        let principal = principal(&request)?;
+        let r = request.into_inner();
+        let applied = self
+            .ledger
+            .post_transfer(&principal, &r.transfer_id, r.amount)
+            .await?;
+        Ok(applied_response(applied))
+    }
+
+    async fn void_transfer(
+        &self,
+        request: Request<pb::VoidTransferRequest>,
+    ) -> Result<Response<pb::Transfer>, Status> {
+        let principal = principal(&request)?;
+        let r = request.into_inner();
+        let applied = self
+            .ledger
+            .void_transfer(&principal, &r.transfer_id)
+            .await?;
+        Ok(applied_response(applied))
+    }
+
+    async fn reverse_transfer(
+        &self,
+        request: Request<pb::ReverseTransferRequest>,
+    ) -> Result<Response<pb::Transfer>, Status> {
+        let principal = principal(&request)?;
+        let r = request.into_inner();
+        let reversal =
+            ReverseRequest::parse(&r.transfer_id, &r.reversal_id, r.amount, r.memo.as_deref())?;
+        let applied = self.ledger.reverse_transfer(&principal, reversal).await?;
+        Ok(applied_response(applied))
     }
 
     async fn get_transfer(

@@ -286,6 +286,8 @@ mod tests {
             currency: "USD".into(),
             memo: Some("not an id".into()),
             linked: false,
+            pending: false,
+            timeout: None,
         };
         assert_eq!(
             resource_ids("/tally.v1.TransferService/CreateTransfer", &framed(&single)),

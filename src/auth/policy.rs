@@ -39,6 +39,9 @@ pub const METHOD_POLICIES: &[(&str, Access)] = &[
     ("/tally.v1.AccountService/GetAccount", SignedIn),
     ("/tally.v1.AccountService/ListAccounts", SignedIn),
     ("/tally.v1.AccountService/ListEntries", SignedIn),
+    ("/tally.v1.AccountService/UpdateAccount", SignedIn),
+    ("/tally.v1.AccountService/CloseAccount", SignedIn),
+    ("/tally.v1.AccountService/GetAccountBalance", SignedIn),
     (
         "/tally.v1.AccountService/Deposit",
         Requires(AccountsDeposit),
@@ -49,6 +52,9 @@ pub const METHOD_POLICIES: &[(&str, Access)] = &[
     ),
     ("/tally.v1.TransferService/CreateTransfer", SignedIn),
     ("/tally.v1.TransferService/CreateTransfers", SignedIn),
+    ("/tally.v1.TransferService/PostTransfer", SignedIn),
+    ("/tally.v1.TransferService/VoidTransfer", SignedIn),
+    ("/tally.v1.TransferService/ReverseTransfer", SignedIn),
     ("/tally.v1.TransferService/GetTransfer", SignedIn),
     ("/tally.v1.TransferService/ListTransfers", SignedIn),
     (
@@ -74,6 +80,18 @@ pub const DOMAIN_CHECKS: &[(&str, &[Permission])] = &[
     ("/tally.v1.AccountService/GetAccount", &[AccountsReadAny]),
     ("/tally.v1.AccountService/ListAccounts", &[AccountsReadAny]),
     ("/tally.v1.AccountService/ListEntries", &[AccountsReadAny]),
+    (
+        "/tally.v1.AccountService/UpdateAccount",
+        &[AccountsReadAny, AccountsManage],
+    ),
+    (
+        "/tally.v1.AccountService/CloseAccount",
+        &[AccountsReadAny, AccountsOwn, AccountsManage],
+    ),
+    (
+        "/tally.v1.AccountService/GetAccountBalance",
+        &[AccountsReadAny],
+    ),
     ("/tally.v1.AccountService/Deposit", &[AccountsReadAny]),
     ("/tally.v1.AccountService/Withdraw", &[AccountsReadAny]),
     (
@@ -82,6 +100,18 @@ pub const DOMAIN_CHECKS: &[(&str, &[Permission])] = &[
     ),
     (
         "/tally.v1.TransferService/CreateTransfers",
+        &[TransfersOwn, TransfersCreateAny],
+    ),
+    (
+        "/tally.v1.TransferService/PostTransfer",
+        &[TransfersOwn, TransfersCreateAny],
+    ),
+    (
+        "/tally.v1.TransferService/VoidTransfer",
+        &[TransfersOwn, TransfersCreateAny],
+    ),
+    (
+        "/tally.v1.TransferService/ReverseTransfer",
         &[TransfersOwn, TransfersCreateAny],
     ),
     ("/tally.v1.TransferService/GetTransfer", &[TransfersReadAny]),

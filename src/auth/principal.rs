@@ -29,10 +29,12 @@ pub enum Permission {
     RolesManage,
     /// Read the audit trail.
     AuditRead,
+    /// Set overdraft limits; rename and close anyone's accounts.
+    AccountsManage,
 }
 
 impl Permission {
-    pub const ALL: [Permission; 12] = [
+    pub const ALL: [Permission; 13] = [
         Permission::AccountsOwn,
         Permission::TransfersOwn,
         Permission::AccountsReadAny,
@@ -45,6 +47,7 @@ impl Permission {
         Permission::SessionsManage,
         Permission::RolesManage,
         Permission::AuditRead,
+        Permission::AccountsManage,
     ];
 
     pub const fn name(self) -> &'static str {
@@ -61,6 +64,7 @@ impl Permission {
             Permission::SessionsManage => "sessions.manage",
             Permission::RolesManage => "roles.manage",
             Permission::AuditRead => "audit.read",
+            Permission::AccountsManage => "accounts.manage",
         }
     }
 }
@@ -92,8 +96,8 @@ impl Role {
         match self {
             Role::Customer => "Every new user: opens accounts and moves money of their own.",
             Role::Banker => {
-                "Reads every account and transfer, deposits, withdraws, opens accounts and moves \
-                 money for anyone."
+                "Reads every account and transfer, deposits, withdraws, opens, limits and closes \
+                 accounts and moves money for anyone."
             }
             Role::Admin => "Everything, including users, sessions and roles.",
         }
@@ -110,6 +114,7 @@ impl Role {
                 AccountsWithdraw,
                 TransfersReadAny,
                 TransfersCreateAny,
+                AccountsManage,
             ],
             Role::Admin => &[
                 AccountsReadAny,
@@ -122,6 +127,7 @@ impl Role {
                 SessionsManage,
                 RolesManage,
                 AuditRead,
+                AccountsManage,
             ],
         }
     }

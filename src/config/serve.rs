@@ -185,6 +185,12 @@ pub struct ServeArgs {
           value_name = "TALLY_TRANSFER_RETRY_BACKOFF_MS", default_value_t = 2,
           value_parser = clap::value_parser!(u64).range(1..=100))]
     pub transfer_retry_backoff_ms: u64,
+    /// How often each server looks for overdue holds that no transfer touched, in milliseconds,
+    /// and marks them expired. (An overdue hold never counts, sweep or not.)
+    #[arg(long, env = "TALLY_HOLD_SWEEP_INTERVAL_MS",
+          value_name = "TALLY_HOLD_SWEEP_INTERVAL_MS", default_value_t = 1_000,
+          value_parser = clap::value_parser!(u64).range(10..=3_600_000))]
+    pub hold_sweep_interval_ms: u64,
     /// Origins browsers may call from (CORS), comma-separated: exact origins such as
     /// `https://app.example.com`, or `*` for any. Empty (the default) allows none.
     #[arg(
@@ -348,6 +354,7 @@ impl ServeArgs {
                 transfer_attempts_max: self.transfer_attempts_max,
                 retry_backoff_base: Duration::from_millis(self.transfer_retry_backoff_ms),
                 retry_backoff_max: TRANSFER_RETRY_BACKOFF_MAX,
+                hold_sweep_interval: Duration::from_millis(self.hold_sweep_interval_ms),
             },
         })
     }

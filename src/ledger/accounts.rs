@@ -1,8 +1,10 @@
-//! Opening and reading accounts, and an account's statement (its entries).
+//! Opening, changing, closing and reading accounts, an account's statement (its entries) and
+//! its balance at any past instant.
 
+use time::OffsetDateTime;
 use uuid::Uuid;
 
-use super::{ACCOUNT_NAME_CHARS_MAX, Account, Entry, Ledger, Page, page};
+use super::{ACCOUNT_NAME_CHARS_MAX, AMOUNT_MAX, Account, Entry, Ledger, Page, page};
 use crate::{
     auth::{Permission, Principal},
     error::{Error, Reason, Result},
@@ -17,6 +19,40 @@ pub struct OpenAccount {
     /// `None`: the caller.
     pub owner: Option<String>,
     pub name: String,
+    /// Needs `accounts.manage` when above 0.
+    pub overdraft_limit: i64,
+}
+
+/// A validated `UpdateAccount`: what to change (`None`: leave as is).
+#[derive(Debug, Clone)]
+pub struct AccountUpdate {
+    pub id: Uuid,
+    pub name: Option<String>,
+    pub overdraft_limit: Option<i64>,
+}
+
+/// An account's balance at an instant.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BalanceAt {
+    pub account_id: Uuid,
+    pub currency: String,
+    pub balance: i64,
+    pub as_of: OffsetDateTime,
+}
+
+/// How far in the future a point-in-time `as_of` may lie before it is refused: the clocks of
+/// the client, the server and PostgreSQL never agree exactly.
+pub const AS_OF_CLOCK_SKEW_MAX: time::Duration = time::Duration::seconds(5);
+
+/// 0 to [`AMOUNT_MAX`] minor units.
+pub fn overdraft_limit(field: &'static str, value: i64) -> Result<i64> {
+    if !(0..=AMOUNT_MAX).contains(&value) {
+        return Err(Error::invalid(
+            field,
+            format!("must be from 0 to {AMOUNT_MAX} (minor units)"),
+        ));
+    }
+    Ok(value)
 }
 
 /// Trimmed; at most 64 characters; no control characters.
@@ -49,8 +85,10 @@ impl Ledger {
         currency: &str,
         owner: Option<&str>,
         name: Option<&str>,
+        overdraft: Option<i64>,
     ) -> Result<OpenAccount> {
         Ok(OpenAccount {
+            overdraft_limit: overdraft_limit("overdraft_limit", overdraft.unwrap_or(0))?,
             currency: self.currencies().require("currency", currency)?,
             owner: owner
                 .filter(|o| !o.is_empty())
@@ -67,6 +105,9 @@ impl Ledger {
         principal: &Principal,
         open: OpenAccount,
     ) -> Result<Account> {
+        if open.overdraft_limit > 0 {
+            principal.require(Permission::AccountsManage)?;
+        }
         let mut tx = crate::db::begin(&self.pool).await?;
         let owner_id = match &open.owner {
             None => {
@@ -101,7 +142,15 @@ impl Ledger {
             ));
         }
         let id = Uuid::now_v7();
-        store::accounts::insert(&mut tx, id, owner_id, &open.name, &open.currency).await?;
+        store::accounts::insert(
+            &mut tx,
+            id,
+            owner_id,
+            &open.name,
+            &open.currency,
+            open.overdraft_limit,
+        )
+        .await?;
         let row = store::accounts::by_id(&mut tx, id)
             .await?
             .ok_or_else(|| Error::internal(anyhow::anyhow!("inserted account vanished")))?;
@@ -186,6 +235,157 @@ impl Ledger {
             items: rows.into_iter().map(Entry::from).collect(),
             next_page_token,
         })
+    }
+
+    pub fn parse_account_update(
+        &self,
+        account_id: &str,
+        name: Option<&str>,
+        overdraft: Option<i64>,
+    ) -> Result<AccountUpdate> {
+        Ok(AccountUpdate {
+            id: validate::uuid("account_id", account_id)?,
+            name: name.map(|n| account_name("name", n)).transpose()?,
+            overdraft_limit: overdraft
+                .map(|l| overdraft_limit("overdraft_limit", l))
+                .transpose()?,
+        })
+    }
+
+    /// Renames an account (its owner, or `accounts.manage`) or sets its overdraft limit
+    /// (`accounts.manage`). A limit below what the account already uses is refused
+    /// (`INSUFFICIENT_FUNDS`); a closed account changes no more (`ACCOUNT_CLOSED`).
+    pub async fn update_account(&self, principal: &Principal, u: AccountUpdate) -> Result<Account> {
+        let current = self.changeable_account(principal, u.id).await?;
+        if u.overdraft_limit.is_some() {
+            principal.require(Permission::AccountsManage)?;
+        }
+        if u.name.is_some() && current.owner_id != Some(principal.user_id) {
+            principal.require(Permission::AccountsManage)?;
+        }
+        if current.pending_debits > 0 && u.overdraft_limit.is_some() {
+            // An overdue hold still in `pending_debits` must not count against the new limit.
+            self.engine.touch(vec![u.id]).await?;
+        }
+        let mut tx = crate::db::begin(&self.pool).await?;
+        // The row lock orders this change with the transfer batches on the account.
+        let locked = store::accounts::lock_one(&mut tx, u.id)
+            .await?
+            .ok_or(Error::NotFound("account"))?;
+        if locked.closed {
+            return Err(Error::refused(
+                Reason::AccountClosed,
+                "the account is closed",
+            ));
+        }
+        let limit = u.overdraft_limit.unwrap_or(locked.overdraft_limit);
+        if i128::from(locked.balance) - i128::from(locked.pending_debits) < -i128::from(limit) {
+            return Err(Error::refused(
+                Reason::InsufficientFunds,
+                format!(
+                    "the available balance ({}) is already below −{limit}",
+                    locked.balance - locked.pending_debits
+                ),
+            ));
+        }
+        let name = u.name.unwrap_or(current.name);
+        store::accounts::update_settings(&mut tx, u.id, &name, limit).await?;
+        let row = store::accounts::by_id(&mut tx, u.id)
+            .await?
+            .ok_or(Error::NotFound("account"))?;
+        tx.commit().await?;
+        Ok(row.into())
+    }
+
+    /// Closes an account at zero balance with nothing pending (`ACCOUNT_NOT_EMPTY` otherwise):
+    /// its owner (with `accounts.own`) or `accounts.manage`. Closing a closed account answers
+    /// it as it is.
+    pub async fn close_account(&self, principal: &Principal, account_id: &str) -> Result<Account> {
+        let id = validate::uuid("account_id", account_id)?;
+        let current = self.changeable_account(principal, id).await?;
+        if current.owner_id == Some(principal.user_id) {
+            if !principal.can(Permission::AccountsManage) {
+                principal.require(Permission::AccountsOwn)?;
+            }
+        } else {
+            principal.require(Permission::AccountsManage)?;
+        }
+        if current.closed_at.is_some() {
+            return Ok(current.into());
+        }
+        if current.pending_debits > 0 || current.pending_credits > 0 {
+            // Overdue holds still counted here are settled first (an account is not kept open by
+            // a hold that no longer counts).
+            self.engine.touch(vec![id]).await?;
+        }
+        let mut tx = crate::db::begin(&self.pool).await?;
+        let locked = store::accounts::lock_one(&mut tx, id)
+            .await?
+            .ok_or(Error::NotFound("account"))?;
+        if !locked.closed {
+            if locked.balance != 0 || locked.pending_debits != 0 || locked.pending_credits != 0 {
+                return Err(Error::refused(
+                    Reason::AccountNotEmpty,
+                    format!(
+                        "only an empty account can be closed: balance {}, pending debits {}, \
+                         pending credits {}",
+                        locked.balance, locked.pending_debits, locked.pending_credits
+                    ),
+                ));
+            }
+            store::accounts::close(&mut tx, id).await?;
+        }
+        let row = store::accounts::by_id(&mut tx, id)
+            .await?
+            .ok_or(Error::NotFound("account"))?;
+        tx.commit().await?;
+        Ok(row.into())
+    }
+
+    /// The balance right after the account's last entry at or before `as_of` (0 before its
+    /// first; the current balance when `as_of` is `None`).
+    pub async fn account_balance(
+        &self,
+        principal: &Principal,
+        account_id: &str,
+        as_of: Option<OffsetDateTime>,
+    ) -> Result<BalanceAt> {
+        let id = validate::uuid("account_id", account_id)?;
+        let now = OffsetDateTime::now_utc();
+        if as_of.is_some_and(|t| t > now + AS_OF_CLOCK_SKEW_MAX) {
+            return Err(Error::invalid(
+                "as_of",
+                "must not be in the future: a future balance is not known yet",
+            ));
+        }
+        let account = self
+            .visible_account(principal, id, Permission::AccountsReadAny)
+            .await?;
+        let (balance, as_of) = match as_of {
+            None => (account.balance, now),
+            Some(t) => {
+                let mut conn = crate::db::acquire(&self.pool).await?;
+                let balance = store::transfers::balance_at(&mut conn, id, t).await?;
+                (balance.unwrap_or(0), t)
+            }
+        };
+        Ok(BalanceAt {
+            account_id: id,
+            currency: account.currency,
+            balance,
+            as_of,
+        })
+    }
+
+    /// An account the caller may see and that is not a system account (those never change).
+    async fn changeable_account(&self, principal: &Principal, id: Uuid) -> Result<AccountRow> {
+        let account = self
+            .visible_account(principal, id, Permission::AccountsReadAny)
+            .await?;
+        if account.is_system {
+            return Err(Error::NotFound("account"));
+        }
+        Ok(account)
     }
 
     /// The account if the caller owns it or holds `read_any`; `NOT_FOUND` otherwise, exactly as

@@ -9,12 +9,15 @@
 //! 2. one lookup of every posting id (replays);
 //! 3. one `SELECT … FOR NO KEY UPDATE` of every account the new postings name, in ascending
 //!    id order;
+//!    Holds past their expiry on those accounts are marked expired right there (one `UPDATE`,
+//!    only when a locked account holds or expects a pending amount), so an expired hold never
+//!    counts, whatever the sweeper has done;
 //! 4. the rules, in memory and in arrival order ([`super::plan`]);
-//! 5. bulk writes: transfers and entries inserted from `UNNEST`ed arrays, every moved balance
-//!    set by one `UPDATE … FROM UNNEST`;
+//! 5. bulk writes: transfers and entries inserted from `UNNEST`ed arrays, every moved position
+//!    set by one `UPDATE … FROM UNNEST` (and settled holds, reversed sums, by another);
 //! 6. one `COMMIT`.
 //!
-//! Seven round trips per batch, whatever its size. (Folding the three writes into one
+//! Seven round trips per batch of plain transfers, whatever its size. (Folding the three writes into one
 //! statement of data-modifying CTEs was measured: it halved throughput, with a p99 of 53 ms
 //! for that one statement, so they stay apart.)
 //!
@@ -43,6 +46,7 @@ use uuid::Uuid;
 use super::{
     Chain, LedgerSettings, Status, Transfer,
     plan::{self, Plan, Planned},
+    posting::Op,
 };
 use crate::{
     error::{Error, Result},
@@ -72,13 +76,17 @@ pub struct Settled {
 }
 
 /// A handle on the committer; dropping the last one stops it once the queue is drained.
+#[derive(Clone)]
 pub struct Engine {
     queue: mpsc::Sender<Submission>,
 }
 
-/// One caller's postings, queued.
+/// One caller's operations, queued.
 struct Submission {
     chains: Vec<Chain>,
+    /// Accounts to lock even if no operation names them: the hold sweeper's, so that the batch
+    /// expires their overdue holds.
+    touch: Vec<Uuid>,
     postings: usize,
     enqueued: Instant,
     /// The caller's span: the batch's span is its child (or links to it).
@@ -96,10 +104,20 @@ impl Engine {
 
     /// Queues `chains` and waits for their batch to commit (or fail).
     pub async fn submit(&self, chains: Vec<Chain>) -> Result<Settled> {
+        self.enqueue(chains, Vec::new()).await
+    }
+
+    /// Expires the overdue holds touching `accounts` (the sweeper's call).
+    pub async fn touch(&self, accounts: Vec<Uuid>) -> Result<()> {
+        self.enqueue(Vec::new(), accounts).await.map(|_| ())
+    }
+
+    async fn enqueue(&self, chains: Vec<Chain>, touch: Vec<Uuid>) -> Result<Settled> {
         let (reply, answer) = oneshot::channel();
         let submission = Submission {
-            postings: chains.iter().map(Vec::len).sum(),
+            postings: chains.iter().map(Vec::len).sum::<usize>() + touch.len(),
             chains,
+            touch,
             enqueued: Instant::now(),
             span: tracing::Span::current(),
             reply,
@@ -253,10 +271,11 @@ async fn apply_with_retries(
     batch: &[Submission],
     committing: &mut Option<oneshot::Sender<()>>,
 ) -> Result<(Vec<Vec<Result<Transfer>>>, u32)> {
-    let chains: Vec<&[super::Posting]> = batch
+    let chains: Vec<&[Op]> = batch
         .iter()
         .flat_map(|s| s.chains.iter().map(Vec::as_slice))
         .collect();
+    let touch: Vec<Uuid> = batch.iter().flat_map(|s| s.touch.iter().copied()).collect();
     let postings: usize = chains.iter().map(|c| c.len()).sum();
     let span = tracing::info_span!(
         parent: &batch[0].span,
@@ -276,7 +295,7 @@ async fn apply_with_retries(
         attempt += 1;
         span.record("attempt", attempt);
         span.record("retries", attempt - 1);
-        let outcome = attempt_batch(pool, &chains, committing)
+        let outcome = attempt_batch(pool, &chains, &touch, committing)
             .instrument(span.clone())
             .await;
         span.record(
@@ -308,33 +327,37 @@ async fn apply_with_retries(
     }
 }
 
-/// One attempt at a batch, in its own transaction; one answer per posting, in order.
+/// One attempt at a batch, in its own transaction; one answer per operation, in order.
 async fn attempt_batch(
     pool: &PgPool,
-    chains: &[&[super::Posting]],
+    chains: &[&[Op]],
+    touch: &[Uuid],
     committing: &mut Option<oneshot::Sender<()>>,
 ) -> Result<Vec<Result<Transfer>>> {
-    let ids: Vec<Uuid> = chains.iter().flat_map(|c| c.iter().map(|p| p.id)).collect();
-    let mut tx = crate::db::begin_with(pool, BEGIN_BATCH).await?;
-    let recorded = store::transfers::by_ids(&mut tx, &ids).await?;
-    let replays: HashSet<Uuid> = recorded.iter().map(|r| r.id).collect();
-    // Replays move nothing: only the accounts of new postings are locked.
-    let mut accounts: Vec<Uuid> = chains
+    let mut ids: Vec<Uuid> = chains
         .iter()
-        .flat_map(|c| c.iter())
-        .filter(|p| !replays.contains(&p.id))
-        .flat_map(|p| [p.from, p.to])
+        .flat_map(|c| c.iter().flat_map(Op::transfer_ids))
+        .flatten()
         .collect();
-    accounts.sort_unstable();
-    accounts.dedup();
-    let locked = if accounts.is_empty() {
+    ids.sort_unstable();
+    ids.dedup();
+    let mut tx = crate::db::begin_with(pool, BEGIN_BATCH).await?;
+    let recorded = if ids.is_empty() {
+        Vec::new()
+    } else {
+        store::transfers::by_ids(&mut tx, &ids).await?
+    };
+    let accounts = accounts_to_lock(chains, &recorded, touch);
+    let mut locked = if accounts.is_empty() {
         Vec::new()
     } else {
         store::accounts::lock(&mut tx, &accounts).await?
     };
-    let plan = plan::plan(chains, recorded, locked);
+    let expired = expire_holds(&mut tx, &mut locked).await?;
+    let plan = plan::plan(chains, recorded, locked, &expired);
     let created_at = store::transfers::insert_many(&mut tx, &plan.transfers).await?;
-    store::accounts::set_balances(&mut tx, &plan.balances).await?;
+    store::transfers::change_many(&mut tx, &plan.changes).await?;
+    store::accounts::set_positions(&mut tx, &plan.positions).await?;
     store::transfers::insert_entries(&mut tx, &plan.entries).await?;
     // The committer may start the next batch now: it will queue behind this one's lock.
     if let Some(committing) = committing.take() {
@@ -343,7 +366,70 @@ async fn attempt_batch(
     // 40001 can surface here: the commit is part of the retried unit.
     tx.commit().await?;
     count_recorded(&plan);
+    if !expired.is_empty() {
+        metrics::counter!("tally_holds_expired_total").increment(expired.len() as u64);
+    }
     Ok(resolve(plan, created_at))
+}
+
+/// The accounts a batch locks, in id order: both sides of every new transfer, of every hold it
+/// settles and of every transfer it reverses (replays move nothing), and the sweeper's.
+fn accounts_to_lock(
+    chains: &[&[Op]],
+    recorded: &[store::transfers::TransferRow],
+    touch: &[Uuid],
+) -> Vec<Uuid> {
+    let stored: HashMap<Uuid, &store::transfers::TransferRow> =
+        recorded.iter().map(|r| (r.id, r)).collect();
+    let sides = |id: Uuid| {
+        stored
+            .get(&id)
+            .map(|r| [r.from_account_id, r.to_account_id])
+    };
+    let mut accounts: Vec<Uuid> = touch.to_vec();
+    for op in chains.iter().flat_map(|c| c.iter()) {
+        let named = match op {
+            Op::Create(p) if !stored.contains_key(&p.id) => Some([p.from, p.to]),
+            Op::Create(_) => None,
+            // A hold or an original created earlier in this batch is locked by its creation.
+            Op::Settle(s) => sides(s.id),
+            Op::Reverse(r) if !stored.contains_key(&r.id) => sides(r.original),
+            Op::Reverse(_) => None,
+        };
+        accounts.extend(named.into_iter().flatten());
+    }
+    accounts.sort_unstable();
+    accounts.dedup();
+    accounts
+}
+
+/// Marks expired the overdue holds touching the locked accounts, and locks the other side of
+/// each (rare: a hold between a locked and an unlocked account), so the plan can release them.
+async fn expire_holds(
+    tx: &mut sqlx::PgConnection,
+    locked: &mut Vec<store::accounts::LockedAccount>,
+) -> Result<Vec<store::transfers::ExpiredHold>> {
+    let holding: Vec<Uuid> = locked
+        .iter()
+        .filter(|a| a.pending_debits > 0 || a.pending_credits > 0)
+        .map(|a| a.id)
+        .collect();
+    if holding.is_empty() {
+        return Ok(Vec::new());
+    }
+    let expired = store::transfers::expire_touching(&mut *tx, &holding).await?;
+    let have: HashSet<Uuid> = locked.iter().map(|a| a.id).collect();
+    let mut missing: Vec<Uuid> = expired
+        .iter()
+        .flat_map(|h| [h.from_account_id, h.to_account_id])
+        .filter(|id| !have.contains(id))
+        .collect();
+    missing.sort_unstable();
+    missing.dedup();
+    if !missing.is_empty() {
+        locked.extend(store::accounts::lock(&mut *tx, &missing).await?);
+    }
+    Ok(expired)
 }
 
 /// `tally_transfers_total` for the transfers this batch recorded (replays are not counted).
@@ -367,7 +453,7 @@ fn resolve(plan: Plan, created_at: Option<OffsetDateTime>) -> Vec<Result<Transfe
     outcomes
         .into_iter()
         .map(|planned| match planned {
-            Planned::Replayed(row) => Transfer::try_from(row),
+            Planned::Stored(row) => Transfer::try_from(row),
             Planned::Recorded(i) => {
                 let created_at = created_at.ok_or_else(|| {
                     Error::internal(anyhow::anyhow!("a recorded transfer without its insert"))
@@ -409,6 +495,7 @@ mod tests {
             transfer_attempts_max: 10,
             retry_backoff_base: Duration::from_millis(2),
             retry_backoff_max: Duration::from_millis(50),
+            hold_sweep_interval: Duration::from_secs(1),
         };
         for attempt in 1..40 {
             assert!(backoff(&settings, attempt) <= Duration::from_millis(50));

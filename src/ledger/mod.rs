@@ -6,8 +6,15 @@
 //! - amounts are positive integers in minor units, at most [`AMOUNT_MAX`];
 //! - a transfer writes exactly two entries, −amount on the source and +amount on the
 //!   destination, so every currency sums to zero and every balance is the sum of its entries;
-//! - customer balances never go negative; a currency's system account (the counterparty of
-//!   deposits and withdrawals) may.
+//! - a hold (pending transfer) writes no entries: it reserves its amount in the source's
+//!   `pending_debits` and the destination's `pending_credits` until it is posted (entries of
+//!   the posted amount then), voided, or expires; the pending sums are the sums of the live
+//!   holds;
+//! - a customer account's available balance (balance − pending debits) never goes below
+//!   −overdraft limit (0 by default); a currency's system account (the counterparty of deposits
+//!   and withdrawals) may go anywhere;
+//! - a closed account is empty, holds nothing, and takes no new transfers;
+//! - the reversals of a transfer never sum to more than it moved.
 
 use std::{collections::HashMap, time::Duration};
 
@@ -26,6 +33,7 @@ use crate::{
 pub mod accounts;
 pub mod currency;
 pub mod engine;
+pub mod holds;
 pub mod page;
 mod plan;
 pub mod posting;
@@ -35,12 +43,14 @@ pub mod verify;
 /// The transfer's column types are the domain's types: one name per stage.
 pub use crate::store::transfers::{FailureReason, Kind, Status};
 pub use currency::Currencies;
-pub use posting::{Chain, Posting};
+pub use posting::{Chain, Op, Posting};
 
 /// The largest amount one transfer may move, in minor units (10^15: ten million BTC, or
 /// ten trillion dollars). Keeps every balance far from i64 overflow.
 pub const AMOUNT_MAX: i64 = 1_000_000_000_000_000;
 pub const MEMO_CHARS_MAX: usize = 256;
+/// The longest a hold may wait to be posted or voided (the migration's CHECK says the same).
+pub const HOLD_TIMEOUT_MAX: Duration = Duration::from_secs(7 * 24 * 3600);
 pub const ACCOUNT_NAME_CHARS_MAX: usize = 64;
 
 #[derive(Debug, Clone)]
@@ -53,6 +63,8 @@ pub struct LedgerSettings {
     /// Backoff before the second attempt; doubles per attempt, with full jitter.
     pub retry_backoff_base: Duration,
     pub retry_backoff_max: Duration,
+    /// How often the sweeper looks for overdue holds nobody touched.
+    pub hold_sweep_interval: Duration,
 }
 
 pub struct Ledger {
@@ -62,6 +74,8 @@ pub struct Ledger {
     /// The system account of each currency, read once at [`Ledger::bootstrap`] (they never
     /// change).
     system_accounts: std::sync::OnceLock<HashMap<String, Uuid>>,
+    /// Dropped with the ledger, which stops the hold sweeper.
+    _sweeper: tokio::sync::oneshot::Sender<()>,
 }
 
 impl Ledger {
@@ -71,11 +85,21 @@ impl Ledger {
         // rather than nothing. (`increment(0)`: another ledger in this process keeps its count.)
         metrics::counter!("tally_transfer_retries_total").increment(0);
         metrics::counter!("tally_transfer_aborts_total").increment(0);
+        metrics::counter!("tally_holds_expired_total").increment(0);
+        let engine = engine::Engine::spawn(pool.clone(), settings.clone());
+        let (sweeper, stop) = tokio::sync::oneshot::channel();
+        holds::spawn_sweeper(
+            pool.clone(),
+            engine.clone(),
+            settings.hold_sweep_interval,
+            stop,
+        );
         Self {
-            engine: engine::Engine::spawn(pool.clone(), settings.clone()),
+            engine,
             pool,
             settings,
             system_accounts: std::sync::OnceLock::new(),
+            _sweeper: sweeper,
         }
     }
 
@@ -105,54 +129,77 @@ impl Ledger {
     }
 }
 
-/// A recorded transfer, succeeded or failed.
+/// A recorded transfer: succeeded or failed, or a hold in any of its states.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Transfer {
     pub id: Uuid,
     pub kind: Kind,
+    pub status: Status,
     pub from_account_id: Uuid,
     pub to_account_id: Uuid,
     pub amount: i64,
     pub currency: String,
-    /// `None`: succeeded.
+    /// Set exactly when `status` is FAILED.
     pub failure: Option<FailureReason>,
     pub memo: String,
     pub created_at: OffsetDateTime,
+    /// A hold's timeout, as requested.
+    pub timeout: Option<Duration>,
+    /// A hold's expiry, once it was accepted.
+    pub expires_at: Option<OffsetDateTime>,
+    pub posted_amount: Option<i64>,
+    pub reverses_transfer_id: Option<Uuid>,
+    pub reversed_amount: i64,
+}
+
+fn timeout_of(ms: Option<i64>) -> Option<Duration> {
+    ms.map(|ms| Duration::from_millis(u64::try_from(ms).unwrap_or_default()))
 }
 
 impl TryFrom<TransferRow> for Transfer {
     type Error = Error;
     fn try_from(row: TransferRow) -> Result<Self> {
-        let failure = match (row.status, row.failure_reason) {
-            (Status::Succeeded, None) => None,
-            (Status::Failed, Some(reason)) => Some(reason),
-            (status, reason) => {
-                return Err(Error::internal(anyhow::anyhow!(
-                    "inconsistent transfer {}: status {status:?} with reason {reason:?}",
-                    row.id
-                )));
-            }
+        let consistent = match row.status {
+            Status::Failed => row.failure_reason.is_some(),
+            _ => row.failure_reason.is_none(),
         };
+        if !consistent {
+            return Err(Error::internal(anyhow::anyhow!(
+                "inconsistent transfer {}: status {:?} with reason {:?}",
+                row.id,
+                row.status,
+                row.failure_reason
+            )));
+        }
         Ok(Transfer {
             id: row.id,
             kind: row.kind,
+            status: row.status,
             from_account_id: row.from_account_id,
             to_account_id: row.to_account_id,
             amount: row.amount,
             currency: row.currency,
-            failure,
+            failure: row.failure_reason,
             memo: row.memo,
             created_at: row.created_at,
+            timeout: timeout_of(row.timeout_ms),
+            expires_at: row.expires_at,
+            posted_amount: row.posted_amount,
+            reverses_transfer_id: row.reverses_transfer_id,
+            reversed_amount: row.reversed_amount,
         })
     }
 }
 
 impl Transfer {
-    /// The transfer a batch has just inserted.
+    /// The transfer a batch has just inserted (`created_at` is the transaction's start, from
+    /// which the database also computed a hold's expiry).
     pub fn recorded(row: &NewTransfer, created_at: OffsetDateTime) -> Self {
+        let timeout = timeout_of(row.timeout_ms);
         Transfer {
             id: row.id,
             kind: row.kind,
+            status: row.status,
             from_account_id: row.from_account_id,
             to_account_id: row.to_account_id,
             amount: row.amount,
@@ -160,6 +207,13 @@ impl Transfer {
             failure: row.failure_reason,
             memo: row.memo.clone(),
             created_at,
+            timeout,
+            expires_at: timeout
+                .filter(|_| row.status != Status::Failed)
+                .map(|t| created_at + t),
+            posted_amount: row.posted_amount,
+            reverses_transfer_id: row.reverses_transfer_id,
+            reversed_amount: row.reversed_amount,
         }
     }
 
@@ -195,6 +249,10 @@ fn refusal(failure: FailureReason) -> (crate::error::Reason, &'static str) {
             crate::error::Reason::LinkedTransferFailed,
             "another transfer of its linked chain failed, so this one moved nothing",
         ),
+        FailureReason::AccountClosed => (
+            crate::error::Reason::AccountClosed,
+            "an account of the transfer is closed",
+        ),
     }
 }
 
@@ -204,9 +262,21 @@ pub struct Account {
     pub owner: String,
     pub name: String,
     pub currency: String,
+    /// Posted money: the sum of the account's entries.
     pub balance: i64,
+    pub pending_debits: i64,
+    pub pending_credits: i64,
+    pub overdraft_limit: i64,
+    pub closed_at: Option<OffsetDateTime>,
     pub created_at: OffsetDateTime,
     pub updated_at: OffsetDateTime,
+}
+
+impl Account {
+    /// Balance less the live holds out of it: what it may spend, plus its overdraft limit.
+    pub fn available_balance(&self) -> i64 {
+        self.balance.saturating_sub(self.pending_debits)
+    }
 }
 
 impl From<AccountRow> for Account {
@@ -217,6 +287,10 @@ impl From<AccountRow> for Account {
             name: row.name,
             currency: row.currency,
             balance: row.balance,
+            pending_debits: row.pending_debits,
+            pending_credits: row.pending_credits,
+            overdraft_limit: row.overdraft_limit,
+            closed_at: row.closed_at,
             created_at: row.created_at,
             updated_at: row.updated_at,
         }

@@ -1,24 +1,36 @@
-//! The rules of a batch, with no I/O: given the postings of one batch (as chains, in arrival
-//! order), the transfers already recorded under their ids and the locked accounts, decide what
-//! each posting comes to and which rows to write.
+//! The rules of a batch, with no I/O: given the operations of one batch (as chains, in arrival
+//! order), the transfers already recorded under the ids they name and the locked accounts,
+//! decide what each operation comes to and which rows to write.
 //!
-//! Postings are applied in order against balances as they evolve in memory, so many postings
-//! on one account cost one row lock and one balance update. Each posting gets exactly the
-//! answer a lone call would have had:
+//! Operations are applied in order against account positions as they evolve in memory, so many
+//! postings on one account cost one row lock and one update. Each gets exactly the answer a
+//! lone call would have had:
 //! - a replay (same id, same requester, same payload) answers the recorded transfer, even when
 //!   it was recorded earlier in the same batch; another payload or requester is
 //!   `ALREADY_EXISTS` (`TRANSFER_ID_REUSED`);
 //! - an account that is missing or not the caller's to use is `NOT_FOUND`, and nothing is
-//!   written for that posting;
-//! - a ledger rule (insufficient funds, currency mismatch) records the posting FAILED;
-//! - otherwise it succeeds: one transfer row, two entries summing to zero.
+//!   written for that operation;
+//! - a ledger rule (insufficient funds, currency mismatch, a closed account) records the
+//!   posting FAILED;
+//! - otherwise it succeeds: one transfer row and two entries summing to zero, or, for a hold,
+//!   one pending transfer row and the amount reserved on both accounts.
 //!
-//! A chain of several postings succeeds or fails as a unit (TigerBeetle's linked events):
+//! Funds: a customer account may spend down to `−overdraft_limit` of its *available* balance
+//! (balance − pending debits); pending credits are not spendable until posted.
+//!
+//! Holds are settled by a post (all or part of the amount is moved, the rest released; entries
+//! are written then) or a void (all released). A hold past its expiry was marked expired by the
+//! engine before planning (see [`super::engine`]), so it can be neither.
+//!
+//! A reversal is a new transfer from the original's destination back to its source; the
+//! original's `reversed_amount` grows by it and never passes what the original moved.
+//!
+//! A chain of several operations succeeds or fails as a unit (TigerBeetle's linked events):
 //! - if a member is rejected (nothing could be written for it), nothing is written for the
 //!   chain: that member answers its error, the others `LINKED_TRANSFER_FAILED`;
-//! - if a member is refused by a rule, evaluation stops there and every member is recorded
-//!   FAILED (that one with its reason, the others with `linked_transfer_failed`), so resending
-//!   the chain replays the same answers;
+//! - if a member is refused by a rule, evaluation stops there and every new transfer of the
+//!   chain is recorded FAILED (that one with its reason, the others with
+//!   `linked_transfer_failed`), so resending the chain replays the same answers;
 //! - a chain whose members were all recorded before replays them; one that mixes recorded and
 //!   new members cannot be applied as a unit, so its new members answer
 //!   `LINKED_TRANSFER_FAILED` and nothing is written.
@@ -27,21 +39,24 @@ use std::collections::{HashMap, HashSet};
 
 use uuid::Uuid;
 
-use super::{FailureReason, Kind, Posting, Status};
+use super::{
+    FailureReason, Kind, Status,
+    posting::{Op, Posting, Reversal, Settle, Settlement},
+};
 use crate::{
     error::{Error, Reason},
     store::{
-        accounts::LockedAccount,
-        transfers::{NewEntry, NewTransfer, TransferRow},
+        accounts::{LockedAccount, Position},
+        transfers::{ExpiredHold, NewEntry, NewTransfer, TransferChange, TransferRow},
     },
 };
 
-/// What one posting comes to.
+/// What one operation comes to.
 #[derive(Debug)]
 pub enum Planned {
-    /// Recorded by an earlier batch: the original answer.
-    Replayed(TransferRow),
-    /// Recorded by this batch (or replaying a posting recorded earlier in it): an index into
+    /// Recorded by an earlier batch: the row as it stands after this operation.
+    Stored(TransferRow),
+    /// Recorded by this batch (or replaying one recorded earlier in it): an index into
     /// [`Plan::transfers`].
     Recorded(usize),
     /// Nothing is written for it.
@@ -51,198 +66,643 @@ pub enum Planned {
 /// The decisions and the rows of one batch.
 #[derive(Debug, Default)]
 pub struct Plan {
-    /// One per posting, in the order the chains listed them.
+    /// One per operation, in the order the chains listed them.
     pub outcomes: Vec<Planned>,
     /// Transfer rows to insert, in application order.
     pub transfers: Vec<NewTransfer>,
     /// Entry rows to insert, in application order.
     pub entries: Vec<NewEntry>,
-    /// Final balance of every account that moved.
-    pub balances: Vec<(Uuid, i64)>,
+    /// Final position of every account that moved, in id order.
+    pub positions: Vec<(Uuid, Position)>,
+    /// What changed in transfers recorded before this batch (holds settled, reversed sums).
+    pub changes: Vec<TransferChange>,
+}
+
+/// Decides a batch. `recorded` holds the transfers already stored under the ids the operations
+/// name; `accounts` the accounts they touch, as locked; `expired` the holds the engine has just
+/// marked expired (their reservations are released here).
+pub fn plan(
+    chains: &[&[Op]],
+    recorded: Vec<TransferRow>,
+    accounts: Vec<LockedAccount>,
+    expired: &[ExpiredHold],
+) -> Plan {
+    let mut batch = Batch::new(recorded, accounts, expired);
+    for chain in chains {
+        batch.chain(chain);
+    }
+    batch.finish()
 }
 
 /// A transfer id this batch already knows: recorded before, or planned by an earlier chain.
 enum Known {
-    Stored(TransferRow),
+    Stored(Box<TransferRow>),
     Planned(usize),
+}
+
+/// The part of a recorded transfer that a batch may change.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Settled {
+    status: Status,
+    posted_amount: Option<i64>,
+    reversed_amount: i64,
+}
+
+/// A known transfer, as the rules read it.
+struct View {
+    kind: Kind,
+    requested_by: Uuid,
+    from: Uuid,
+    to: Uuid,
+    amount: i64,
+    currency: String,
+    is_hold: bool,
+    state: Settled,
 }
 
 /// A chain member after the checks that need no balance.
 enum Member {
     Replay(Planned),
     Reject(Error),
-    New { fingerprint: [u8; 32] },
+    /// A new transfer (a reversal too, resolved into its posting) to apply and record.
+    New {
+        posting: Posting,
+        fingerprint: [u8; 32],
+        reverses: Option<Uuid>,
+    },
+    /// A post or void to apply.
+    Settle,
 }
 
-/// Decides a batch. `recorded` holds the transfers already stored under the postings' ids;
-/// `accounts` the accounts the postings name, as locked.
-pub fn plan(
-    chains: &[&[Posting]],
-    recorded: Vec<TransferRow>,
-    accounts: Vec<LockedAccount>,
-) -> Plan {
-    let mut known: HashMap<Uuid, Known> = recorded
-        .into_iter()
-        .map(|row| (row.id, Known::Stored(row)))
-        .collect();
-    let mut ledger = Balances::new(accounts);
-    let mut plan = Plan::default();
-    for chain in chains {
-        plan_chain(chain, &mut known, &mut ledger, &mut plan);
-    }
-    plan.balances = ledger.changed();
-    plan
+/// Why applying an operation stopped its chain.
+enum Stop {
+    /// A ledger rule: the chain's new transfers are recorded FAILED.
+    Refused(FailureReason),
+    /// Nothing can be written.
+    Rejected(Error),
 }
 
-fn plan_chain(
-    chain: &[Posting],
-    known: &mut HashMap<Uuid, Known>,
-    ledger: &mut Balances,
-    plan: &mut Plan,
-) {
-    let mut ids = HashSet::with_capacity(chain.len());
-    let members: Vec<Member> = chain
-        .iter()
-        .map(|p| {
-            if !ids.insert(p.id) {
-                return Member::Reject(Error::invalid(
-                    "transfer_id",
-                    "repeats an earlier transfer of the same linked chain",
-                ));
+struct Batch {
+    known: HashMap<Uuid, Known>,
+    /// The state of each stored transfer as loaded (after expiry), to tell what changed.
+    loaded: HashMap<Uuid, Settled>,
+    /// (transfer, state before) for every change of a known transfer, newest last.
+    undo: Vec<(Uuid, Settled)>,
+    ledger: Balances,
+    plan: Plan,
+}
+
+impl Batch {
+    fn new(
+        recorded: Vec<TransferRow>,
+        accounts: Vec<LockedAccount>,
+        expired: &[ExpiredHold],
+    ) -> Self {
+        let mut ledger = Balances::new(accounts);
+        let expired_ids: HashSet<Uuid> = expired.iter().map(|h| h.id).collect();
+        for hold in expired {
+            ledger.release(hold.from_account_id, hold.to_account_id, hold.amount);
+        }
+        // Expiry is not a change of this plan: the engine has written it already.
+        ledger.undo.clear();
+        let mut known = HashMap::with_capacity(recorded.len());
+        let mut loaded = HashMap::with_capacity(recorded.len());
+        for mut row in recorded {
+            if expired_ids.contains(&row.id) {
+                row.status = Status::Expired;
             }
-            check(p, known, plan, ledger)
+            loaded.insert(row.id, settled_of_row(&row));
+            known.insert(row.id, Known::Stored(Box::new(row)));
+        }
+        Self {
+            known,
+            loaded,
+            undo: Vec::new(),
+            ledger,
+            plan: Plan::default(),
+        }
+    }
+
+    fn finish(mut self) -> Plan {
+        self.plan.positions = self.ledger.changed();
+        let mut changes: Vec<TransferChange> = self
+            .known
+            .iter()
+            .filter_map(|(id, k)| match k {
+                Known::Stored(row) => {
+                    let now = settled_of_row(row);
+                    (self.loaded.get(id) != Some(&now)).then_some(TransferChange {
+                        id: *id,
+                        status: now.status,
+                        posted_amount: now.posted_amount,
+                        reversed_amount: now.reversed_amount,
+                    })
+                }
+                Known::Planned(_) => None,
+            })
+            .collect();
+        changes.sort_unstable_by_key(|c| c.id);
+        self.plan.changes = changes;
+        self.plan
+    }
+
+    fn view(&self, id: Uuid) -> Option<View> {
+        Some(match self.known.get(&id)? {
+            Known::Stored(r) => View {
+                kind: r.kind,
+                requested_by: r.requested_by,
+                from: r.from_account_id,
+                to: r.to_account_id,
+                amount: r.amount,
+                currency: r.currency.clone(),
+                is_hold: r.timeout_ms.is_some(),
+                state: settled_of_row(r),
+            },
+            Known::Planned(i) => {
+                let t = &self.plan.transfers[*i];
+                View {
+                    kind: t.kind,
+                    requested_by: t.requested_by,
+                    from: t.from_account_id,
+                    to: t.to_account_id,
+                    amount: t.amount,
+                    currency: t.currency.clone(),
+                    is_hold: t.timeout_ms.is_some(),
+                    state: Settled {
+                        status: t.status,
+                        posted_amount: t.posted_amount,
+                        reversed_amount: t.reversed_amount,
+                    },
+                }
+            }
         })
-        .collect();
-
-    let rejected = members.iter().any(|m| matches!(m, Member::Reject(_)));
-    let replayed = members
-        .iter()
-        .filter(|m| matches!(m, Member::Replay(_)))
-        .count();
-    if rejected || (replayed > 0 && replayed < members.len()) {
-        // Nothing is written for the chain. What was recorded before stays what it was.
-        let why = if rejected {
-            CHAIN_REJECTED
-        } else {
-            "its linked chain mixes transfers recorded before with new ones, so it cannot be \
-             applied as a unit; nothing was written for this one"
-        };
-        for member in members {
-            plan.outcomes.push(match member {
-                Member::Replay(planned) => planned,
-                Member::Reject(err) => Planned::Rejected(err),
-                Member::New { .. } => Planned::Rejected(linked_failed(why)),
-            });
-        }
-        return;
-    }
-    if replayed == members.len() {
-        for member in members {
-            if let Member::Replay(planned) = member {
-                plan.outcomes.push(planned);
-            }
-        }
-        return;
     }
 
-    let fingerprints: Vec<[u8; 32]> = members
-        .into_iter()
-        .map(|m| match m {
-            Member::New { fingerprint } => fingerprint,
-            // Every member is new here: rejections and replays returned above.
-            Member::Replay(_) | Member::Reject(_) => unreachable!("only new members remain"),
-        })
-        .collect();
-    let mark = ledger.mark();
-    let mut entries = Vec::with_capacity(2 * chain.len());
-    let mut stop = None;
-    for (i, p) in chain.iter().enumerate() {
-        match ledger.apply(p) {
-            Ok((from_after, to_after)) => {
-                entries.push(NewEntry {
-                    account_id: p.from,
-                    transfer_id: p.id,
-                    amount: -p.amount,
-                    balance_after: from_after,
-                });
-                entries.push(NewEntry {
-                    account_id: p.to,
-                    transfer_id: p.id,
-                    amount: p.amount,
-                    balance_after: to_after,
-                });
+    /// Changes a known transfer, with an undo record.
+    fn set(&mut self, id: Uuid, state: Settled) {
+        let before = self.view(id).expect("only known transfers change").state;
+        self.undo.push((id, before));
+        self.write(id, state);
+    }
+
+    fn write(&mut self, id: Uuid, state: Settled) {
+        match self
+            .known
+            .get_mut(&id)
+            .expect("only known transfers change")
+        {
+            Known::Stored(row) => {
+                row.status = state.status;
+                row.posted_amount = state.posted_amount;
+                row.reversed_amount = state.reversed_amount;
             }
-            Err(failure) => {
-                stop = Some((i, failure));
-                break;
+            Known::Planned(i) => {
+                let t = &mut self.plan.transfers[*i];
+                t.status = state.status;
+                t.posted_amount = state.posted_amount;
+                t.reversed_amount = state.reversed_amount;
             }
         }
     }
 
-    match stop {
-        None => {
-            for (p, fingerprint) in chain.iter().zip(fingerprints) {
-                record(p, fingerprint, None, known, plan);
-            }
-            plan.entries.append(&mut entries);
+    fn rollback(&mut self, (account_mark, transfer_mark): (usize, usize)) {
+        self.ledger.undo(account_mark);
+        while self.undo.len() > transfer_mark {
+            let (id, before) = self.undo.pop().expect("len > mark");
+            self.write(id, before);
         }
-        Some((at, Stop::Refused(reason))) => {
-            ledger.undo(mark);
-            for (i, (p, fingerprint)) in chain.iter().zip(fingerprints).enumerate() {
-                let reason = if i == at {
-                    reason
-                } else {
-                    FailureReason::LinkedTransferFailed
+    }
+
+    /// The answer naming a known transfer as it stands now.
+    fn answer(&self, id: Uuid) -> Planned {
+        match self.known.get(&id).expect("answers name known transfers") {
+            Known::Stored(row) => Planned::Stored((**row).clone()),
+            Known::Planned(i) => Planned::Recorded(*i),
+        }
+    }
+
+    fn chain(&mut self, chain: &[Op]) {
+        let mut ids = HashSet::with_capacity(chain.len());
+        let members: Vec<Member> = chain
+            .iter()
+            .map(|op| {
+                let records = match op {
+                    Op::Create(p) => Some(p.id),
+                    Op::Reverse(r) => Some(r.id),
+                    Op::Settle(_) => None,
                 };
-                record(p, fingerprint, Some(reason), known, plan);
+                if records.is_some_and(|id| !ids.insert(id)) {
+                    return Member::Reject(Error::invalid(
+                        "transfer_id",
+                        "repeats an earlier transfer of the same linked chain",
+                    ));
+                }
+                self.check(op)
+            })
+            .collect();
+
+        let rejected = members.iter().any(|m| matches!(m, Member::Reject(_)));
+        let replayed = members
+            .iter()
+            .filter(|m| matches!(m, Member::Replay(_)))
+            .count();
+        if rejected || (replayed > 0 && replayed < members.len()) {
+            // Nothing is written for the chain. What was recorded before stays what it was.
+            let why = if rejected {
+                CHAIN_REJECTED
+            } else {
+                "its linked chain mixes transfers recorded before with new ones, so it cannot be \
+                 applied as a unit; nothing was written for this one"
+            };
+            for member in members {
+                self.plan.outcomes.push(match member {
+                    Member::Replay(planned) => planned,
+                    Member::Reject(err) => Planned::Rejected(err),
+                    Member::New { .. } | Member::Settle => Planned::Rejected(linked_failed(why)),
+                });
+            }
+            return;
+        }
+        if replayed == members.len() {
+            for member in members {
+                if let Member::Replay(planned) = member {
+                    self.plan.outcomes.push(planned);
+                }
+            }
+            return;
+        }
+
+        let mark = (self.ledger.mark(), self.undo.len());
+        let mut entries = Vec::with_capacity(2 * chain.len());
+        let mut answers: Vec<Option<Planned>> = Vec::with_capacity(chain.len());
+        let mut stop = None;
+        for (i, (op, member)) in chain.iter().zip(&members).enumerate() {
+            let applied = match (op, member) {
+                (Op::Settle(s), Member::Settle) => self.settle(s, &mut entries).map(Some),
+                (
+                    _,
+                    Member::New {
+                        posting, reverses, ..
+                    },
+                ) => self.create(posting, *reverses, &mut entries).map(|()| None),
+                _ => unreachable!("only new members and settlements remain"),
+            };
+            match applied {
+                Ok(answer) => answers.push(answer),
+                Err(why) => {
+                    stop = Some((i, why));
+                    break;
+                }
             }
         }
-        Some((at, Stop::Rejected(err))) => {
-            ledger.undo(mark);
-            let mut err = Some(err);
-            for i in 0..chain.len() {
-                plan.outcomes.push(Planned::Rejected(if i == at {
-                    err.take().expect("one error for the failing member")
-                } else {
-                    linked_failed(CHAIN_REJECTED)
-                }));
+
+        match stop {
+            None => {
+                for (member, answer) in members.into_iter().zip(answers) {
+                    match (member, answer) {
+                        (Member::Settle, Some(answer)) => self.plan.outcomes.push(answer),
+                        (
+                            Member::New {
+                                posting,
+                                fingerprint,
+                                reverses,
+                            },
+                            None,
+                        ) => self.record(&posting, fingerprint, reverses, None),
+                        _ => unreachable!("a settlement answers, a new transfer is recorded"),
+                    }
+                }
+                self.plan.entries.append(&mut entries);
+            }
+            Some((at, Stop::Refused(reason))) => {
+                self.rollback(mark);
+                for (i, member) in members.into_iter().enumerate() {
+                    match member {
+                        Member::New {
+                            posting,
+                            fingerprint,
+                            reverses,
+                        } => {
+                            let reason = if i == at {
+                                reason
+                            } else {
+                                FailureReason::LinkedTransferFailed
+                            };
+                            self.record(&posting, fingerprint, reverses, Some(reason));
+                        }
+                        _ => self
+                            .plan
+                            .outcomes
+                            .push(Planned::Rejected(linked_failed(CHAIN_REJECTED))),
+                    }
+                }
+            }
+            Some((at, Stop::Rejected(err))) => {
+                self.rollback(mark);
+                let mut err = Some(err);
+                for i in 0..chain.len() {
+                    self.plan.outcomes.push(Planned::Rejected(if i == at {
+                        err.take().expect("one error for the failing member")
+                    } else {
+                        linked_failed(CHAIN_REJECTED)
+                    }));
+                }
             }
         }
     }
-}
 
-/// The checks that need no balance: replay, repeated id, who may use which accounts.
-fn check(p: &Posting, known: &HashMap<Uuid, Known>, plan: &Plan, ledger: &Balances) -> Member {
-    let fingerprint = p.fingerprint();
-    if let Some(k) = known.get(&p.id) {
-        let (requested_by, stored_fingerprint): (Uuid, &[u8]) = match k {
+    /// The checks that need no balance: replay, who may use which accounts and transfers.
+    fn check(&self, op: &Op) -> Member {
+        match op {
+            Op::Create(p) => {
+                let fingerprint = p.fingerprint();
+                if let Some(replay) = self.replay(p.id, p.requested_by, &fingerprint) {
+                    return replay;
+                }
+                match (self.ledger.get(p.from), self.ledger.get(p.to)) {
+                    (Some(from), Some(to)) if visible(p, from, to) => Member::New {
+                        posting: p.clone(),
+                        fingerprint,
+                        reverses: None,
+                    },
+                    _ => Member::Reject(Error::NotFound("account")),
+                }
+            }
+            Op::Reverse(r) => self.check_reversal(r),
+            Op::Settle(s) => self.check_settlement(s),
+        }
+    }
+
+    /// A known id: the replay, or `TRANSFER_ID_REUSED` for another payload or requester.
+    fn replay(&self, id: Uuid, requested_by: Uuid, fingerprint: &[u8; 32]) -> Option<Member> {
+        let known = self.known.get(&id)?;
+        let (by, stored): (Uuid, &[u8]) = match known {
             Known::Stored(row) => (row.requested_by, &row.fingerprint),
             Known::Planned(i) => (
-                plan.transfers[*i].requested_by,
-                &plan.transfers[*i].fingerprint,
+                self.plan.transfers[*i].requested_by,
+                &self.plan.transfers[*i].fingerprint,
             ),
         };
         // A different requester gets the same answer as a different payload, so it learns
         // nothing about the transfer.
-        if requested_by != p.requested_by || stored_fingerprint != fingerprint.as_slice() {
-            return Member::Reject(Error::refused(
+        if by != requested_by || stored != fingerprint.as_slice() {
+            return Some(Member::Reject(Error::refused(
                 Reason::TransferIdReused,
                 "this id was already used for a different request",
+            )));
+        }
+        Some(Member::Replay(self.answer(id)))
+    }
+
+    /// Whether the requester may see transfer `t` at all (requested it, owns its source, or owns
+    /// its destination and it moved or holds money there).
+    fn sees(&self, t: &View, requester: Uuid, may_move_any: bool) -> bool {
+        let owns = |id: Uuid| self.ledger.get(id).and_then(|a| a.owner_id) == Some(requester);
+        may_move_any
+            || t.requested_by == requester
+            || owns(t.from)
+            || (owns(t.to)
+                && matches!(
+                    t.state.status,
+                    Status::Succeeded | Status::Pending | Status::Posted
+                ))
+    }
+
+    fn check_settlement(&self, s: &Settlement) -> Member {
+        let Some(hold) = self.view(s.id) else {
+            return Member::Reject(Error::NotFound("transfer"));
+        };
+        // Who may create a transfer out of the source may settle it.
+        let owner = self.ledger.get(hold.from).and_then(|a| a.owner_id);
+        if s.may_move_any || owner == Some(s.requested_by) {
+            return Member::Settle;
+        }
+        Member::Reject(if self.sees(&hold, s.requested_by, false) {
+            Error::permission_denied(
+                "only who may move money out of the source account (its owner, a banker or an \
+                 admin) may post or void its holds",
+            )
+        } else {
+            Error::NotFound("transfer")
+        })
+    }
+
+    fn check_reversal(&self, r: &Reversal) -> Member {
+        let fingerprint = r.fingerprint();
+        if let Some(replay) = self.replay(r.id, r.requested_by, &fingerprint) {
+            return replay;
+        }
+        let Some(original) = self.view(r.original) else {
+            return Member::Reject(Error::NotFound("transfer"));
+        };
+        // The money goes back out of the original's destination: its owner gives it back (a
+        // customer cannot claw a payment back alone); bankers and admins may reverse anything,
+        // and only they reverse deposits and withdrawals (one side is a system account).
+        let payee = self.ledger.get(original.to).and_then(|a| a.owner_id);
+        let allowed =
+            r.may_move_any || (original.kind == Kind::Transfer && payee == Some(r.requested_by));
+        if !allowed {
+            return Member::Reject(if self.sees(&original, r.requested_by, false) {
+                Error::permission_denied(
+                    "a transfer is reversed by the owner of the account it went to (who gives the \
+                     money back), a banker or an admin",
+                )
+            } else {
+                Error::NotFound("transfer")
+            });
+        }
+        if original.kind == Kind::Reversal
+            || !matches!(original.state.status, Status::Succeeded | Status::Posted)
+        {
+            return Member::Reject(Error::refused(
+                Reason::TransferNotReversible,
+                "only a transfer, deposit or withdrawal that moved money (or a posted hold) can be \
+                 reversed",
             ));
         }
-        return Member::Replay(match k {
-            Known::Stored(row) => Planned::Replayed(row.clone()),
-            Known::Planned(i) => Planned::Recorded(*i),
-        });
+        let remaining = reversible(&original);
+        let amount = r.amount.unwrap_or(remaining);
+        if remaining == 0 || amount > remaining {
+            return Member::Reject(exceeds_original(remaining));
+        }
+        Member::New {
+            posting: Posting {
+                id: r.id,
+                kind: Kind::Reversal,
+                requested_by: r.requested_by,
+                may_move_any: r.may_move_any,
+                from: original.to,
+                to: original.from,
+                amount,
+                currency: original.currency,
+                memo: r.memo.clone(),
+                hold_ms: None,
+            },
+            fingerprint,
+            reverses: Some(r.original),
+        }
     }
-    match (ledger.get(p.from), ledger.get(p.to)) {
-        (Some(from), Some(to)) if visible(p, from, to) => Member::New { fingerprint },
-        _ => Member::Reject(Error::NotFound("account")),
+
+    /// Applies a new transfer (a hold reserves, anything else moves); a reversal also adds to
+    /// its original's reversed sum.
+    fn create(
+        &mut self,
+        p: &Posting,
+        reverses: Option<Uuid>,
+        entries: &mut Vec<NewEntry>,
+    ) -> Result<(), Stop> {
+        if let Some(original) = reverses {
+            // Checked at the start of the chain; an earlier member may have reversed some since.
+            let view = self.view(original).expect("checked");
+            let remaining = reversible(&view);
+            if p.amount > remaining {
+                return Err(Stop::Rejected(exceeds_original(remaining)));
+            }
+            self.ledger.apply(p, entries)?;
+            self.set(
+                original,
+                Settled {
+                    reversed_amount: view.state.reversed_amount + p.amount,
+                    ..view.state
+                },
+            );
+            return Ok(());
+        }
+        self.ledger.apply(p, entries)
+    }
+
+    /// Posts or voids a hold; answers the hold as it stands after.
+    fn settle(&mut self, s: &Settlement, entries: &mut Vec<NewEntry>) -> Result<Planned, Stop> {
+        let hold = self.view(s.id).expect("checked");
+        let refuse = |reason, message: String| Err(Stop::Rejected(Error::refused(reason, message)));
+        if !hold.is_hold || hold.state.status == Status::Failed {
+            return refuse(
+                Reason::TransferNotPending,
+                "the transfer is not a hold (it was not created pending, or it failed)".into(),
+            );
+        }
+        match (hold.state.status, s.action) {
+            (Status::Pending, Settle::Post(amount)) => {
+                let amount = amount.unwrap_or(hold.amount);
+                if amount > hold.amount {
+                    return refuse(
+                        Reason::PostExceedsPending,
+                        format!("the hold is for {}; a post moves at most that", hold.amount),
+                    );
+                }
+                self.ledger.release(hold.from, hold.to, hold.amount);
+                self.ledger
+                    .transfer(s.id, hold.from, hold.to, amount, entries)?;
+                self.set(
+                    s.id,
+                    Settled {
+                        status: Status::Posted,
+                        posted_amount: Some(amount),
+                        ..hold.state
+                    },
+                );
+            }
+            (Status::Pending, Settle::Void) => {
+                self.ledger.release(hold.from, hold.to, hold.amount);
+                self.set(
+                    s.id,
+                    Settled {
+                        status: Status::Voided,
+                        ..hold.state
+                    },
+                );
+            }
+            // The same settlement again answers the first result.
+            (Status::Posted, Settle::Post(amount))
+                if Some(amount.unwrap_or(hold.amount)) == hold.state.posted_amount => {}
+            (Status::Voided, Settle::Void) => {}
+            (Status::Posted, _) => {
+                return refuse(
+                    Reason::PendingTransferAlreadyPosted,
+                    format!(
+                        "the hold was already posted ({} of {})",
+                        hold.state.posted_amount.unwrap_or_default(),
+                        hold.amount
+                    ),
+                );
+            }
+            (Status::Voided, _) => {
+                return refuse(
+                    Reason::PendingTransferAlreadyVoided,
+                    "the hold was already voided".into(),
+                );
+            }
+            (Status::Expired, _) => {
+                return refuse(
+                    Reason::PendingTransferExpired,
+                    "the hold reached its timeout; its amount is available again".into(),
+                );
+            }
+            (Status::Succeeded | Status::Failed, _) => {
+                unreachable!("a hold is pending, posted, voided or expired")
+            }
+        }
+        Ok(self.answer(s.id))
+    }
+
+    fn record(
+        &mut self,
+        p: &Posting,
+        fingerprint: [u8; 32],
+        reverses: Option<Uuid>,
+        failure: Option<FailureReason>,
+    ) {
+        let index = self.plan.transfers.len();
+        let status = match (failure, p.hold_ms) {
+            (Some(_), _) => Status::Failed,
+            (None, Some(_)) => Status::Pending,
+            (None, None) => Status::Succeeded,
+        };
+        self.plan.transfers.push(NewTransfer {
+            id: p.id,
+            kind: p.kind,
+            requested_by: p.requested_by,
+            from_account_id: p.from,
+            to_account_id: p.to,
+            amount: p.amount,
+            currency: p.currency.clone(),
+            status,
+            failure_reason: failure,
+            memo: p.memo.clone(),
+            fingerprint,
+            timeout_ms: p.hold_ms,
+            posted_amount: None,
+            reverses_transfer_id: reverses,
+            reversed_amount: 0,
+        });
+        self.known.insert(p.id, Known::Planned(index));
+        self.plan.outcomes.push(Planned::Recorded(index));
     }
 }
 
+fn settled_of_row(row: &TransferRow) -> Settled {
+    Settled {
+        status: row.status,
+        posted_amount: row.posted_amount,
+        reversed_amount: row.reversed_amount,
+    }
+}
+
+/// What is left to reverse of a transfer: what it moved less what was reversed already.
+fn reversible(t: &View) -> i64 {
+    t.state.posted_amount.unwrap_or(t.amount) - t.state.reversed_amount
+}
+
+fn exceeds_original(remaining: i64) -> Error {
+    Error::refused(
+        Reason::ReversalExceedsOriginal,
+        format!("the reversals of a transfer may not exceed what it moved; {remaining} is left"),
+    )
+}
+
 /// Who may use which accounts. The destination may be anyone's, but never a system account
-/// through a plain transfer (system accounts move money only by deposit and withdrawal).
+/// through a plain transfer (system accounts move money only by deposit and withdrawal, and by
+/// reversals of those, which [`Batch::check_reversal`] allows to bankers and admins).
 fn visible(p: &Posting, from: &Account, to: &Account) -> bool {
     match p.kind {
         Kind::Transfer => {
@@ -252,36 +712,9 @@ fn visible(p: &Posting, from: &Account, to: &Account) -> bool {
         }
         Kind::Deposit => from.is_system && !to.is_system,
         Kind::Withdrawal => !from.is_system && to.is_system,
+        // Built by `check_reversal` from a transfer it checked.
+        Kind::Reversal => true,
     }
-}
-
-fn record(
-    p: &Posting,
-    fingerprint: [u8; 32],
-    failure: Option<FailureReason>,
-    known: &mut HashMap<Uuid, Known>,
-    plan: &mut Plan,
-) {
-    let index = plan.transfers.len();
-    plan.transfers.push(NewTransfer {
-        id: p.id,
-        kind: p.kind,
-        requested_by: p.requested_by,
-        from_account_id: p.from,
-        to_account_id: p.to,
-        amount: p.amount,
-        currency: p.currency.clone(),
-        status: if failure.is_some() {
-            Status::Failed
-        } else {
-            Status::Succeeded
-        },
-        failure_reason: failure,
-        memo: p.memo.clone(),
-        fingerprint,
-    });
-    known.insert(p.id, Known::Planned(index));
-    plan.outcomes.push(Planned::Recorded(index));
 }
 
 /// Why a member of a chain that had a rejected member moved nothing.
@@ -293,29 +726,38 @@ pub(super) fn linked_failed(message: &str) -> Error {
     Error::refused(Reason::LinkedTransferFailed, message.to_owned())
 }
 
-/// Why applying a posting stopped its chain.
-enum Stop {
-    /// A ledger rule: recorded FAILED.
-    Refused(FailureReason),
-    /// Nothing can be written (a balance would leave the ledger's range).
-    Rejected(Error),
-}
-
-/// A locked account as the batch sees it, balance evolving.
+/// A locked account as the batch sees it, position evolving.
 struct Account {
     owner_id: Option<Uuid>,
     is_system: bool,
     currency: String,
-    balance: i64,
-    /// Balance as locked, to tell which accounts moved.
-    locked_balance: i64,
+    closed: bool,
+    overdraft_limit: i64,
+    position: Position,
+    /// Position as locked, to tell which accounts moved.
+    locked: Position,
+}
+
+impl Account {
+    /// What a customer account may still spend: available balance plus the overdraft limit.
+    fn spendable(&self) -> i128 {
+        i128::from(self.position.balance) - i128::from(self.position.pending_debits)
+            + i128::from(self.overdraft_limit)
+    }
 }
 
 /// The batch's view of its accounts, with an undo log so a failed chain leaves no trace.
 struct Balances {
     accounts: HashMap<Uuid, Account>,
-    /// (account, balance before) for every change, newest last.
-    undo: Vec<(Uuid, i64)>,
+    /// (account, position before) for every change, newest last.
+    undo: Vec<(Uuid, Position)>,
+}
+
+fn beyond_range() -> Stop {
+    Stop::Rejected(Error::refused(
+        Reason::BalanceLimit,
+        "the transfer would take a balance beyond the ledger's range",
+    ))
 }
 
 impl Balances {
@@ -324,14 +766,21 @@ impl Balances {
             accounts: locked
                 .into_iter()
                 .map(|a| {
+                    let position = Position {
+                        balance: a.balance,
+                        pending_debits: a.pending_debits,
+                        pending_credits: a.pending_credits,
+                    };
                     (
                         a.id,
                         Account {
                             owner_id: a.owner_id,
                             is_system: a.is_system,
                             currency: a.currency,
-                            balance: a.balance,
-                            locked_balance: a.balance,
+                            closed: a.closed,
+                            overdraft_limit: a.overdraft_limit,
+                            position,
+                            locked: position,
                         },
                     )
                 })
@@ -354,58 +803,150 @@ impl Balances {
             self.accounts
                 .get_mut(&id)
                 .expect("undo names a locked account")
-                .balance = before;
+                .position = before;
         }
     }
 
-    /// Moves `p.amount` if the rules allow; returns both balances after. The accounts were
-    /// checked to exist by [`check`].
-    fn apply(&mut self, p: &Posting) -> Result<(i64, i64), Stop> {
+    fn set(&mut self, id: Uuid, position: Position) {
+        let account = self.accounts.get_mut(&id).expect("a locked account");
+        self.undo.push((id, account.position));
+        account.position = position;
+    }
+
+    /// Checks the rules and applies a new posting: moves its amount, or reserves it for a hold.
+    /// The accounts were checked to exist by [`Batch::check`].
+    fn apply(&mut self, p: &Posting, entries: &mut Vec<NewEntry>) -> Result<(), Stop> {
         let (from, to) = (&self.accounts[&p.from], &self.accounts[&p.to]);
         if from.currency != p.currency || to.currency != p.currency {
             return Err(Stop::Refused(FailureReason::CurrencyMismatch));
         }
-        if !from.is_system && from.balance < p.amount {
+        if from.closed || to.closed {
+            return Err(Stop::Refused(FailureReason::AccountClosed));
+        }
+        if !from.is_system && from.spendable() < i128::from(p.amount) {
             return Err(Stop::Refused(FailureReason::InsufficientFunds));
         }
-        let beyond_range = || {
-            Stop::Rejected(Error::refused(
-                Reason::BalanceLimit,
-                "the transfer would take a balance beyond the ledger's range",
-            ))
-        };
-        let from_after = from
-            .balance
-            .checked_sub(p.amount)
+        if p.hold_ms.is_none() {
+            return self.transfer(p.id, p.from, p.to, p.amount, entries);
+        }
+        let (from, to) = (from.position, to.position);
+        let debits = from
+            .pending_debits
+            .checked_add(p.amount)
             .ok_or_else(beyond_range)?;
-        let to_after = to.balance.checked_add(p.amount).ok_or_else(beyond_range)?;
+        let credits = to
+            .pending_credits
+            .checked_add(p.amount)
+            .ok_or_else(beyond_range)?;
+        // Posting must be able to credit the whole amount later.
+        to.balance.checked_add(credits).ok_or_else(beyond_range)?;
+        self.set(
+            p.from,
+            Position {
+                pending_debits: debits,
+                ..from
+            },
+        );
+        self.set(
+            p.to,
+            Position {
+                pending_credits: credits,
+                ..to
+            },
+        );
+        Ok(())
+    }
+
+    /// Moves `amount` (the rules were checked, or a hold reserved it) and writes the two entries.
+    fn transfer(
+        &mut self,
+        transfer_id: Uuid,
+        from_id: Uuid,
+        to_id: Uuid,
+        amount: i64,
+        entries: &mut Vec<NewEntry>,
+    ) -> Result<(), Stop> {
+        let (from, to) = (&self.accounts[&from_id], &self.accounts[&to_id]);
+        let from_after = from
+            .position
+            .balance
+            .checked_sub(amount)
+            .ok_or_else(beyond_range)?;
+        let to_after = to
+            .position
+            .balance
+            .checked_add(amount)
+            .ok_or_else(beyond_range)?;
         assert!(
-            from.is_system || from_after >= 0,
-            "customer balance went negative"
+            from.is_system
+                || i128::from(from_after) - i128::from(from.position.pending_debits)
+                    >= -i128::from(from.overdraft_limit),
+            "a customer balance went below its overdraft limit"
         );
         // Double entry: the two entries cancel out.
         assert_eq!(
-            (from_after - from.balance) + (to_after - to.balance),
+            (from_after - from.position.balance) + (to_after - to.position.balance),
             0,
             "entries of a transfer must sum to zero"
         );
-        for (id, after) in [(p.from, from_after), (p.to, to_after)] {
-            let account = self.accounts.get_mut(&id).expect("checked above");
-            self.undo.push((id, account.balance));
-            account.balance = after;
-        }
-        Ok((from_after, to_after))
+        let (from, to) = (from.position, to.position);
+        self.set(
+            from_id,
+            Position {
+                balance: from_after,
+                ..from
+            },
+        );
+        self.set(
+            to_id,
+            Position {
+                balance: to_after,
+                ..to
+            },
+        );
+        entries.push(NewEntry {
+            account_id: from_id,
+            transfer_id,
+            amount: -amount,
+            balance_after: from_after,
+        });
+        entries.push(NewEntry {
+            account_id: to_id,
+            transfer_id,
+            amount,
+            balance_after: to_after,
+        });
+        Ok(())
     }
 
-    /// Final balances of the accounts that moved, in id order.
-    fn changed(&self) -> Vec<(Uuid, i64)> {
-        let mut moved: Vec<(Uuid, i64)> = self
+    /// Releases a hold's reservation on both accounts.
+    fn release(&mut self, from_id: Uuid, to_id: Uuid, amount: i64) {
+        for (id, debit) in [(from_id, true), (to_id, false)] {
+            let Some(account) = self.accounts.get(&id) else {
+                // The engine locks both sides of every hold it releases.
+                unreachable!("a hold's account {id} was not locked");
+            };
+            let mut position = account.position;
+            let pending = if debit {
+                &mut position.pending_debits
+            } else {
+                &mut position.pending_credits
+            };
+            *pending -= amount;
+            assert!(*pending >= 0, "released more than account {id} held");
+            self.set(id, position);
+        }
+    }
+
+    /// Final positions of the accounts that moved, in id order.
+    fn changed(&self) -> Vec<(Uuid, Position)> {
+        let mut moved: Vec<(Uuid, Position)> = self
             .accounts
             .iter()
-            .filter(|(_, a)| a.balance != a.locked_balance)
-            .map(|(id, a)| (*id, a.balance))
+            .filter(|(_, a)| a.position != a.locked)
+            .map(|(id, a)| (*id, a.position))
             .collect();
-        moved.sort_unstable();
+        moved.sort_unstable_by_key(|(id, _)| *id);
         moved
     }
 }

@@ -1,4 +1,5 @@
-//! A posting: one validated request to move money, as the engine applies it, and the
+//! What the engine applies: a posting (one validated request to create a transfer, deposit,
+//! withdrawal or hold), a settlement of a hold (post or void), or a reversal; and the
 //! fingerprint that an idempotent replay must match.
 
 use sha2::{Digest, Sha256};
@@ -21,30 +22,116 @@ pub struct Posting {
     pub amount: i64,
     pub currency: String,
     pub memo: String,
+    /// A hold: reserve the amount for this many milliseconds instead of moving it.
+    pub hold_ms: Option<i64>,
 }
 
-impl Posting {
-    /// SHA-256 over every field of the payload: a replay must match all of them.
-    pub fn fingerprint(&self) -> [u8; 32] {
-        let mut h = Sha256::new();
-        for part in [
-            self.kind.as_str().as_bytes(),
-            self.from.as_bytes(),
-            self.to.as_bytes(),
-            &self.amount.to_be_bytes(),
-            self.currency.as_bytes(),
-            self.memo.as_bytes(),
-        ] {
-            // Length-prefixed, so no two payloads share an encoding.
-            h.update((part.len() as u64).to_be_bytes());
-            h.update(part);
-        }
-        h.finalize().into()
+/// Posts or voids a hold.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Settlement {
+    /// The hold (a pending transfer's id).
+    pub id: Uuid,
+    pub requested_by: Uuid,
+    /// May the requester settle holds out of accounts it does not own?
+    pub may_move_any: bool,
+    pub action: Settle,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Settle {
+    /// Move the amount (`None`: all of it); the rest is released.
+    Post(Option<i64>),
+    /// Release the hold.
+    Void,
+}
+
+/// A reversal of a recorded transfer: a new transfer back from its destination to its source.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reversal {
+    /// The reversal's own id (its idempotency key).
+    pub id: Uuid,
+    pub original: Uuid,
+    pub requested_by: Uuid,
+    /// May the requester move money out of accounts it does not own?
+    pub may_move_any: bool,
+    /// `None`: all that is not reversed yet.
+    pub amount: Option<i64>,
+    pub memo: String,
+}
+
+/// One operation of a batch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Op {
+    Create(Posting),
+    Settle(Settlement),
+    Reverse(Reversal),
+}
+
+impl From<Posting> for Op {
+    fn from(p: Posting) -> Self {
+        Op::Create(p)
     }
 }
 
-/// Postings that succeed or fail as a unit, in order. A lone posting is a chain of one.
-pub type Chain = Vec<Posting>;
+impl Op {
+    /// The transfers this operation reads or records: its own id and what it refers to.
+    pub fn transfer_ids(&self) -> [Option<Uuid>; 2] {
+        match self {
+            Op::Create(p) => [Some(p.id), None],
+            Op::Settle(s) => [Some(s.id), None],
+            Op::Reverse(r) => [Some(r.id), Some(r.original)],
+        }
+    }
+}
+
+/// SHA-256 over length-prefixed parts, so no two payloads share an encoding.
+fn digest(parts: &[&[u8]]) -> [u8; 32] {
+    let mut h = Sha256::new();
+    for part in parts {
+        h.update((part.len() as u64).to_be_bytes());
+        h.update(part);
+    }
+    h.finalize().into()
+}
+
+impl Posting {
+    /// SHA-256 over every field of the payload: a replay must match all of them. (A hold adds
+    /// its timeout; a plain transfer hashes exactly as before holds existed, so ids recorded
+    /// then still replay.)
+    pub fn fingerprint(&self) -> [u8; 32] {
+        let amount = self.amount.to_be_bytes();
+        let mut parts: Vec<&[u8]> = vec![
+            self.kind.as_str().as_bytes(),
+            self.from.as_bytes(),
+            self.to.as_bytes(),
+            &amount,
+            self.currency.as_bytes(),
+            self.memo.as_bytes(),
+        ];
+        let hold = self.hold_ms.map(i64::to_be_bytes);
+        if let Some(hold) = &hold {
+            parts.push(b"hold");
+            parts.push(hold);
+        }
+        digest(&parts)
+    }
+}
+
+impl Reversal {
+    /// Over what the caller asked: the original, the amount (or its absence) and the memo.
+    pub fn fingerprint(&self) -> [u8; 32] {
+        let amount = self.amount.map(i64::to_be_bytes);
+        digest(&[
+            super::Kind::Reversal.as_str().as_bytes(),
+            self.original.as_bytes(),
+            amount.as_ref().map_or(&b"all"[..], |a| &a[..]),
+            self.memo.as_bytes(),
+        ])
+    }
+}
+
+/// Operations that succeed or fail as a unit, in order. A lone one is a chain of one.
+pub type Chain = Vec<Op>;
 
 #[cfg(test)]
 mod tests {
@@ -61,7 +148,30 @@ mod tests {
             amount: 100,
             currency: "USD".into(),
             memo: String::new(),
+            hold_ms: None,
         }
+    }
+
+    /// Ids recorded before holds existed must still replay: the fingerprint of a plain transfer
+    /// is the one it always was.
+    #[test]
+    fn a_plain_transfer_hashes_as_before_holds_existed() {
+        let p = posting();
+        let mut h = Sha256::new();
+        let amount = p.amount.to_be_bytes();
+        for part in [
+            p.kind.as_str().as_bytes(),
+            p.from.as_bytes(),
+            p.to.as_bytes(),
+            &amount[..],
+            p.currency.as_bytes(),
+            p.memo.as_bytes(),
+        ] {
+            h.update((part.len() as u64).to_be_bytes());
+            h.update(part);
+        }
+        let before: [u8; 32] = h.finalize().into();
+        assert_eq!(p.fingerprint(), before);
     }
 
     #[test]
@@ -91,6 +201,10 @@ mod tests {
             },
             Posting {
                 kind: Kind::Deposit,
+                ..p.clone()
+            },
+            Posting {
+                hold_ms: Some(1_000),
                 ..p.clone()
             },
         ];

@@ -2,8 +2,11 @@
 
 use uuid::Uuid;
 
+use std::time::Duration;
+
 use super::{
-    AMOUNT_MAX, Chain, Kind, Ledger, MEMO_CHARS_MAX, Page, Posting, Status, Transfer, page, plan,
+    AMOUNT_MAX, Chain, HOLD_TIMEOUT_MAX, Kind, Ledger, MEMO_CHARS_MAX, Op, Page, Posting, Status,
+    Transfer, page, plan,
 };
 use crate::{
     auth::{Permission, Principal},
@@ -29,6 +32,22 @@ pub struct NewTransfer {
     /// Upper-case code; whether the ledger knows it is checked by [`Ledger`].
     pub currency: String,
     pub memo: String,
+    /// A hold, and how long it may wait to be posted or voided.
+    pub hold: Option<Duration>,
+}
+
+/// The fields of a transfer request, as received.
+#[derive(Debug, Clone, Copy)]
+pub struct TransferFields<'a> {
+    pub transfer_id: &'a str,
+    pub from_account_id: &'a str,
+    pub to_account_id: &'a str,
+    pub amount: i64,
+    pub currency: &'a str,
+    pub memo: Option<&'a str>,
+    pub pending: bool,
+    /// The requested timeout; `Err` when it is not a duration at all.
+    pub timeout: Option<Duration>,
 }
 
 /// One item of a `CreateTransfers` call: whether it chains with the next, and the transfer (or
@@ -79,24 +98,43 @@ pub fn memo(field: &'static str, value: Option<&str>) -> Result<String> {
     Ok(value.to_owned())
 }
 
+/// A hold's timeout: required with `pending`, 1 ms to [`HOLD_TIMEOUT_MAX`] in whole
+/// milliseconds; refused without it.
+fn hold(pending: bool, timeout: Option<Duration>) -> Result<Option<Duration>> {
+    match (pending, timeout) {
+        (false, None) => Ok(None),
+        (false, Some(_)) => Err(Error::invalid(
+            "timeout",
+            "is for holds only; set `pending` or leave it out",
+        )),
+        (true, None) => Err(Error::invalid(
+            "timeout",
+            "is required for a hold (pending transfer)",
+        )),
+        (true, Some(t)) if t.subsec_nanos() % 1_000_000 != 0 => Err(Error::invalid(
+            "timeout",
+            "must be a whole number of milliseconds",
+        )),
+        (true, Some(t)) if t.is_zero() || t > HOLD_TIMEOUT_MAX => Err(Error::invalid(
+            "timeout",
+            format!("must be from 1 ms to {} s", HOLD_TIMEOUT_MAX.as_secs()),
+        )),
+        (true, Some(t)) => Ok(Some(t)),
+    }
+}
+
 impl NewTransfer {
     /// Validates the fields of a transfer request (everything but whether its currency is one
     /// of the ledger's).
-    pub fn parse(
-        transfer_id: &str,
-        from_account_id: &str,
-        to_account_id: &str,
-        amount_minor: i64,
-        currency: &str,
-        memo_text: Option<&str>,
-    ) -> Result<Self> {
+    pub fn parse(f: TransferFields<'_>) -> Result<Self> {
         let t = NewTransfer {
-            id: validate::uuid("transfer_id", transfer_id)?,
-            from: validate::uuid("from_account_id", from_account_id)?,
-            to: validate::uuid("to_account_id", to_account_id)?,
-            amount: amount("amount", amount_minor)?,
-            currency: super::currency::code("currency", currency)?,
-            memo: memo("memo", memo_text)?,
+            id: validate::uuid("transfer_id", f.transfer_id)?,
+            from: validate::uuid("from_account_id", f.from_account_id)?,
+            to: validate::uuid("to_account_id", f.to_account_id)?,
+            amount: amount("amount", f.amount)?,
+            currency: super::currency::code("currency", f.currency)?,
+            memo: memo("memo", f.memo)?,
+            hold: hold(f.pending, f.timeout)?,
         };
         if t.from == t.to {
             return Err(Error::invalid(
@@ -134,7 +172,7 @@ pub struct BatchApplied {
 
 /// Whether the caller may move money out of anyone's account (`transfers.create_any`) or only
 /// out of their own (`transfers.own`, the customer role's); with neither, `PERMISSION_DENIED`.
-fn may_move_any(principal: &Principal) -> Result<bool> {
+pub(super) fn may_move_any(principal: &Principal) -> Result<bool> {
     if principal.can(Permission::TransfersCreateAny) {
         return Ok(true);
     }
@@ -148,7 +186,7 @@ impl Ledger {
     pub async fn create_transfer(&self, principal: &Principal, t: NewTransfer) -> Result<Applied> {
         let may_move_any = may_move_any(principal)?;
         let posting = self.transfer_posting(principal, may_move_any, t)?;
-        self.run_one(posting).await
+        self.run_one(Op::Create(posting)).await
     }
 
     /// Applies a batch: `items` in order, each already parsed (a parse error is that item's
@@ -202,7 +240,10 @@ impl Ledger {
                         if i == range.start {
                             submitted.push(Vec::with_capacity(range.len()));
                         }
-                        submitted.last_mut().expect("pushed above").push(posting);
+                        submitted
+                            .last_mut()
+                            .expect("pushed above")
+                            .push(Op::Create(posting));
                         places.push(i);
                     }
                     Ok(_) => {
@@ -264,8 +305,9 @@ impl Ledger {
             amount: m.amount,
             currency: account.currency,
             memo: m.memo,
+            hold_ms: None,
         };
-        self.run_one(posting).await
+        self.run_one(Op::Create(posting)).await
     }
 
     /// The system account of `currency`, from the bootstrap's cache (or the database when the
@@ -296,11 +338,12 @@ impl Ledger {
             amount: t.amount,
             currency: self.currencies().require("currency", &t.currency)?,
             memo: t.memo,
+            hold_ms: t.hold.map(|d| d.as_millis() as i64),
         })
     }
 
-    async fn run_one(&self, posting: Posting) -> Result<Applied> {
-        let mut settled = self.engine.submit(vec![vec![posting]]).await?;
+    pub(super) async fn run_one(&self, op: Op) -> Result<Applied> {
+        let mut settled = self.engine.submit(vec![vec![op]]).await?;
         let transfer = settled
             .outcomes
             .pop()
@@ -320,13 +363,13 @@ impl Ledger {
             .await?
             .ok_or(Error::NotFound("transfer"))?;
         if !principal.can(Permission::TransfersReadAny) && row.requested_by != principal.user_id {
-            // A FAILED transfer moved nothing into its destination: it belongs to the source's
-            // history, never the destination's, so nobody can write into another's statement
-            // by naming their account.
-            let sides: &[Uuid] = if row.status == Status::Failed {
-                &[row.from_account_id]
-            } else {
+            // A FAILED, voided or expired transfer moved nothing into its destination: it
+            // belongs to the source's history, never the destination's, so nobody can write
+            // into another's statement by naming their account.
+            let sides: &[Uuid] = if reached_destination(row.status) {
                 &[row.from_account_id, row.to_account_id]
+            } else {
+                &[row.from_account_id]
             };
             let mut owns_a_side = false;
             for &account in sides {
@@ -373,6 +416,12 @@ impl Ledger {
             next_page_token,
         })
     }
+}
+
+/// Whether a transfer in this state moved (or holds) money into its destination, and so shows
+/// in the destination's history.
+fn reached_destination(status: Status) -> bool {
+    matches!(status, Status::Succeeded | Status::Pending | Status::Posted)
 }
 
 /// The chains of a batch as ranges of item indices: `atomic` makes one; otherwise a chain ends

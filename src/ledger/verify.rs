@@ -16,8 +16,16 @@ pub struct Report {
     pub unbalanced_transfers: i64,
     /// Currencies whose balances do not sum to zero.
     pub unbalanced_currencies: i64,
-    /// Customer accounts below zero.
+    /// Customer accounts whose available balance (balance − pending debits) is below
+    /// −overdraft limit.
     pub negative_balances: i64,
+    /// Accounts whose pending debits or credits differ from the sums of their live holds.
+    pub pending_mismatches: i64,
+    /// Transfers whose `reversed_amount` differs from the sum of their succeeded reversals, or
+    /// exceeds what they moved.
+    pub reversal_mismatches: i64,
+    /// Closed accounts that are not empty.
+    pub closed_not_empty: i64,
     /// Entries whose `balance_after` is not the running sum of the account's entries.
     pub broken_running_balances: i64,
 }
@@ -29,6 +37,9 @@ impl Report {
             && self.unbalanced_currencies == 0
             && self.negative_balances == 0
             && self.broken_running_balances == 0
+            && self.pending_mismatches == 0
+            && self.reversal_mismatches == 0
+            && self.closed_not_empty == 0
     }
 }
 
@@ -51,9 +62,11 @@ pub async fn run(pool: &PgPool) -> anyhow::Result<Report> {
         unbalanced_transfers: count(
             "SELECT count(*) FROM transfers t \
              LEFT JOIN (SELECT transfer_id, count(*) AS n, sum(amount) AS total \
+                               , max(amount) AS moved \
                         FROM entries GROUP BY transfer_id) e ON e.transfer_id = t.id \
-             WHERE (t.status = 'succeeded' AND (e.n IS DISTINCT FROM 2 OR e.total <> 0)) \
-                OR (t.status = 'failed' AND e.n IS NOT NULL)",
+             WHERE (t.status IN ('succeeded', 'posted') AND (e.n IS DISTINCT FROM 2 OR e.total <> 0 \
+                    OR e.moved IS DISTINCT FROM COALESCE(t.posted_amount, t.amount))) \
+                OR (t.status NOT IN ('succeeded', 'posted') AND e.n IS NOT NULL)",
         )
         .fetch_one(&mut *tx)
         .await?,
@@ -63,9 +76,39 @@ pub async fn run(pool: &PgPool) -> anyhow::Result<Report> {
         )
         .fetch_one(&mut *tx)
         .await?,
-        negative_balances: count("SELECT count(*) FROM accounts WHERE NOT is_system AND balance < 0")
-            .fetch_one(&mut *tx)
-            .await?,
+        negative_balances: count(
+            "SELECT count(*) FROM accounts \
+             WHERE NOT is_system AND balance - pending_debits < -overdraft_limit",
+        )
+        .fetch_one(&mut *tx)
+        .await?,
+        pending_mismatches: count(
+            "SELECT count(*) FROM accounts a \
+             LEFT JOIN (SELECT from_account_id AS id, sum(amount) AS total FROM transfers \
+                        WHERE status = 'pending' GROUP BY 1) d ON d.id = a.id \
+             LEFT JOIN (SELECT to_account_id AS id, sum(amount) AS total FROM transfers \
+                        WHERE status = 'pending' GROUP BY 1) c ON c.id = a.id \
+             WHERE a.pending_debits <> COALESCE(d.total, 0) \
+                OR a.pending_credits <> COALESCE(c.total, 0)",
+        )
+        .fetch_one(&mut *tx)
+        .await?,
+        reversal_mismatches: count(
+            "SELECT count(*) FROM transfers t \
+             LEFT JOIN (SELECT reverses_transfer_id AS id, sum(amount) AS total FROM transfers \
+                        WHERE kind = 'reversal' AND status = 'succeeded' GROUP BY 1) r \
+               ON r.id = t.id \
+             WHERE t.reversed_amount <> COALESCE(r.total, 0) \
+                OR t.reversed_amount > COALESCE(t.posted_amount, t.amount)",
+        )
+        .fetch_one(&mut *tx)
+        .await?,
+        closed_not_empty: count(
+            "SELECT count(*) FROM accounts WHERE closed_at IS NOT NULL \
+             AND (balance <> 0 OR pending_debits <> 0 OR pending_credits <> 0)",
+        )
+        .fetch_one(&mut *tx)
+        .await?,
         broken_running_balances: count(
             "SELECT count(*) FROM (SELECT balance_after, \
                     sum(amount) OVER (PARTITION BY account_id ORDER BY seq) AS running \

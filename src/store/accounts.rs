@@ -19,8 +19,20 @@ pub struct AccountRow {
     pub name: String,
     pub currency: String,
     pub balance: i64,
+    pub pending_debits: i64,
+    pub pending_credits: i64,
+    pub overdraft_limit: i64,
+    pub closed_at: Option<OffsetDateTime>,
     pub created_at: OffsetDateTime,
     pub updated_at: OffsetDateTime,
+}
+
+/// What a batch writes back for an account that moved: its balance and its live holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Position {
+    pub balance: i64,
+    pub pending_debits: i64,
+    pub pending_credits: i64,
 }
 
 /// An account row under a `FOR NO KEY UPDATE` lock, as the transfer engine needs it.
@@ -31,12 +43,24 @@ pub struct LockedAccount {
     pub is_system: bool,
     pub currency: String,
     pub balance: i64,
+    pub pending_debits: i64,
+    pub pending_credits: i64,
+    pub overdraft_limit: i64,
+    pub closed: bool,
+}
+
+macro_rules! locked_columns {
+    () => {
+        "SELECT id, owner_id, is_system, currency, balance, pending_debits, pending_credits, \
+         overdraft_limit, closed_at IS NOT NULL AS closed FROM accounts "
+    };
 }
 
 macro_rules! select_account {
     () => {
         "SELECT a.id, a.owner_id, COALESCE(u.username, 'system') AS owner, a.is_system, a.name, \
-         a.currency, a.balance, a.created_at, a.updated_at \
+         a.currency, a.balance, a.pending_debits, a.pending_credits, a.overdraft_limit, \
+         a.closed_at, a.created_at, a.updated_at \
          FROM accounts a LEFT JOIN users u ON u.id = a.owner_id "
     };
 }
@@ -85,12 +109,56 @@ pub async fn insert(
     owner_id: Uuid,
     name: &str,
     currency: &str,
+    overdraft_limit: i64,
 ) -> Result<()> {
-    sqlx::query("INSERT INTO accounts (id, owner_id, name, currency) VALUES ($1, $2, $3, $4)")
+    sqlx::query(
+        "INSERT INTO accounts (id, owner_id, name, currency, overdraft_limit) \
+         VALUES ($1, $2, $3, $4, $5)",
+    )
+    .bind(id)
+    .bind(owner_id)
+    .bind(name)
+    .bind(currency)
+    .bind(overdraft_limit)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Locks one account for a change of its settings (the transfer engine's batches take the same
+/// row lock, so a change and a batch never interleave).
+pub async fn lock_one(conn: &mut PgConnection, id: Uuid) -> Result<Option<LockedAccount>> {
+    Ok(sqlx::query_as::<_, LockedAccount>(concat!(
+        locked_columns!(),
+        "WHERE id = $1 FOR NO KEY UPDATE"
+    ))
+    .bind(id)
+    .fetch_optional(conn)
+    .await?)
+}
+
+/// Sets an account's name and overdraft limit.
+pub async fn update_settings(
+    conn: &mut PgConnection,
+    id: Uuid,
+    name: &str,
+    overdraft_limit: i64,
+) -> Result<()> {
+    sqlx::query(
+        "UPDATE accounts SET name = $2, overdraft_limit = $3, updated_at = now() WHERE id = $1",
+    )
+    .bind(id)
+    .bind(name)
+    .bind(overdraft_limit)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Marks an account closed (the caller checked, under its row lock, that it is empty).
+pub async fn close(conn: &mut PgConnection, id: Uuid) -> Result<()> {
+    sqlx::query("UPDATE accounts SET closed_at = now(), updated_at = now() WHERE id = $1")
         .bind(id)
-        .bind(owner_id)
-        .bind(name)
-        .bind(currency)
         .execute(conn)
         .await?;
     Ok(())
@@ -137,28 +205,34 @@ pub async fn page_owned(
 /// `FOR UPDATE`: it does not conflict with the key-share locks that inserting entries and
 /// transfers (foreign keys to these rows) takes.
 pub async fn lock(conn: &mut PgConnection, ids: &[Uuid]) -> Result<Vec<LockedAccount>> {
-    Ok(sqlx::query_as::<_, LockedAccount>(
-        "SELECT id, owner_id, is_system, currency, balance FROM accounts \
-         WHERE id = ANY($1) ORDER BY id FOR NO KEY UPDATE",
-    )
+    Ok(sqlx::query_as::<_, LockedAccount>(concat!(
+        locked_columns!(),
+        "WHERE id = ANY($1) ORDER BY id FOR NO KEY UPDATE"
+    ))
     .bind(ids)
     .fetch_all(conn)
     .await?)
 }
 
-/// Sets the balances of several accounts with one statement.
-pub async fn set_balances(conn: &mut PgConnection, balances: &[(Uuid, i64)]) -> Result<()> {
-    if balances.is_empty() {
+/// Sets the balances and pending sums of several accounts with one statement.
+pub async fn set_positions(conn: &mut PgConnection, positions: &[(Uuid, Position)]) -> Result<()> {
+    if positions.is_empty() {
         return Ok(());
     }
-    let ids: Vec<Uuid> = balances.iter().map(|(id, _)| *id).collect();
-    let values: Vec<i64> = balances.iter().map(|(_, balance)| *balance).collect();
+    let ids: Vec<Uuid> = positions.iter().map(|(id, _)| *id).collect();
+    let balances: Vec<i64> = positions.iter().map(|(_, p)| p.balance).collect();
+    let debits: Vec<i64> = positions.iter().map(|(_, p)| p.pending_debits).collect();
+    let credits: Vec<i64> = positions.iter().map(|(_, p)| p.pending_credits).collect();
     sqlx::query(
-        "UPDATE accounts SET balance = v.balance, updated_at = now() \
-         FROM UNNEST($1::uuid[], $2::int8[]) AS v(id, balance) WHERE accounts.id = v.id",
+        "UPDATE accounts SET balance = v.balance, pending_debits = v.debits, \
+           pending_credits = v.credits, updated_at = now() \
+         FROM UNNEST($1::uuid[], $2::int8[], $3::int8[], $4::int8[]) AS v(id, balance, debits, credits) \
+         WHERE accounts.id = v.id",
     )
     .bind(ids)
-    .bind(values)
+    .bind(balances)
+    .bind(debits)
+    .bind(credits)
     .execute(conn)
     .await?;
     Ok(())

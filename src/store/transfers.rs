@@ -77,6 +77,8 @@ text_enum! {
         Deposit => "deposit",
         /// To the currency's system account.
         Withdrawal => "withdrawal",
+        /// Back from the destination of an earlier transfer to its source.
+        Reversal => "reversal",
     }
 }
 
@@ -86,6 +88,14 @@ text_enum! {
         Succeeded => "succeeded",
         /// Refused by a ledger rule; recorded without entries.
         Failed => "failed",
+        /// A hold: the amount is reserved (no entries yet) until it is posted, voided or expires.
+        Pending => "pending",
+        /// A hold that was posted (all or part of it): its entries are written.
+        Posted => "posted",
+        /// A hold released by a void; moved nothing.
+        Voided => "voided",
+        /// A hold that reached its timeout unposted; moved nothing.
+        Expired => "expired",
     }
 }
 
@@ -96,6 +106,8 @@ text_enum! {
         CurrencyMismatch => "currency_mismatch",
         /// Another member of its linked chain failed.
         LinkedTransferFailed => "linked_transfer_failed",
+        /// One of its accounts is closed.
+        AccountClosed => "account_closed",
     }
 }
 
@@ -114,6 +126,16 @@ pub struct TransferRow {
     pub memo: String,
     pub fingerprint: Vec<u8>,
     pub created_at: OffsetDateTime,
+    /// Set for a hold (a transfer created pending).
+    pub timeout_ms: Option<i64>,
+    /// Set once a hold was accepted: `created_at + timeout`.
+    pub expires_at: Option<OffsetDateTime>,
+    /// Set when a hold was posted.
+    pub posted_amount: Option<i64>,
+    /// Set for a reversal: the transfer it reverses.
+    pub reverses_transfer_id: Option<Uuid>,
+    /// The sum of this transfer's succeeded reversals.
+    pub reversed_amount: i64,
 }
 
 #[derive(Debug, Clone, FromRow)]
@@ -130,7 +152,8 @@ pub struct EntryRow {
 macro_rules! transfer_columns {
     () => {
         "id, seq, kind, requested_by, from_account_id, to_account_id, amount, currency, status, \
-         failure_reason, memo, fingerprint, created_at"
+         failure_reason, memo, fingerprint, created_at, timeout_ms, expires_at, posted_amount, \
+         reverses_transfer_id, reversed_amount"
     };
 }
 
@@ -148,6 +171,30 @@ pub struct NewTransfer {
     pub failure_reason: Option<FailureReason>,
     pub memo: String,
     pub fingerprint: [u8; 32],
+    /// A hold's timeout; its `expires_at` is the database's `now()` plus this.
+    pub timeout_ms: Option<i64>,
+    pub posted_amount: Option<i64>,
+    pub reverses_transfer_id: Option<Uuid>,
+    pub reversed_amount: i64,
+}
+
+/// What a batch changes in a transfer recorded before it: a hold posted or voided, or the sum
+/// of its reversals.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TransferChange {
+    pub id: Uuid,
+    pub status: Status,
+    pub posted_amount: Option<i64>,
+    pub reversed_amount: i64,
+}
+
+/// A hold that a batch found past its expiry and marked `expired`.
+#[derive(Debug, Clone, FromRow, PartialEq, Eq)]
+pub struct ExpiredHold {
+    pub id: Uuid,
+    pub from_account_id: Uuid,
+    pub to_account_id: Uuid,
+    pub amount: i64,
 }
 
 /// An entry row to insert.
@@ -205,16 +252,28 @@ pub async fn insert_many(
     let reasons: Vec<Option<FailureReason>> = rows.iter().map(|r| r.failure_reason).collect();
     let memos: Vec<&str> = rows.iter().map(|r| r.memo.as_str()).collect();
     let fingerprints: Vec<&[u8]> = rows.iter().map(|r| &r.fingerprint[..]).collect();
+    let timeouts: Vec<Option<i64>> = rows.iter().map(|r| r.timeout_ms).collect();
+    let posted: Vec<Option<i64>> = rows.iter().map(|r| r.posted_amount).collect();
+    let reverses: Vec<Option<Uuid>> = rows.iter().map(|r| r.reverses_transfer_id).collect();
+    let reversed: Vec<i64> = rows.iter().map(|r| r.reversed_amount).collect();
+    // A hold that was accepted (not FAILED) expires `timeout_ms` after the transaction's start,
+    // which is also its `created_at`.
     sqlx::query_scalar::<_, OffsetDateTime>(
         "WITH inserted AS (\
            INSERT INTO transfers (id, kind, requested_by, from_account_id, to_account_id, amount, \
-             currency, status, failure_reason, memo, fingerprint) \
+             currency, status, failure_reason, memo, fingerprint, timeout_ms, expires_at, \
+             posted_amount, reverses_transfer_id, reversed_amount) \
            SELECT id, kind, requested_by, from_account_id, to_account_id, amount, currency, \
-             status, failure_reason, memo, fingerprint \
+             status, failure_reason, memo, fingerprint, timeout_ms, \
+             CASE WHEN timeout_ms IS NOT NULL AND status <> 'failed' \
+               THEN now() + timeout_ms * interval '1 millisecond' END, \
+             posted_amount, reverses_transfer_id, reversed_amount \
            FROM UNNEST($1::uuid[], $2::text[], $3::uuid[], $4::uuid[], $5::uuid[], $6::int8[], \
-             $7::text[], $8::text[], $9::text[], $10::text[], $11::bytea[]) WITH ORDINALITY \
+             $7::text[], $8::text[], $9::text[], $10::text[], $11::bytea[], $12::int8[], \
+             $13::int8[], $14::uuid[], $15::int8[]) WITH ORDINALITY \
              AS t(id, kind, requested_by, from_account_id, to_account_id, amount, currency, \
-               status, failure_reason, memo, fingerprint, n) \
+               status, failure_reason, memo, fingerprint, timeout_ms, posted_amount, \
+               reverses_transfer_id, reversed_amount, n) \
            ORDER BY n \
            RETURNING 1) \
          SELECT now()",
@@ -230,6 +289,10 @@ pub async fn insert_many(
     .bind(reasons)
     .bind(memos)
     .bind(fingerprints)
+    .bind(timeouts)
+    .bind(posted)
+    .bind(reverses)
+    .bind(reversed)
     .fetch_one(conn)
     .await
     .map(Some)
@@ -238,6 +301,77 @@ pub async fn insert_many(
         Some("transfers_pkey") => Error::Conflict(err),
         _ => err.into(),
     })
+}
+
+/// Applies what a batch changed in transfers recorded before it, with one statement.
+pub async fn change_many(conn: &mut PgConnection, changes: &[TransferChange]) -> Result<()> {
+    if changes.is_empty() {
+        return Ok(());
+    }
+    let ids: Vec<Uuid> = changes.iter().map(|c| c.id).collect();
+    let statuses: Vec<Status> = changes.iter().map(|c| c.status).collect();
+    let posted: Vec<Option<i64>> = changes.iter().map(|c| c.posted_amount).collect();
+    let reversed: Vec<i64> = changes.iter().map(|c| c.reversed_amount).collect();
+    sqlx::query(
+        "UPDATE transfers SET status = c.status, posted_amount = c.posted_amount, \
+           reversed_amount = c.reversed_amount \
+         FROM UNNEST($1::uuid[], $2::text[], $3::int8[], $4::int8[]) \
+           AS c(id, status, posted_amount, reversed_amount) \
+         WHERE transfers.id = c.id",
+    )
+    .bind(ids)
+    .bind(statuses)
+    .bind(posted)
+    .bind(reversed)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Marks `expired` every live hold out of or into `accounts` whose expiry has passed (at the
+/// transaction's start), and returns them, so the batch can release what they held.
+pub async fn expire_touching(
+    conn: &mut PgConnection,
+    accounts: &[Uuid],
+) -> Result<Vec<ExpiredHold>> {
+    Ok(sqlx::query_as::<_, ExpiredHold>(
+        "UPDATE transfers SET status = 'expired' \
+         WHERE status = 'pending' AND expires_at <= now() \
+           AND (from_account_id = ANY($1) OR to_account_id = ANY($1)) \
+         RETURNING id, from_account_id, to_account_id, amount",
+    )
+    .bind(accounts)
+    .fetch_all(conn)
+    .await?)
+}
+
+/// Source accounts of up to `limit` holds past their expiry, soonest expired first (the
+/// sweeper's work list; one index range scan).
+pub async fn expired_hold_accounts(conn: &mut PgConnection, limit: i64) -> Result<Vec<Uuid>> {
+    Ok(sqlx::query_scalar(
+        "SELECT from_account_id FROM transfers \
+         WHERE status = 'pending' AND expires_at <= now() ORDER BY expires_at LIMIT $1",
+    )
+    .bind(limit)
+    .fetch_all(conn)
+    .await?)
+}
+
+/// The balance of `account_id` right after its last entry at or before `as_of`, or `None` when
+/// it had none by then (one probe of `entries_account_time_idx`).
+pub async fn balance_at(
+    conn: &mut PgConnection,
+    account_id: Uuid,
+    as_of: OffsetDateTime,
+) -> Result<Option<i64>> {
+    Ok(sqlx::query_scalar(
+        "SELECT balance_after FROM entries WHERE account_id = $1 AND created_at <= $2 \
+         ORDER BY created_at DESC, seq DESC LIMIT 1",
+    )
+    .bind(account_id)
+    .bind(as_of)
+    .fetch_optional(conn)
+    .await?)
 }
 
 /// Inserts `entries` in order with one statement. `seq` follows the order of the array, so an
@@ -268,8 +402,9 @@ pub async fn insert_entries(conn: &mut PgConnection, entries: &[NewEntry]) -> Re
 }
 
 /// Transfers touching `account_id` with `seq` below `before`, newest first: every transfer out
-/// of it, and the transfers into it that did not fail (a FAILED one moved nothing in, and
-/// showing it would let anyone write into this account's statement). Two index scans (one per
+/// of it, and the transfers into it that moved (or hold) money: a FAILED, voided or expired one
+/// moved nothing in, costs its sender nothing, and showing it would let anyone write into this
+/// account's statement. Two index scans (one per
 /// side) rather than an `OR`, so each walks its index in order.
 pub async fn page_for_account(
     conn: &mut PgConnection,
@@ -284,7 +419,8 @@ pub async fn page_for_account(
         " FROM transfers WHERE from_account_id = $1 AND seq < $2 ORDER BY seq DESC LIMIT $3) ",
         "UNION ALL (SELECT ",
         transfer_columns!(),
-        " FROM transfers WHERE to_account_id = $1 AND seq < $2 AND status <> 'failed' \
+        " FROM transfers WHERE to_account_id = $1 AND seq < $2 \
+           AND status IN ('succeeded', 'pending', 'posted') \
            ORDER BY seq DESC LIMIT $3)",
         ") t ORDER BY seq DESC LIMIT $3"
     ))

@@ -377,6 +377,7 @@ async fn writes_are_limited_per_user() {
                         currency: "USD".into(),
                         owner: None,
                         name: None,
+                        overdraft_limit: None,
                     },
                 ))
                 .await

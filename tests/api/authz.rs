@@ -90,6 +90,18 @@ const MATRIX: &[(&str, [Outcome; 4])] = &[
         [Unauth, Allowed, Allowed, Allowed],
     ),
     (
+        "tally.v1.AccountService/UpdateAccount",
+        [Unauth, Allowed, Allowed, Allowed],
+    ),
+    (
+        "tally.v1.AccountService/CloseAccount",
+        [Unauth, Allowed, Allowed, Allowed],
+    ),
+    (
+        "tally.v1.AccountService/GetAccountBalance",
+        [Unauth, Allowed, Allowed, Allowed],
+    ),
+    (
         "tally.v1.AccountService/Deposit",
         [Unauth, Denied, Allowed, Allowed],
     ),
@@ -103,6 +115,18 @@ const MATRIX: &[(&str, [Outcome; 4])] = &[
     ),
     (
         "tally.v1.TransferService/CreateTransfers",
+        [Unauth, Allowed, Allowed, Allowed],
+    ),
+    (
+        "tally.v1.TransferService/PostTransfer",
+        [Unauth, Allowed, Allowed, Allowed],
+    ),
+    (
+        "tally.v1.TransferService/VoidTransfer",
+        [Unauth, Allowed, Allowed, Allowed],
+    ),
+    (
+        "tally.v1.TransferService/ReverseTransfer",
         [Unauth, Allowed, Allowed, Allowed],
     ),
     (

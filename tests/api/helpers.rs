@@ -249,6 +249,7 @@ impl TestApp {
                     currency: currency.into(),
                     owner: None,
                     name: None,
+                    overdraft_limit: None,
                 },
             ))
             .await
@@ -286,7 +287,22 @@ impl TestApp {
             .map(|r| r.into_inner())
     }
 
-    pub async fn balance(&self, token: &str, account_id: &str) -> i64 {
+    /// Places a hold of `amount` from `from` to `to` for `timeout`.
+    pub async fn hold(
+        &self,
+        token: &str,
+        from: &str,
+        to: &str,
+        amount: i64,
+        timeout: Duration,
+    ) -> Result<pb::Transfer, Status> {
+        self.transfers()
+            .create_transfer(authed(token, hold_request(from, to, amount, timeout)))
+            .await
+            .map(|r| r.into_inner())
+    }
+
+    pub async fn account(&self, token: &str, account_id: &str) -> pb::Account {
         self.accounts()
             .get_account(authed(
                 token,
@@ -297,7 +313,10 @@ impl TestApp {
             .await
             .expect("get account")
             .into_inner()
-            .balance
+    }
+
+    pub async fn balance(&self, token: &str, account_id: &str) -> i64 {
+        self.account(token, account_id).await.balance
     }
 
     /// The ledger invariants, as `tally verify` computes them.
@@ -396,6 +415,22 @@ pub fn transfer_request(from: &str, to: &str, amount: i64) -> pb::CreateTransfer
         currency: "USD".into(),
         memo: None,
         linked: false,
+        pending: false,
+        timeout: None,
+    }
+}
+
+/// A USD hold request with a fresh id, waiting at most `timeout`.
+pub fn hold_request(
+    from: &str,
+    to: &str,
+    amount: i64,
+    timeout: Duration,
+) -> pb::CreateTransferRequest {
+    pb::CreateTransferRequest {
+        pending: true,
+        timeout: Some(timeout.try_into().expect("a small duration")),
+        ..transfer_request(from, to, amount)
     }
 }
 

@@ -54,6 +54,8 @@ async fn money_is_conserved_under_concurrency_with_opposite_direction_pairs() {
                             currency: "USD".into(),
                             memo: None,
                             linked: false,
+                            pending: false,
+                            timeout: None,
                         },
                     ))
                     .await;
@@ -137,6 +139,8 @@ async fn of_fifty_concurrent_transfers_of_the_whole_balance_exactly_one_succeeds
                         currency: "USD".into(),
                         memo: None,
                         linked: false,
+                        pending: false,
+                        timeout: None,
                     },
                 ))
                 .await
@@ -184,6 +188,8 @@ async fn one_transfer_id_sent_twenty_times_at_once_is_one_transfer_with_identica
         currency: "USD".into(),
         memo: Some("rent".into()),
         linked: false,
+        pending: false,
+        timeout: None,
     };
     let mut tasks = Vec::new();
     for _ in 0..20 {
@@ -307,6 +313,8 @@ async fn a_forced_serialization_failure_is_retried_and_the_transfer_happens_once
                         currency: "USD".into(),
                         memo: None,
                         linked: false,
+                        pending: false,
+                        timeout: None,
                     },
                 ))
                 .await

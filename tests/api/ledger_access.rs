@@ -158,6 +158,7 @@ async fn owners_see_their_accounts_and_transfers_and_bankers_open_accounts_for_a
                 currency: "JPY".into(),
                 owner: Some(ann_name.clone()),
                 name: Some("Savings".into()),
+                overdraft_limit: None,
             },
         ))
         .await
@@ -175,6 +176,7 @@ async fn owners_see_their_accounts_and_transfers_and_bankers_open_accounts_for_a
                 currency: "USD".into(),
                 owner: Some(ann_name.clone()),
                 name: None,
+                overdraft_limit: None,
             },
         ))
         .await;
@@ -218,6 +220,8 @@ async fn owners_see_their_accounts_and_transfers_and_bankers_open_accounts_for_a
                 currency: "JPY".into(),
                 memo: Some("gift".into()),
                 linked: false,
+                pending: false,
+                timeout: None,
             },
         ))
         .await
@@ -265,6 +269,8 @@ async fn owners_see_their_accounts_and_transfers_and_bankers_open_accounts_for_a
                     currency: "JPY".into(),
                     memo: None,
                     linked: false,
+                    pending: false,
+                    timeout: None,
                 },
             ))
             .await,
@@ -304,6 +310,7 @@ async fn every_ledger_field_answers_invalid_argument_and_writes_nothing() {
         currency: currency.into(),
         owner: owner.map(Into::into),
         name: name.map(Into::into),
+        overdraft_limit: None,
     };
     for (request, field) in [
         (open("", None, None), "currency"),
@@ -464,6 +471,8 @@ async fn every_ledger_field_answers_invalid_argument_and_writes_nothing() {
                 currency: currency.into(),
                 memo: memo.map(Into::into),
                 linked: false,
+                pending: false,
+                timeout: None,
             }
         };
     for (request, field) in [
@@ -607,6 +616,7 @@ async fn without_the_customer_role_a_user_can_neither_open_accounts_nor_move_mon
                 currency: "USD".into(),
                 owner: None,
                 name: None,
+                overdraft_limit: None,
             },
         ))
         .await;
@@ -619,6 +629,7 @@ async fn without_the_customer_role_a_user_can_neither_open_accounts_nor_move_mon
                 currency: "USD".into(),
                 owner: Some(bob.clone()),
                 name: None,
+                overdraft_limit: None,
             },
         ))
         .await;

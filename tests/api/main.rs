@@ -9,6 +9,7 @@ mod authz;
 mod cli;
 mod gateway;
 mod helpers;
+mod holds;
 mod ledger;
 mod ledger_access;
 mod ledger_batch;

@@ -23,6 +23,10 @@ impl World {
                 is_system: false,
                 currency: USD.into(),
                 balance: *b,
+                pending_debits: 0,
+                pending_credits: 0,
+                overdraft_limit: 0,
+                closed: false,
             })
             .collect();
         accounts.push(LockedAccount {
@@ -31,6 +35,10 @@ impl World {
             is_system: true,
             currency: USD.into(),
             balance: -balances.iter().sum::<i64>(),
+            pending_debits: 0,
+            pending_credits: 0,
+            overdraft_limit: 0,
+            closed: false,
         });
         Self { owner, accounts }
     }
@@ -54,12 +62,58 @@ impl World {
             amount,
             currency: USD.into(),
             memo: String::new(),
+            hold_ms: None,
         }
     }
 
+    fn hold(&self, from: usize, to: usize, amount: i64) -> Posting {
+        Posting {
+            hold_ms: Some(60_000),
+            ..self.transfer(from, to, amount)
+        }
+    }
+
+    /// A hold of `amount` from account 0 to account 1, recorded before (pending): the row,
+    /// with both accounts' pending sums set as the database would hold them.
+    fn stored_hold(&mut self, amount: i64) -> (Posting, TransferRow) {
+        let hold = self.hold(0, 1, amount);
+        self.accounts[0].pending_debits = amount;
+        self.accounts[1].pending_credits = amount;
+        let row = stored(&hold, Status::Pending, None);
+        (hold, row)
+    }
+
+    fn settle(&self, id: Uuid, action: Settle) -> Op {
+        Op::Settle(Settlement {
+            id,
+            requested_by: self.owner,
+            may_move_any: false,
+            action,
+        })
+    }
+
+    fn reverse(&self, original: Uuid, amount: Option<i64>) -> Op {
+        Op::Reverse(Reversal {
+            id: Uuid::now_v7(),
+            original,
+            requested_by: self.owner,
+            may_move_any: false,
+            amount,
+            memo: String::new(),
+        })
+    }
+
     fn plan(&self, chains: &[Vec<Posting>], recorded: Vec<TransferRow>) -> Plan {
-        let chains: Vec<&[Posting]> = chains.iter().map(Vec::as_slice).collect();
-        plan(&chains, recorded, self.accounts.clone())
+        let ops: Vec<Vec<Op>> = chains
+            .iter()
+            .map(|c| c.iter().cloned().map(Op::Create).collect())
+            .collect();
+        self.plan_ops(&ops, recorded)
+    }
+
+    fn plan_ops(&self, chains: &[Vec<Op>], recorded: Vec<TransferRow>) -> Plan {
+        let chains: Vec<&[Op]> = chains.iter().map(Vec::as_slice).collect();
+        plan(&chains, recorded, self.accounts.clone(), &[])
     }
 }
 
@@ -78,6 +132,11 @@ fn stored(p: &Posting, status: Status, failure_reason: Option<FailureReason>) ->
         memo: p.memo.clone(),
         fingerprint: p.fingerprint().to_vec(),
         created_at: OffsetDateTime::now_utc(),
+        timeout_ms: p.hold_ms,
+        expires_at: p.hold_ms.map(|_| OffsetDateTime::now_utc()),
+        posted_amount: None,
+        reverses_transfer_id: None,
+        reversed_amount: 0,
     }
 }
 
@@ -95,11 +154,15 @@ fn rejected_reason(plan: &Plan, i: usize) -> Reason {
     }
 }
 
-fn balance(plan: &Plan, id: Uuid) -> Option<i64> {
-    plan.balances
+fn position(plan: &Plan, id: Uuid) -> Option<Position> {
+    plan.positions
         .iter()
         .find(|(a, _)| *a == id)
-        .map(|(_, b)| *b)
+        .map(|(_, p)| *p)
+}
+
+fn balance(plan: &Plan, id: Uuid) -> Option<i64> {
+    position(plan, id).map(|p| p.balance)
 }
 
 #[test]
@@ -136,7 +199,7 @@ fn a_refusal_is_recorded_failed_and_moves_nothing() {
         Some(FailureReason::CurrencyMismatch)
     );
     assert!(plan.entries.is_empty());
-    assert!(plan.balances.is_empty());
+    assert!(plan.positions.is_empty());
 }
 
 #[test]
@@ -152,7 +215,7 @@ fn accounts_the_caller_may_not_use_are_not_found_and_nothing_is_written() {
     for i in 0..3 {
         assert_eq!(rejected_reason(&plan, i), Reason::NotFound);
     }
-    assert!(plan.transfers.is_empty() && plan.entries.is_empty() && plan.balances.is_empty());
+    assert!(plan.transfers.is_empty() && plan.entries.is_empty() && plan.positions.is_empty());
 }
 
 #[test]
@@ -192,10 +255,10 @@ fn a_replay_answers_the_record_and_another_payload_or_requester_is_refused() {
         ],
         vec![row.clone()],
     );
-    assert!(matches!(&plan.outcomes[0], Planned::Replayed(r) if *r == row));
+    assert!(matches!(&plan.outcomes[0], Planned::Stored(r) if *r == row));
     assert_eq!(rejected_reason(&plan, 1), Reason::TransferIdReused);
     assert_eq!(rejected_reason(&plan, 2), Reason::TransferIdReused);
-    assert!(plan.transfers.is_empty() && plan.balances.is_empty());
+    assert!(plan.transfers.is_empty() && plan.positions.is_empty());
 }
 
 #[test]
@@ -283,7 +346,7 @@ fn a_chain_with_a_rejected_member_writes_nothing() {
     assert_eq!(rejected_reason(&plan, 0), Reason::LinkedTransferFailed);
     assert_eq!(rejected_reason(&plan, 1), Reason::NotFound);
     assert_eq!(rejected_reason(&plan, 2), Reason::LinkedTransferFailed);
-    assert!(plan.transfers.is_empty() && plan.entries.is_empty() && plan.balances.is_empty());
+    assert!(plan.transfers.is_empty() && plan.entries.is_empty() && plan.positions.is_empty());
 }
 
 #[test]
@@ -308,14 +371,14 @@ fn a_chain_resent_whole_replays_and_one_mixing_old_and_new_is_refused() {
     assert!(
         plan.outcomes
             .iter()
-            .all(|o| matches!(o, Planned::Replayed(_)))
+            .all(|o| matches!(o, Planned::Stored(_)))
     );
 
     let fresh = w.transfer(0, 1, 3);
     let plan = w.plan(&[vec![a, fresh]], rows);
-    assert!(matches!(&plan.outcomes[0], Planned::Replayed(_)));
+    assert!(matches!(&plan.outcomes[0], Planned::Stored(_)));
     assert_eq!(rejected_reason(&plan, 1), Reason::LinkedTransferFailed);
-    assert!(plan.transfers.is_empty() && plan.balances.is_empty());
+    assert!(plan.transfers.is_empty() && plan.positions.is_empty());
 }
 
 #[test]
@@ -326,5 +389,202 @@ fn a_balance_beyond_the_ledgers_range_is_rejected_not_recorded() {
     let plan = w.plan(&[chain], vec![]);
     assert_eq!(rejected_reason(&plan, 0), Reason::LinkedTransferFailed);
     assert_eq!(rejected_reason(&plan, 1), Reason::BalanceLimit);
-    assert!(plan.transfers.is_empty() && plan.balances.is_empty());
+    assert!(plan.transfers.is_empty() && plan.positions.is_empty());
+}
+
+#[test]
+fn a_hold_reserves_without_entries_and_counts_against_the_available_balance() {
+    let w = World::new(&[100, 0]);
+    let hold = w.hold(0, 1, 70);
+    let plan = w.plan(
+        &[
+            vec![hold],
+            vec![w.transfer(0, 1, 31)],
+            vec![w.transfer(0, 1, 30)],
+        ],
+        vec![],
+    );
+    assert_eq!(recorded(&plan, 0).status, Status::Pending);
+    assert_eq!(recorded(&plan, 0).timeout_ms, Some(60_000));
+    assert_eq!(
+        recorded(&plan, 1).failure_reason,
+        Some(FailureReason::InsufficientFunds),
+        "70 of 100 are held"
+    );
+    assert_eq!(recorded(&plan, 2).status, Status::Succeeded);
+    let from = position(&plan, w.id(0)).expect("moved");
+    assert_eq!((from.balance, from.pending_debits), (70, 70));
+    let to = position(&plan, w.id(1)).expect("moved");
+    assert_eq!((to.balance, to.pending_credits), (30, 70));
+    assert_eq!(
+        plan.entries.len(),
+        2,
+        "only the plain transfer wrote entries"
+    );
+}
+
+#[test]
+fn a_partial_post_moves_part_and_releases_the_rest() {
+    let mut w = World::new(&[100, 0]);
+    let (hold, row) = w.stored_hold(70);
+    let plan = w.plan_ops(
+        &[vec![w.settle(hold.id, Settle::Post(Some(40)))]],
+        vec![row],
+    );
+    let Planned::Stored(after) = &plan.outcomes[0] else {
+        panic!("{:?}", plan.outcomes[0]);
+    };
+    assert_eq!(
+        (after.status, after.posted_amount),
+        (Status::Posted, Some(40))
+    );
+    assert_eq!(
+        position(&plan, w.id(0)),
+        Some(Position {
+            balance: 60,
+            pending_debits: 0,
+            pending_credits: 0
+        })
+    );
+    assert_eq!(
+        position(&plan, w.id(1)),
+        Some(Position {
+            balance: 40,
+            pending_debits: 0,
+            pending_credits: 0
+        })
+    );
+    assert_eq!(
+        plan.entries.iter().map(|e| e.amount).collect::<Vec<_>>(),
+        [-40, 40]
+    );
+    assert_eq!(plan.changes.len(), 1);
+    assert_eq!(plan.changes[0].status, Status::Posted);
+}
+
+#[test]
+fn settling_twice_answers_the_first_result_or_is_refused() {
+    let mut w = World::new(&[100, 0]);
+    let (hold, row) = w.stored_hold(70);
+    let plan = w.plan_ops(
+        &[
+            vec![w.settle(hold.id, Settle::Post(None))],
+            vec![w.settle(hold.id, Settle::Post(None))],
+            vec![w.settle(hold.id, Settle::Post(Some(5)))],
+            vec![w.settle(hold.id, Settle::Void)],
+        ],
+        vec![row],
+    );
+    assert!(matches!(&plan.outcomes[1], Planned::Stored(r) if r.posted_amount == Some(70)));
+    assert_eq!(
+        rejected_reason(&plan, 2),
+        Reason::PendingTransferAlreadyPosted
+    );
+    assert_eq!(
+        rejected_reason(&plan, 3),
+        Reason::PendingTransferAlreadyPosted
+    );
+    assert_eq!(plan.entries.len(), 2, "posted once");
+}
+
+#[test]
+fn an_expired_hold_is_released_and_can_be_neither_posted_nor_voided() {
+    let mut w = World::new(&[100, 0]);
+    let (hold, row) = w.stored_hold(70);
+    let expired = [ExpiredHold {
+        id: hold.id,
+        from_account_id: w.id(0),
+        to_account_id: w.id(1),
+        amount: 70,
+    }];
+    let ops = [
+        vec![w.settle(hold.id, Settle::Post(None))],
+        vec![w.transfer(0, 1, 100).into()],
+    ];
+    let chains: Vec<&[Op]> = ops.iter().map(Vec::as_slice).collect();
+    let plan = plan(&chains, vec![row], w.accounts.clone(), &expired);
+    assert_eq!(rejected_reason(&plan, 0), Reason::PendingTransferExpired);
+    assert_eq!(
+        recorded(&plan, 1).status,
+        Status::Succeeded,
+        "the hold no longer counts"
+    );
+    assert_eq!(position(&plan, w.id(0)).map(|p| p.pending_debits), Some(0));
+    assert!(
+        plan.changes.is_empty(),
+        "the engine wrote the expiry itself"
+    );
+}
+
+#[test]
+fn an_overdraft_limit_lets_the_available_balance_go_down_to_minus_the_limit() {
+    let mut w = World::new(&[10, 0]);
+    w.accounts[0].overdraft_limit = 50;
+    let plan = w.plan(
+        &[vec![w.transfer(0, 1, 60)], vec![w.transfer(0, 1, 1)]],
+        vec![],
+    );
+    assert_eq!(recorded(&plan, 0).status, Status::Succeeded);
+    assert_eq!(
+        recorded(&plan, 1).failure_reason,
+        Some(FailureReason::InsufficientFunds)
+    );
+    assert_eq!(balance(&plan, w.id(0)), Some(-50));
+}
+
+#[test]
+fn a_closed_account_refuses_transfers_in_and_out() {
+    let mut w = World::new(&[10, 0, 0]);
+    w.accounts[1].closed = true;
+    let plan = w.plan(
+        &[vec![w.transfer(0, 1, 1)], vec![w.transfer(1, 2, 1)]],
+        vec![],
+    );
+    for i in 0..2 {
+        assert_eq!(
+            recorded(&plan, i).failure_reason,
+            Some(FailureReason::AccountClosed)
+        );
+    }
+}
+
+#[test]
+fn reversals_are_made_by_the_payee_and_never_pass_the_original() {
+    let mut w = World::new(&[0, 100]);
+    let original = w.transfer(0, 1, 100);
+    w.accounts[0].balance = 0;
+    let row = stored(&original, Status::Succeeded, None);
+    let by_payer = w.reverse(original.id, Some(10));
+    let payee = Uuid::now_v7();
+    w.accounts[1].owner_id = Some(payee);
+    let as_payee = |op: Op| match op {
+        Op::Reverse(r) => Op::Reverse(Reversal {
+            requested_by: payee,
+            ..r
+        }),
+        other => other,
+    };
+    let plan = w.plan_ops(
+        &[
+            vec![by_payer.clone()],
+            vec![as_payee(w.reverse(original.id, Some(60)))],
+            vec![as_payee(w.reverse(original.id, Some(41)))],
+            vec![as_payee(w.reverse(original.id, None))],
+            vec![as_payee(w.reverse(original.id, None))],
+        ],
+        vec![row],
+    );
+    assert_eq!(
+        rejected_reason(&plan, 0),
+        Reason::PermissionDenied,
+        "the payer cannot claw back"
+    );
+    assert_eq!(recorded(&plan, 1).kind, Kind::Reversal);
+    assert_eq!(recorded(&plan, 1).reverses_transfer_id, Some(original.id));
+    assert_eq!(rejected_reason(&plan, 2), Reason::ReversalExceedsOriginal);
+    assert_eq!(recorded(&plan, 3).amount, 40, "omitted: what is left");
+    assert_eq!(rejected_reason(&plan, 4), Reason::ReversalExceedsOriginal);
+    assert_eq!(plan.changes.len(), 1);
+    assert_eq!(plan.changes[0].reversed_amount, 100);
+    assert_eq!(balance(&plan, w.id(0)), Some(100));
 }

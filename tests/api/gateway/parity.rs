@@ -76,6 +76,18 @@ async fn every_rpc_answers_the_same_over_json_and_grpc() {
         .unwrap()
         .transfer_id;
     let missing = "0196f3a0-0000-7000-8000-000000000001";
+    let spare = app.open_account(tok, "USD").await.account_id;
+    let hold = app
+        .hold(
+            tok,
+            &checking,
+            &savings,
+            20,
+            std::time::Duration::from_secs(600),
+        )
+        .await
+        .unwrap()
+        .transfer_id;
 
     let cases = vec![
         case(
@@ -248,6 +260,51 @@ async fn every_rpc_answers_the_same_over_json_and_grpc() {
         .token(tok)
         .ok(),
         case(
+            "tally.v1.AccountService/UpdateAccount",
+            "PATCH",
+            format!("/v1/accounts/{savings}"),
+            json!({"accountId": savings, "name": "renamed"}),
+        )
+        .token(tok)
+        .ok(),
+        case(
+            "tally.v1.AccountService/UpdateAccount",
+            "PATCH",
+            format!("/v1/accounts/{savings}"),
+            json!({"accountId": savings, "overdraftLimit": "5"}),
+        )
+        .token(tok),
+        case(
+            "tally.v1.AccountService/CloseAccount",
+            "POST",
+            format!("/v1/accounts/{spare}:close"),
+            json!({"accountId": spare}),
+        )
+        .token(tok)
+        .ok(),
+        case(
+            "tally.v1.AccountService/CloseAccount",
+            "POST",
+            format!("/v1/accounts/{checking}:close"),
+            json!({"accountId": checking}),
+        )
+        .token(tok),
+        case(
+            "tally.v1.AccountService/GetAccountBalance",
+            "GET",
+            format!("/v1/accounts/{checking}/balance?asOf=2001-09-09T01:46:40Z"),
+            json!({"accountId": checking, "asOf": "2001-09-09T01:46:40Z"}),
+        )
+        .token(tok)
+        .ok(),
+        case(
+            "tally.v1.AccountService/GetAccountBalance",
+            "GET",
+            format!("/v1/accounts/{checking}/balance?asOf=2999-01-01T00:00:00Z"),
+            json!({"accountId": checking, "asOf": "2999-01-01T00:00:00Z"}),
+        )
+        .token(tok),
+        case(
             "tally.v1.AccountService/Deposit",
             "POST",
             format!("/v1/accounts/{checking}:deposit"),
@@ -320,6 +377,37 @@ async fn every_rpc_answers_the_same_over_json_and_grpc() {
             "POST",
             "/v1/transfers:batchCreate".into(),
             json!({"transfers": []}),
+        )
+        .token(tok),
+        // gRPC posts the hold; the same post over JSON answers the same transfer.
+        case(
+            "tally.v1.TransferService/PostTransfer",
+            "POST",
+            format!("/v1/transfers/{hold}:post"),
+            json!({"transferId": hold, "amount": "3"}),
+        )
+        .token(tok)
+        .ok(),
+        case(
+            "tally.v1.TransferService/VoidTransfer",
+            "POST",
+            format!("/v1/transfers/{hold}:void"),
+            json!({"transferId": hold}),
+        )
+        .token(tok),
+        case(
+            "tally.v1.TransferService/ReverseTransfer",
+            "POST",
+            format!("/v1/transfers/{first_transfer}:reverse"),
+            json!({"transferId": first_transfer, "reversalId": "{id}", "amount": "1"}),
+        )
+        .token(tok)
+        .ok(),
+        case(
+            "tally.v1.TransferService/ReverseTransfer",
+            "POST",
+            format!("/v1/transfers/{first_transfer}:reverse"),
+            json!({"transferId": first_transfer, "reversalId": "{id}", "amount": "1000"}),
         )
         .token(tok),
         case(
