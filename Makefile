@@ -71,7 +71,7 @@ test-rust: ## Unit and integration tests (cargo test) against real PostgreSQL, R
 test-walkthrough: ## README walkthroughs (buf curl, curl), schemathesis, gRPC-web client vs a real server
 	$(SERVICES) && $(CARGO) build --locked && scripts/walkthrough-test.sh
 
-bench: ## tally bench (gRPC, JSON, batch, paced) and pgbench side by side on a fresh database, one table (BENCH_* knobs)
+bench: ## tally bench (gRPC, JSON, batch, hold+post, point-in-time, paced) and pgbench side by side on a fresh database, one table (BENCH_* knobs)
 	scripts/bench.sh
 
 # Only that scripts/bench.sh still runs end to end and prints its whole table: 1 s runs of the
@@ -79,10 +79,12 @@ bench: ## tally bench (gRPC, JSON, batch, paced) and pgbench side by side on a f
 BENCH_SMOKE_OUT := target/bench-smoke.md
 bench-smoke: ## scripts/bench.sh in 1 s runs of the debug build; checks that its table is printed
 	$(SERVICES) && mkdir -p target && \
-	  BENCH_SECONDS=1 BENCH_PROFILE=dev scripts/bench.sh | tee $(BENCH_SMOKE_OUT) && \
+	  BENCH_SECONDS=1 BENCH_PROFILE=dev BENCH_HISTORY_ENTRIES=10000 scripts/bench.sh | tee $(BENCH_SMOKE_OUT) && \
 	  grep -q '^| scenario | transfers/s |' $(BENCH_SMOKE_OUT) && \
 	  grep -q '^| tally gRPC, CreateTransfers of 100' $(BENCH_SMOKE_OUT) && \
 	  grep -q '^| tally gRPC, uniform, 64 clients, paced' $(BENCH_SMOKE_OUT) && \
+	  grep -q '^| tally gRPC, hold then post' $(BENCH_SMOKE_OUT) && \
+	  grep -q '^| tally gRPC, GetAccountBalance at a random instant' $(BENCH_SMOKE_OUT) && \
 	  grep -q '^| JSON ÷ gRPC, hot, 64 clients' $(BENCH_SMOKE_OUT) && \
 	  echo "bench-smoke: the table is printed"
 

@@ -11,6 +11,7 @@
 #   TALLY_BIN           use this tally binary instead of building one
 #   BENCH_ACCOUNTS      accounts of the uniform mode (default 1000)
 #   BENCH_HOT_ACCOUNTS  accounts of the hot mode, the first of those (default 10)
+#   BENCH_HISTORY_ENTRIES  entries of each account of the point-in-time run (default 1000000)
 #   DATABASE_URL        PostgreSQL server (its database name is replaced); else scripts/services.sh
 #
 # The runs, in this order, each BENCH_SECONDS long (the server and PostgreSQL on this machine):
@@ -21,6 +22,9 @@
 #   tally bench --batch 100: CreateTransfers of 100 transfers, 8 clients, uniform;
 #   tally bench --operation hold-post: a hold and then its post (two calls per transfer), 64
 #     clients, uniform;
+#   tally bench --operation balance-at: GetAccountBalance at random instants of the last 2 h,
+#     16 clients, on two accounts of BENCH_HISTORY_ENTRIES entries each (scripts/history-seed.sql
+#     writes them straight into the tables, as the ledger would);
 #   tally bench --rate: uniform, gRPC, 64 clients, paced at half the transfers/s that the
 #     closed-loop run of the same shape reached above; latency counts from each call's due time.
 # Before them, one unreported 2 s run of tally bench warms the server up. Before every run, of
@@ -40,6 +44,8 @@ DURATION="${BENCH_SECONDS:-10}"
 PROFILE="${BENCH_PROFILE:-release}"
 ACCOUNTS="${BENCH_ACCOUNTS:-1000}"
 HOT="${BENCH_HOT_ACCOUNTS:-10}"
+HISTORY_ENTRIES="${BENCH_HISTORY_ENTRIES:-1000000}"
+HISTORY_CLIENTS=16
 CLIENT_COUNTS=(16 64)
 MODES=(uniform hot)
 # The batch run: transfers per CreateTransfers call, and its clients.
@@ -171,9 +177,11 @@ DATABASE_URL="$URL" RUST_LOG=warn "$BIN" admin grant-role "$USER_NAME" banker >/
 REQUESTER="$(psql "$URL" -qAtXc "SELECT id FROM users WHERE username = '$USER_NAME'")"
 
 ACCOUNTS_FILE="$WORK_DIR/accounts.txt"
+# The accounts every run uses (the history run swaps in its own two).
+POOL_ARGS=(--accounts "$ACCOUNTS" --accounts-file "$ACCOUNTS_FILE" --hot-accounts "$HOT")
 tally_bench() {
   "$BIN" bench --addr "http://127.0.0.1:$PORT" --username "$USER_NAME" --password "$PASSWORD" \
-    --accounts "$ACCOUNTS" --accounts-file "$ACCOUNTS_FILE" --hot-accounts "$HOT" "$@"
+    "${POOL_ARGS[@]}" "$@"
 }
 log "opening and funding $ACCOUNTS accounts"
 SETUP_STARTED=$SECONDS
@@ -245,6 +253,16 @@ RATE="$(python3 -c 'import json, sys; print(max(1, round(json.load(open(sys.argv
 echo "$RATE" >"$WORK_DIR/paced.rate"
 run_tally "paced-uniform-$PACED_CLIENTS" --protocol grpc --mode uniform \
   --clients "$PACED_CLIENTS" --rate "$RATE"
+
+log "seeding two accounts of $HISTORY_ENTRIES entries each"
+SEED_STARTED=$SECONDS
+psql "$URL" -qAtX -v user="$USER_NAME" -v entries="$HISTORY_ENTRIES" \
+  -f "$SCRIPT_DIR/history-seed.sql" >"$WORK_DIR/history-accounts.txt"
+log "history ready in $((SECONDS - SEED_STARTED)) s"
+echo "$HISTORY_ENTRIES" >"$WORK_DIR/history.entries"
+POOL_ARGS=(--accounts 2 --accounts-file "$WORK_DIR/history-accounts.txt" --hot-accounts 2)
+run_tally "balance-at-$HISTORY_CLIENTS" --protocol grpc --operation balance-at \
+  --clients "$HISTORY_CLIENTS"
 
 log "tally verify after both tools"
 DATABASE_URL="$URL" RUST_LOG=warn "$BIN" verify | tail -1 >&2
@@ -333,6 +351,10 @@ single = results[("grpc", "uniform", paced_clients)]
 row(f"tally gRPC, hold then post (2 calls per transfer), uniform, {paced_clients} clients", r,
     f"{ratio(r['tps'], results[('pgbench', 'uniform', paced_clients)]['tps'])}; "
     f"{ratio(r['tps'], single['tps'])} of single transfers")
+history = open(os.path.join(work, "history.entries")).read().strip()
+r = tally("balance-at-16")
+row(f"tally gRPC, GetAccountBalance at a random instant, accounts of {int(history):,} entries, "
+    f"16 clients", r, "n/a (a read)")
 rate = open(os.path.join(work, "paced.rate")).read().strip()
 r = tally(f"paced-uniform-{paced_clients}")
 row(f"tally gRPC, uniform, {paced_clients} clients, paced at {rate} calls/s (half its closed "

@@ -78,6 +78,9 @@ pub enum Operation {
     /// A hold (CreateTransfer with `pending`) and then its PostTransfer: two calls per
     /// transfer, counted as one (gRPC only).
     HoldPost,
+    /// GetAccountBalance of one account of the pool at a random instant of the last
+    /// `--history-seconds` (gRPC only).
+    BalanceAt,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize)]
@@ -152,6 +155,9 @@ pub struct BenchArgs {
     /// Deposited into each account before the run, in minor units.
     #[arg(long, default_value_t = 100_000_000)]
     pub initial_balance: i64,
+    /// `--operation balance-at` asks for instants this far back at most.
+    #[arg(long, default_value_t = 7_200, value_parser = clap::value_parser!(u64).range(1..=31_536_000))]
+    pub history_seconds: u64,
     /// HTTP/2 connections the clients share.
     #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=256))]
     pub connections: u32,
@@ -336,8 +342,10 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         "--batch applies to --operation transfer only"
     );
     anyhow::ensure!(
-        args.operation != Operation::HoldPost || args.protocol == Protocol::Grpc,
-        "--operation hold-post speaks gRPC only"
+        !matches!(args.operation, Operation::HoldPost | Operation::BalanceAt)
+            || args.protocol == Protocol::Grpc,
+        "--operation {:?} speaks gRPC only",
+        args.operation
     );
     anyhow::ensure!(
         args.mode == Mode::Uniform || args.hot_accounts <= args.accounts,
@@ -411,6 +419,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             batch: args.batch as usize,
             token: token.clone(),
             currency: args.currency.clone(),
+            history: Duration::from_secs(args.history_seconds),
         };
         let schedule = args.rate.map(|rate| Schedule {
             start: started,
@@ -550,6 +559,8 @@ struct Target {
     batch: usize,
     token: String,
     currency: String,
+    /// How far back `--operation balance-at` asks.
+    history: Duration,
 }
 
 /// When the calls of one paced client are due: client `index` of `clients` sends its k-th call
@@ -616,6 +627,12 @@ async fn client(
                     random_transfer(&pool, &target.currency),
                 )
                 .await?
+            }
+            Operation::BalanceAt => {
+                let account_id = pool[rand::random_range(0..pool.len())].clone();
+                let back = target.history.mul_f64(rand::random::<f64>());
+                let as_of = std::time::SystemTime::now() - back;
+                balance_at(&target, &mut accounts, account_id, as_of).await?
             }
         };
         tally.record(due.elapsed(), answer);
@@ -726,6 +743,30 @@ async fn hold_and_post(
                 // The pair retried as often as both calls did.
                 attempts: attempts + grpc_attempts(response.metadata()) - 1,
                 outcomes: vec![transfer_outcome(response.get_ref().status)],
+            },
+            Err(status) => Answer::failed(status_outcome(status.code() as i32), 1),
+        },
+    )
+}
+
+async fn balance_at(
+    target: &Target,
+    client: &mut AccountServiceClient<Channel>,
+    account_id: String,
+    as_of: std::time::SystemTime,
+) -> anyhow::Result<Answer> {
+    let request = pb::GetAccountBalanceRequest {
+        account_id,
+        as_of: Some(as_of.into()),
+    };
+    Ok(
+        match client
+            .get_account_balance(authed(&target.token, request)?)
+            .await
+        {
+            Ok(_) => Answer {
+                attempts: 1,
+                outcomes: vec![Outcome::Succeeded],
             },
             Err(status) => Answer::failed(status_outcome(status.code() as i32), 1),
         },
@@ -909,6 +950,7 @@ fn report(s: &Summary) -> String {
         Operation::Transfer => "transfers/s",
         Operation::GetAccount => "reads/s",
         Operation::HoldPost => "holds posted/s",
+        Operation::BalanceAt => "balances/s",
     };
     let pacing = match s.rate {
         Some(rate) => format!("paced, {rate} calls/s asked in total"),
