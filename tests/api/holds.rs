@@ -1007,3 +1007,118 @@ async fn the_balance_at_any_past_instant_is_the_running_balance_at_that_instant(
         Code::NotFound,
     );
 }
+
+#[tokio::test]
+async fn holds_work_in_batches_and_linked_chains() {
+    let app = TestApp::spawn().await;
+    let banker = app.banker().await;
+    let owner = app.signed_in(&unique("chains"), &[]).await.access_token;
+    let source = app.open_account(&owner, "USD").await.account_id;
+    let sink = app.open_account(&owner, "USD").await.account_id;
+    app.deposit(&banker, &source, 100).await;
+    let mut transfers = app.transfers();
+    let results = |response: pb::CreateTransfersResponse| -> Vec<pb::Transfer> {
+        response
+            .results
+            .into_iter()
+            .map(|r| match r.result {
+                Some(pb::create_transfer_result::Result::Transfer(t)) => t,
+                other => panic!("expected a recorded transfer, got {other:?}"),
+            })
+            .collect()
+    };
+
+    // A chain of a hold of 50 and a transfer of 60: the transfer finds only 50 available, so
+    // the chain fails as a unit and the hold is recorded FAILED (no expiry: it never held).
+    let mut hold = hold_request(&source, &sink, 50, MINUTES);
+    hold.linked = true;
+    let chain = vec![hold, transfer_request(&source, &sink, 60)];
+    let failed = results(
+        transfers
+            .create_transfers(authed(
+                &owner,
+                pb::CreateTransfersRequest {
+                    transfers: chain.clone(),
+                    atomic: false,
+                },
+            ))
+            .await
+            .unwrap()
+            .into_inner(),
+    );
+    assert_eq!(
+        failed
+            .iter()
+            .map(|t| t.failure_reason())
+            .collect::<Vec<_>>(),
+        [
+            pb::FailureReason::LinkedTransferFailed,
+            pb::FailureReason::InsufficientFunds
+        ]
+    );
+    assert_eq!(failed[0].timeout, Some(MINUTES.try_into().unwrap()));
+    assert_eq!(failed[0].expires_at, None);
+    assert_eq!(
+        position(&app.account(&owner, &source).await),
+        (100, 0, 0, 100)
+    );
+
+    // An atomic batch of two holds and a transfer that fit together.
+    let batch = vec![
+        hold_request(&source, &sink, 30, MINUTES),
+        hold_request(&source, &sink, 20, MINUTES),
+        transfer_request(&source, &sink, 50),
+    ];
+    let held = results(
+        transfers
+            .create_transfers(authed(
+                &owner,
+                pb::CreateTransfersRequest {
+                    transfers: batch,
+                    atomic: true,
+                },
+            ))
+            .await
+            .unwrap()
+            .into_inner(),
+    );
+    assert_eq!(
+        held.iter().map(status).collect::<Vec<_>>(),
+        [
+            pb::TransferStatus::Pending,
+            pb::TransferStatus::Pending,
+            pb::TransferStatus::Succeeded
+        ]
+    );
+    assert_eq!(
+        position(&app.account(&owner, &source).await),
+        (50, 50, 0, 0)
+    );
+    assert_eq!(position(&app.account(&owner, &sink).await), (50, 0, 50, 50));
+    // Resending the failed chain replays it: the same answers, nothing moves.
+    let replayed = results(
+        transfers
+            .create_transfers(authed(
+                &owner,
+                pb::CreateTransfersRequest {
+                    transfers: chain,
+                    atomic: false,
+                },
+            ))
+            .await
+            .unwrap()
+            .into_inner(),
+    );
+    assert_eq!(replayed, failed);
+    post(&mut transfers, &owner, &held[0].transfer_id, None)
+        .await
+        .unwrap();
+    void(&mut transfers, &owner, &held[1].transfer_id)
+        .await
+        .unwrap();
+    assert_eq!(
+        position(&app.account(&owner, &source).await),
+        (20, 0, 0, 20)
+    );
+    assert_consistent(&app).await;
+}
