@@ -34,9 +34,10 @@ help: ## List the targets
 build: ## Build the tally binary (debug)
 	$(CARGO) build --locked
 
-lint: ## cargo fmt --check and clippy -D warnings
+lint: ## cargo fmt --check, clippy -D warnings, and the module graph check (src/architecture.rs)
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --locked --all-targets -- -D warnings
+	$(CARGO) test --locked --lib architecture
 
 fmt: ## Format the code
 	$(CARGO) fmt --all

@@ -25,7 +25,7 @@ use tower::Layer;
 
 use crate::{
     api::ApiState,
-    audit::AuditSink,
+    audit::{AuditSink, rpc::RpcLayer},
     auth::{
         Authenticator,
         layer::AuthLayer,
@@ -33,7 +33,6 @@ use crate::{
         policy::{Access, METHOD_POLICIES},
         token,
     },
-    config::ServeSettings,
     db,
     gateway::{ApiInfo, Gateway, GatewayLayer, GatewayOptions},
     identity::{Identity, IdentitySettings},
@@ -48,7 +47,7 @@ use crate::{
             transfer_service_server::TransferServiceServer, user_service_server::UserServiceServer,
         },
     },
-    telemetry::{self, rpc::RpcLayer},
+    telemetry,
 };
 
 /// `/readyz` gives the database this long to answer before calling the server unready.
@@ -59,6 +58,38 @@ const HTTP2_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Room for gRPC frame headers (5 bytes a message) and base64 padding beside the largest
 /// message, in the bound on a request body.
 const REQUEST_FRAMING_BYTES: usize = 1024;
+
+/// Everything `tally serve` runs with, validated (by `cli::serve` from flags and environment,
+/// or built by tests).
+#[derive(Debug, Clone)]
+pub struct ServeSettings {
+    pub environment: crate::config::Environment,
+    pub database: crate::config::DatabaseSettings,
+    pub listen_addr: std::net::SocketAddr,
+    pub queue: crate::config::QueueSettings,
+    pub verification_ttl: Duration,
+    pub migrate: bool,
+    pub tokens: crate::config::TokenSettings,
+    pub login_failures_max: u32,
+    pub login_failures_per_address_max: u32,
+    pub login_failure_window: Duration,
+    /// Password hashes at once (TALLY_HASH_CONCURRENCY_MAX, resolved: never 0).
+    pub hash_concurrency_max: usize,
+    pub hash_wait: Duration,
+    pub auth_cache_ttl: Duration,
+    pub reflection: bool,
+    pub max_message_bytes: usize,
+    pub request_timeout: Duration,
+    pub concurrency_max: usize,
+    pub request_read_timeout: Duration,
+    pub streams_per_connection_max: u32,
+    pub connections_per_peer_max: usize,
+    pub rates: crate::limits::RateSettings,
+    pub shutdown_drain: Duration,
+    pub ledger: crate::ledger::LedgerSettings,
+    /// Origins allowed by CORS; `*` alone means any. Empty: none.
+    pub cors_allowed_origins: Vec<String>,
+}
 
 /// A built, bound, not yet serving application.
 pub struct Application {

@@ -1,18 +1,16 @@
-//! Command line and environment configuration.
-//!
-//! Every flag has an environment twin; the value name shown in help and in clap's parse
-//! errors *is* the variable's name, so a bad value names the variable that carried it.
-//! Parsed arguments are turned into validated settings ([`ServeSettings`]) before anything
-//! starts; semantic checks (key sizes, production rules) report the variable too.
+//! Configuration shared by the processes: the flag groups (each flag with an environment twin
+//! whose name is also the value name, so a bad value names its variable), the validated
+//! settings they turn into, and [`ConfigError`]. A leaf: it imports no other tally module. The
+//! command line itself (`tally serve`, `worker`, …) is `crate::cli`.
 
 use std::time::Duration;
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Args, ValueEnum};
 
-mod serve;
+mod tokens;
 mod worker;
 
-pub use serve::{ServeArgs, ServeSettings, TokenFormat, TokenKey, TokenSettings};
+pub use tokens::{TokenFormat, TokenKey, TokenSettings};
 pub use worker::{MailSettings, MailTransportSettings, WorkerArgs, WorkerSettings};
 
 /// Default PostgreSQL URL: the local server on its standard port.
@@ -28,17 +26,6 @@ pub const HASH_CONCURRENCY_MAX: i64 = 64;
 pub const TRANSFER_RETRY_BACKOFF_MAX: Duration = Duration::from_millis(100);
 /// PASETO v4.local keys are exactly this long; JWT HS256 secrets at least this long.
 pub const TOKEN_KEY_BYTES: usize = 32;
-
-#[derive(Debug, Parser)]
-#[command(name = "tally", version, about = "A gRPC-first money ledger service")]
-// A repeated flag overrides the earlier one (scripts append to a base command line).
-#[command(args_override_self = true)]
-pub struct Cli {
-    #[command(flatten)]
-    pub global: GlobalArgs,
-    #[command(subcommand)]
-    pub command: Command,
-}
 
 #[derive(Debug, Args)]
 pub struct GlobalArgs {
@@ -77,77 +64,6 @@ pub enum Environment {
 pub enum LogFormat {
     Text,
     Json,
-}
-
-#[derive(Debug, Subcommand)]
-pub enum Command {
-    /// Serve gRPC, gRPC-web and HTTP on one listener.
-    Serve(Box<ServeArgs>),
-    /// Drain the mail job queue: send verification mail, retry, dead-letter.
-    Worker(Box<WorkerArgs>),
-    /// Apply, revert or list database migrations.
-    Migrate {
-        #[command(subcommand)]
-        action: MigrateAction,
-        #[command(flatten)]
-        database: DatabaseArgs,
-    },
-    /// Recompute every balance from its entries and check the ledger's invariants; exits
-    /// non-zero on any mismatch.
-    Verify {
-        #[command(flatten)]
-        database: DatabaseArgs,
-    },
-    /// Load generator: transfers over gRPC against a running server (see the README).
-    Bench(Box<crate::bench::BenchArgs>),
-    /// Operator commands that talk to the database directly (bootstrap the first admin).
-    Admin {
-        #[command(subcommand)]
-        action: AdminAction,
-        #[command(flatten)]
-        database: DatabaseArgs,
-    },
-}
-
-#[derive(Debug, Clone, Copy, Subcommand)]
-pub enum MigrateAction {
-    /// Apply every pending migration.
-    Up,
-    /// Revert the most recently applied migration.
-    Down,
-    /// List migrations and whether each is applied.
-    Status,
-}
-
-#[derive(Debug, Subcommand)]
-pub enum AdminAction {
-    /// Create a user (with the customer role) without going through the API.
-    CreateUser {
-        #[arg(long)]
-        username: String,
-        #[arg(long)]
-        email: String,
-        #[arg(long, default_value = "")]
-        full_name: String,
-        /// The password; read from standard input when omitted (first line).
-        #[arg(long)]
-        password: Option<String>,
-    },
-    /// Grant a role (customer, banker, admin) to a user.
-    GrantRole { username: String, role: String },
-    /// Revoke a role from a user.
-    RevokeRole { username: String, role: String },
-    /// List mail that failed every attempt (dead letters), newest first.
-    DeadLetters {
-        /// Also list dead letters that were requeued already.
-        #[arg(long)]
-        all: bool,
-        /// At most this many lines.
-        #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(i64).range(1..=10_000))]
-        limit: i64,
-    },
-    /// Put a dead letter back into the mail outbox with a fresh attempt budget.
-    RequeueDeadLetter { id: uuid::Uuid },
 }
 
 #[derive(Debug, Clone, Args)]
@@ -197,7 +113,7 @@ pub struct ConfigError {
     pub message: String,
 }
 
-pub(crate) fn config_error(variable: &'static str, message: impl Into<String>) -> ConfigError {
+pub fn config_error(variable: &'static str, message: impl Into<String>) -> ConfigError {
     ConfigError {
         variable,
         message: message.into(),

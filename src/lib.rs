@@ -4,12 +4,12 @@
 //! integration tests start the very same [`app::Application`] on port 0, so they exercise
 //! the real wiring.
 
-pub mod admin;
 pub mod api;
 pub mod app;
+mod architecture;
 pub mod audit;
 pub mod auth;
-pub mod bench;
+pub mod cli;
 pub mod config;
 pub mod db;
 pub mod error;
@@ -21,3 +21,4 @@ pub mod limits;
 pub mod proto;
 pub mod store;
 pub mod telemetry;
+pub mod validate;

@@ -12,6 +12,11 @@ pub mod tally_v1 {
 pub const FILE_DESCRIPTOR_SET: &[u8] =
     include_bytes!(concat!(env!("OUT_DIR"), "/tally_descriptor.bin"));
 
+/// Response metadata of every call that moves money: how many transaction attempts the
+/// transfer (or the batch) took (1 = no retry). A wire name clients read, so it lives with the
+/// wire format.
+pub const ATTEMPTS_HEADER: &str = "tally-attempts";
+
 /// The fully qualified names of the services tally itself implements.
 pub const TALLY_SERVICES: &[&str] = &[
     "tally.v1.UserService",

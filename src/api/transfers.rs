@@ -17,9 +17,7 @@ use crate::{
     },
 };
 
-/// Response metadata: how many transaction attempts the transfer (or the batch) took
-/// (1 = no retry).
-pub const ATTEMPTS_HEADER: &str = "tally-attempts";
+pub use crate::proto::ATTEMPTS_HEADER;
 
 /// Room each item of a `CreateTransfers` call needs in the response beyond its own size in the
 /// request: a result echoes the item's fields with a few more (status, kind, timestamp), or is

@@ -20,6 +20,9 @@ use time::OffsetDateTime;
 use tokio::sync::mpsc;
 use uuid::Uuid;
 
+pub mod rpc;
+
+pub use crate::store::audit::{AuditEvent, AuditFilter};
 use crate::{
     auth::Principal,
     error::{Error, Result},
@@ -36,21 +39,6 @@ pub const RESOURCE_IDS_MAX: usize = 16;
 pub const RESOURCE_ID_CHARS_MAX: usize = 64;
 /// The longest request id kept.
 pub const REQUEST_ID_CHARS_MAX: usize = 128;
-
-/// One answered call.
-#[derive(Debug, Clone)]
-pub struct AuditEvent {
-    pub id: Uuid,
-    pub at: OffsetDateTime,
-    pub user_id: Option<Uuid>,
-    pub username: Option<String>,
-    pub method: String,
-    pub resource_ids: Vec<String>,
-    pub outcome: String,
-    pub latency_micros: i64,
-    pub client_address: String,
-    pub request_id: String,
-}
 
 /// What the layers of one call learned about it, shared through the request's extensions.
 #[derive(Debug, Default)]
@@ -130,17 +118,6 @@ async fn writer(pool: PgPool, mut events: mpsc::Receiver<AuditEvent>) {
         }
         batch.clear();
     }
-}
-
-/// The filters of a listing; `None` matches anything.
-#[derive(Debug, Clone, Default)]
-pub struct AuditFilter {
-    /// `Some(None)`: anonymous calls only.
-    pub username: Option<Option<String>>,
-    pub method: Option<String>,
-    pub outcome: Option<String>,
-    pub start: Option<OffsetDateTime>,
-    pub end: Option<OffsetDateTime>,
 }
 
 /// The events matching `filter`, newest first.

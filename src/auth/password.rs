@@ -29,10 +29,7 @@ pub const ARGON2_MEMORY_KIB: u32 = 19 * 1024;
 pub const ARGON2_ITERATIONS: u32 = 2;
 /// Lanes (OWASP: 1).
 pub const ARGON2_PARALLELISM: u32 = 1;
-/// Passwords shorter than this are refused at sign-up and on change.
-pub const PASSWORD_CHARS_MIN: usize = 12;
-/// Longer passwords are refused everywhere, before any hashing (hashing cost grows with size).
-pub const PASSWORD_CHARS_MAX: usize = 128;
+pub use crate::validate::{PASSWORD_CHARS_MAX, PASSWORD_CHARS_MIN};
 
 fn hasher() -> Argon2<'static> {
     let params = Params::new(

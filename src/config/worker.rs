@@ -210,7 +210,7 @@ mod tests {
     use clap::Parser as _;
 
     use super::*;
-    use crate::config::{Cli, Command};
+    use crate::cli::{Cli, Command};
 
     fn worker_args(extra: &[&str]) -> WorkerArgs {
         let mut argv = vec!["tally", "worker"];

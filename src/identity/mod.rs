@@ -17,7 +17,7 @@ use crate::{
 pub mod roles;
 pub mod sessions;
 pub mod users;
-pub mod validate;
+pub use crate::validate;
 pub mod verification;
 
 /// Settings the identity rules need.

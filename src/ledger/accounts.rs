@@ -8,8 +8,8 @@ use super::{ACCOUNT_NAME_CHARS_MAX, AMOUNT_MAX, Account, Entry, Ledger, Page, pa
 use crate::{
     auth::{Permission, Principal},
     error::{Error, Reason, Result},
-    identity::validate,
     store::{self, accounts::AccountRow},
+    validate,
 };
 
 /// A validated `CreateAccount`.

@@ -20,8 +20,7 @@ use super::{
 use crate::{
     auth::Principal,
     error::{Error, Result},
-    identity::validate,
-    store,
+    store, validate,
 };
 
 /// Overdue holds one sweep settles at most (their source accounts go through the engine as one

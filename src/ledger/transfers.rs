@@ -11,8 +11,7 @@ use super::{
 use crate::{
     auth::{Permission, Principal},
     error::{Error, Reason, Result},
-    identity::validate,
-    store,
+    store, validate,
 };
 
 /// A transfer as recorded, and how many attempts its batch transaction took.

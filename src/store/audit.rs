@@ -4,10 +4,33 @@ use sqlx::{FromRow, PgConnection};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use crate::{
-    audit::{AuditEvent, AuditFilter},
-    error::Result,
-};
+use crate::error::Result;
+
+/// One answered call.
+#[derive(Debug, Clone)]
+pub struct AuditEvent {
+    pub id: Uuid,
+    pub at: OffsetDateTime,
+    pub user_id: Option<Uuid>,
+    pub username: Option<String>,
+    pub method: String,
+    pub resource_ids: Vec<String>,
+    pub outcome: String,
+    pub latency_micros: i64,
+    pub client_address: String,
+    pub request_id: String,
+}
+
+/// The filters of a listing; `None` matches anything.
+#[derive(Debug, Clone, Default)]
+pub struct AuditFilter {
+    /// `Some(None)`: anonymous calls only.
+    pub username: Option<Option<String>>,
+    pub method: Option<String>,
+    pub outcome: Option<String>,
+    pub start: Option<OffsetDateTime>,
+    pub end: Option<OffsetDateTime>,
+}
 
 #[derive(Debug, FromRow)]
 struct AuditRow {

@@ -11,7 +11,8 @@
 //! - `tally_rpc_requests_total{method,code}`, `tally_rpc_duration_seconds{method}` (histogram)
 //! - `tally_transfers_total{kind,outcome}`, `tally_transfer_retries_total`,
 //!   `tally_transfer_aborts_total`, `tally_transfer_batch_postings` and
-//!   `tally_transfer_queue_wait_seconds` (histograms of the group-commit engine)
+//!   `tally_transfer_queue_wait_seconds` (histograms of the group-commit engine),
+//!   `tally_holds_expired_total`
 //! - `tally_db_pool_connections{state="in_use"|"idle"|"waiting"}`, `tally_db_pool_connections_max`
 //!   (`waiting` is kept live by `db::acquire`/`db::begin`, not sampled)
 //! - `tally_mail_outbox_backlog`, `tally_mail_queue_depth`

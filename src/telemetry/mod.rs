@@ -12,7 +12,6 @@
 //! the first subscriber.
 
 pub mod metrics;
-pub mod rpc;
 
 use std::time::Duration;
 

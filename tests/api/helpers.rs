@@ -8,7 +8,9 @@ use clap::Parser as _;
 use sqlx::{Connection as _, PgConnection, PgPool, postgres::PgPoolOptions};
 use tally::{
     app::Application,
-    config::{Cli, Command, Environment, ServeSettings},
+    app::ServeSettings,
+    cli::{Cli, Command},
+    config::Environment,
     proto::tally_v1::{
         self as pb, account_service_client::AccountServiceClient,
         role_service_client::RoleServiceClient, session_service_client::SessionServiceClient,

@@ -11,7 +11,8 @@ use std::{
 
 use clap::Parser as _;
 use tally::{
-    config::{Cli, Command, Environment, WorkerSettings},
+    cli::{Cli, Command},
+    config::{Environment, WorkerSettings},
     jobs::{JobMetrics, worker::Worker},
 };
 use tokio::{

@@ -31,8 +31,8 @@ use tonic::{Code, Request, metadata::MetadataValue, transport::Channel};
 use uuid::Uuid;
 
 use crate::{
-    api::transfers::ATTEMPTS_HEADER,
     ledger::transfers::TRANSFERS_PER_CALL_MAX,
+    proto::ATTEMPTS_HEADER,
     proto::tally_v1::{
         self as pb, account_service_client::AccountServiceClient,
         create_transfer_result::Result as ItemResult, session_service_client::SessionServiceClient,

@@ -1,13 +1,16 @@
-//! Validated input values. Each parser names the request field it checks, so a refusal is an
+//! Validated input values, shared by every domain module (a leaf: it imports only the error
+//! taxonomy). Each parser names the request field it checks, so a refusal is an
 //! `INVALID_ARGUMENT` that says which field and why. The database CHECK constraints in
 //! `migrations/` mirror these rules.
 
 use uuid::Uuid;
 
-use crate::{
-    auth::password::{PASSWORD_CHARS_MAX, PASSWORD_CHARS_MIN},
-    error::{Error, Result},
-};
+use crate::error::{Error, Result};
+
+/// Passwords shorter than this are refused at sign-up and on change.
+pub const PASSWORD_CHARS_MIN: usize = 12;
+/// Longer passwords are refused everywhere, before any hashing (hashing cost grows with size).
+pub const PASSWORD_CHARS_MAX: usize = 128;
 
 pub const USERNAME_CHARS_MIN: usize = 3;
 pub const USERNAME_CHARS_MAX: usize = 32;

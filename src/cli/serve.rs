@@ -3,21 +3,16 @@
 use std::{net::SocketAddr, time::Duration};
 
 use base64::Engine as _;
-use clap::{Args, ValueEnum};
+use clap::Args;
 
-use super::{
-    AUTH_CACHE_TTL_MS_MAX, ConfigError, DatabaseArgs, DatabaseSettings, Environment,
-    HASH_CONCURRENCY_MAX, QueueArgs, QueueSettings, TOKEN_KEY_BYTES, TRANSFER_RETRY_BACKOFF_MAX,
-    config_error,
+use crate::{
+    app::ServeSettings,
+    config::{
+        AUTH_CACHE_TTL_MS_MAX, ConfigError, DatabaseArgs, Environment, HASH_CONCURRENCY_MAX,
+        QueueArgs, TOKEN_KEY_BYTES, TRANSFER_RETRY_BACKOFF_MAX, TokenFormat, TokenKey,
+        TokenSettings, config_error,
+    },
 };
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum TokenFormat {
-    /// PASETO v4.local (XChaCha20 + BLAKE2b), 32-byte key.
-    Paseto,
-    /// JWT HS256, secret of at least 32 bytes.
-    Jwt,
-}
 
 #[derive(Debug, Clone, Args)]
 pub struct ServeArgs {
@@ -207,71 +202,6 @@ pub struct ServeArgs {
     pub shutdown_drain_secs: u64,
 }
 
-/// Where the token key came from; an ephemeral key is development-only.
-#[derive(Clone)]
-pub enum TokenKey {
-    Configured(Vec<u8>),
-    Ephemeral(Vec<u8>),
-}
-
-impl TokenKey {
-    pub fn bytes(&self) -> &[u8] {
-        match self {
-            TokenKey::Configured(k) | TokenKey::Ephemeral(k) => k,
-        }
-    }
-}
-
-impl std::fmt::Debug for TokenKey {
-    // Never print key material.
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            TokenKey::Configured(_) => f.write_str("TokenKey::Configured(<redacted>)"),
-            TokenKey::Ephemeral(_) => f.write_str("TokenKey::Ephemeral(<redacted>)"),
-        }
-    }
-}
-
-#[derive(Debug, Clone)]
-pub struct TokenSettings {
-    pub format: TokenFormat,
-    pub key: TokenKey,
-    pub issuer: String,
-    pub audience: String,
-    pub access_ttl: Duration,
-    pub refresh_ttl: Duration,
-}
-
-#[derive(Debug, Clone)]
-pub struct ServeSettings {
-    pub environment: Environment,
-    pub database: DatabaseSettings,
-    pub listen_addr: SocketAddr,
-    pub queue: QueueSettings,
-    pub verification_ttl: Duration,
-    pub migrate: bool,
-    pub tokens: TokenSettings,
-    pub login_failures_max: u32,
-    pub login_failures_per_address_max: u32,
-    pub login_failure_window: Duration,
-    /// Password hashes at once (TALLY_HASH_CONCURRENCY_MAX, resolved: never 0).
-    pub hash_concurrency_max: usize,
-    pub hash_wait: Duration,
-    pub auth_cache_ttl: Duration,
-    pub reflection: bool,
-    pub max_message_bytes: usize,
-    pub request_timeout: Duration,
-    pub concurrency_max: usize,
-    pub request_read_timeout: Duration,
-    pub streams_per_connection_max: u32,
-    pub connections_per_peer_max: usize,
-    pub rates: crate::limits::RateSettings,
-    pub shutdown_drain: Duration,
-    pub ledger: crate::ledger::LedgerSettings,
-    /// Origins allowed by CORS; `*` alone means any. Empty: none.
-    pub cors_allowed_origins: Vec<String>,
-}
-
 impl ServeArgs {
     /// Validates the arguments into settings. Rules that span variables live here.
     pub fn settings(&self, environment: Environment) -> Result<ServeSettings, ConfigError> {
@@ -419,7 +349,7 @@ mod tests {
     use clap::Parser as _;
 
     use super::*;
-    use crate::config::{Cli, Command};
+    use crate::cli::{Cli, Command};
 
     fn serve_args(extra: &[&str]) -> ServeArgs {
         let mut argv = vec!["tally", "serve"];

@@ -19,10 +19,8 @@ use http_body::{Body, Frame};
 use tower::{Layer, Service};
 use tracing::Instrument as _;
 
-use crate::{
-    audit::{AuditEvent, AuditSink, AuditSlot, REQUEST_ID_CHARS_MAX},
-    auth::policy::METHOD_POLICIES,
-};
+use super::{AuditEvent, AuditSink, AuditSlot, REQUEST_ID_CHARS_MAX};
+use crate::auth::policy::METHOD_POLICIES;
 
 /// The method label of calls to paths no service answers, so they cannot blow up the series.
 const UNKNOWN_METHOD: &str = "unknown";
@@ -92,7 +90,7 @@ where
             rpc.grpc.status_code = tracing::field::Empty,
             otel.status_code = tracing::field::Empty,
         );
-        super::continue_trace(&span, request.headers());
+        crate::telemetry::continue_trace(&span, request.headers());
         let audit = self
             .audit
             .clone()

@@ -11,7 +11,7 @@ use tokio::io::AsyncBufReadExt as _;
 
 use crate::{
     auth::{Authenticator, token::PasetoCodec},
-    config::AdminAction,
+    cli::AdminAction,
     identity::{Identity, IdentitySettings, users::CreateUser},
     store,
 };
