@@ -19,6 +19,7 @@ pub mod jobs;
 pub mod ledger;
 pub mod limits;
 pub mod proto;
+pub mod service;
 pub mod store;
 pub mod telemetry;
 pub mod validate;

@@ -64,9 +64,7 @@ where
     }
 
     fn call(&mut self, mut request: Request<B>) -> Self::Future {
-        // The clone that was driven to readiness serves this call; the fresh clone stays.
-        let clone = self.inner.clone();
-        let mut inner = std::mem::replace(&mut self.inner, clone);
+        let mut inner = crate::service::take_ready(&mut self.inner);
         let authenticator = self.authenticator.clone();
         Box::pin(async move {
             let is_grpc = request

@@ -179,9 +179,7 @@ where
     }
 
     fn call(&mut self, request: Request<tonic::body::Body>) -> Self::Future {
-        // The clone that was driven to readiness serves this call; the fresh clone stays.
-        let clone = self.inner.clone();
-        let mut inner = std::mem::replace(&mut self.inner, clone);
+        let mut inner = crate::service::take_ready(&mut self.inner);
         let gateway = self.gateway.clone();
         Box::pin(async move {
             if let Some(preflight) = gateway.cors.preflight(&request) {

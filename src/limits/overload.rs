@@ -108,9 +108,7 @@ where
     }
 
     fn call(&mut self, request: Request<B>) -> Self::Future {
-        // The clone that was driven to readiness serves this call; the fresh clone stays.
-        let clone = self.inner.clone();
-        let mut inner = std::mem::replace(&mut self.inner, clone);
+        let mut inner = crate::service::take_ready(&mut self.inner);
         let (parts, body) = request.into_parts();
         let content_type = parts.headers.get(CONTENT_TYPE).cloned();
         let deadline = tokio::time::Instant::now()

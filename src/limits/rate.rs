@@ -212,9 +212,7 @@ where
     }
 
     fn call(&mut self, mut request: Request<B>) -> Self::Future {
-        // The clone that was driven to readiness serves this call; the fresh clone stays.
-        let clone = self.inner.clone();
-        let mut inner = std::mem::replace(&mut self.inner, clone);
+        let mut inner = crate::service::take_ready(&mut self.inner);
         let address =
             client::of(&request).map(|peer| self.limiters.proxies.client(peer, request.headers()));
         if let Some(address) = address {
