@@ -25,7 +25,7 @@ DOCKER ?= docker
 # The image `make docker-build` builds and docker-compose.yml runs.
 IMAGE ?= tally:dev
 
-.PHONY: help build lint fmt migrate run test test-rust test-walkthrough bench bench-smoke verify services-stop clean \
+.PHONY: help build lint lint-protos fmt migrate run test test-rust test-walkthrough bench bench-smoke verify services-stop clean \
 	docker-build docker-validate compose-up compose-down k8s-validate lint-workflows
 
 help: ## List the targets
@@ -34,10 +34,21 @@ help: ## List the targets
 build: ## Build the tally binary (debug)
 	$(CARGO) build --locked
 
-lint: ## cargo fmt --check, clippy -D warnings, and the module graph check (src/architecture.rs)
+lint: lint-protos ## cargo fmt --check, clippy -D warnings, the module graph check (src/architecture.rs), buf lint and buf breaking
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --locked --all-targets -- -D warnings
 	$(CARGO) test --locked --lib architecture
+
+# The protos are a published API: buf's lint rules (buf.yaml says which it departs from, and
+# why) and no breaking change against the protos of the branch `main` (`BUF_BREAKING_AGAINST`
+# to compare with another git ref). Without a `main` branch (a source tarball, a shallow
+# checkout of another branch) the breaking check says so and is skipped.
+BUF_BREAKING_AGAINST ?= .git\#branch=main,subdir=proto
+lint-protos: ## buf lint, and buf breaking against main's protos
+	BUF_DIR="$$(scripts/tools.sh bin)" && export PATH="$$BUF_DIR:$$PATH" && buf lint && \
+	if [[ "$(BUF_BREAKING_AGAINST)" != .git\#branch=main,* ]] || git rev-parse --verify -q main >/dev/null; then \
+	  buf breaking --against '$(BUF_BREAKING_AGAINST)' && echo "lint-protos: buf lint and buf breaking clean"; \
+	else echo "lint-protos: no branch main here; buf breaking skipped (set BUF_BREAKING_AGAINST)"; fi
 
 fmt: ## Format the code
 	$(CARGO) fmt --all
@@ -55,7 +66,7 @@ run: ## Find or start PostgreSQL and Redis, migrate, serve on TALLY_LISTEN_ADDR 
 	    trap 'kill -TERM $$worker 2>/dev/null || true; wait $$worker || true' EXIT; \
 	    ./target/debug/tally serve; }
 
-test: test-rust test-walkthrough bench-smoke docker-validate k8s-validate lint-workflows ## Every test tier: unit, API (real PostgreSQL, Redis, SMTP), walkthroughs, gateway checks, the bench smoke run, container files, manifests, workflows
+test: test-rust test-walkthrough bench-smoke docker-validate k8s-validate lint-workflows lint-protos ## Every test tier: unit, API (real PostgreSQL, Redis, SMTP), walkthroughs, gateway checks, the bench smoke run, container files, manifests, workflows, protos (buf)
 
 # Two runs: everything but the mail tests, then the mail tests (`verification::`), which get a
 # second run if the first fails. A mail test's in-process worker has been seen to stall for its
