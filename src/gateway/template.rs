@@ -297,8 +297,16 @@ mod tests {
             let mut text = format!("/{}", segments.join("/"));
             if tail { text.push_str("/**"); }
             if let Some(v) = &verb { text.push(':'); text.push_str(v); }
-            // Field names may repeat in generated input; that is a legitimate refusal.
-            if let Ok(t) = Template::parse(&text) {
+            // A field bound twice is the one legitimate refusal of generated input.
+            let fields: Vec<&str> = segments
+                .iter()
+                .filter_map(|s| s.strip_prefix('{'))
+                .map(|s| s.trim_end_matches('}').split('=').next().unwrap_or_default())
+                .collect();
+            let unique: std::collections::HashSet<&str> = fields.iter().copied().collect();
+            let parsed = Template::parse(&text);
+            prop_assert_eq!(parsed.is_ok(), unique.len() == fields.len(), "{}: {:?}", text, parsed);
+            if let Ok(t) = parsed {
                 prop_assert_eq!(t.verb.as_ref(), verb.as_ref());
                 prop_assert_eq!(t.segments.last() == Some(&Segment::DoubleWildcard), tail);
                 let reparsed = Template::parse(&t.openapi_path());

@@ -488,7 +488,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn backoff_is_bounded() {
+    fn backoff_grows_with_full_jitter_and_stays_bounded() {
         let settings = LedgerSettings {
             currencies: Default::default(),
             accounts_per_owner_max: 1,
@@ -500,5 +500,20 @@ mod tests {
         for attempt in 1..40 {
             assert!(backoff(&settings, attempt) <= Duration::from_millis(50));
         }
+        // It grows: the first retry waits at most the base, the fifth up to 2^4 times it (32
+        // ms), and full jitter spreads the waits over that whole range (not always 0).
+        let waits = |attempt| {
+            (0..500)
+                .map(|_| backoff(&settings, attempt))
+                .collect::<Vec<_>>()
+        };
+        assert!(waits(1).iter().all(|w| *w <= Duration::from_millis(2)));
+        let fifth = waits(5);
+        assert!(fifth.iter().all(|w| *w <= Duration::from_millis(32)));
+        assert!(
+            fifth.iter().any(|w| *w > Duration::from_millis(16)),
+            "full jitter reaches the upper half of the range"
+        );
+        assert!(fifth.iter().any(|w| *w < Duration::from_millis(16)));
     }
 }
