@@ -78,7 +78,7 @@ pub struct ServeSettings {
     pub hash_wait: Duration,
     pub auth_cache_ttl: Duration,
     pub reflection: bool,
-    pub max_message_bytes: usize,
+    pub message_bytes_max: usize,
     pub request_timeout: Duration,
     pub concurrency_max: usize,
     pub request_read_timeout: Duration,
@@ -164,12 +164,12 @@ impl Application {
         let state = ApiState {
             identity,
             ledger,
-            max_message_bytes: settings.max_message_bytes,
+            message_bytes_max: settings.message_bytes_max,
             pool: pool.clone(),
         };
         let draining = Arc::new(AtomicBool::new(false));
         let (health, health_service) = tonic_health::server::health_reporter();
-        let max = settings.max_message_bytes;
+        let max = settings.message_bytes_max;
 
         let http = axum::Router::new()
             .route("/healthz", get(|| async { "ok\n" }))
@@ -317,7 +317,7 @@ impl Application {
                 settings.concurrency_max,
                 settings.request_read_timeout,
                 // A gRPC-web text body is base64: 4/3 of the message, plus its frame headers.
-                settings.max_message_bytes / 3 * 4 + REQUEST_FRAMING_BYTES,
+                settings.message_bytes_max / 3 * 4 + REQUEST_FRAMING_BYTES,
                 // The deadline of every call (tonic's own timeout would answer CANCELLED).
                 settings.request_timeout,
             ))
@@ -333,7 +333,7 @@ impl Application {
         let (sampler_stop, sampler_stopped) = tokio::sync::watch::channel(false);
         let sampler = telemetry::metrics::spawn_sampler(
             pool.clone(),
-            settings.database.max_connections,
+            settings.database.connections_max,
             Some(settings.queue.clone()),
             sampler_stopped,
         );

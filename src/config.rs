@@ -73,9 +73,9 @@ pub struct DatabaseArgs {
           default_value = DATABASE_URL_DEFAULT)]
     pub database_url: String,
     /// Maximum connections in the pool.
-    #[arg(long, env = "TALLY_DB_MAX_CONNECTIONS", value_name = "TALLY_DB_MAX_CONNECTIONS",
+    #[arg(long = "db-max-connections", env = "TALLY_DB_MAX_CONNECTIONS", value_name = "TALLY_DB_MAX_CONNECTIONS",
           default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..=500))]
-    pub db_max_connections: u32,
+    pub db_connections_max: u32,
     /// How long a call may wait for a pooled connection, in milliseconds.
     #[arg(long, env = "TALLY_DB_ACQUIRE_TIMEOUT_MS", value_name = "TALLY_DB_ACQUIRE_TIMEOUT_MS",
           default_value_t = 5_000, value_parser = clap::value_parser!(u64).range(100..=60_000))]
@@ -123,7 +123,7 @@ pub fn config_error(variable: &'static str, message: impl Into<String>) -> Confi
 #[derive(Debug, Clone)]
 pub struct DatabaseSettings {
     pub url: String,
-    pub max_connections: u32,
+    pub connections_max: u32,
     pub acquire_timeout: Duration,
 }
 
@@ -175,7 +175,7 @@ impl DatabaseArgs {
         }
         Ok(DatabaseSettings {
             url: self.database_url.clone(),
-            max_connections: self.db_max_connections,
+            connections_max: self.db_connections_max,
             acquire_timeout: Duration::from_millis(self.db_acquire_timeout_ms),
         })
     }

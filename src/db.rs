@@ -20,7 +20,7 @@ const POOL_IDLE_TIMEOUT_SECS: u64 = 300;
 
 pub async fn connect(settings: &DatabaseSettings) -> anyhow::Result<PgPool> {
     let pool = PgPoolOptions::new()
-        .max_connections(settings.max_connections)
+        .max_connections(settings.connections_max)
         .acquire_timeout(settings.acquire_timeout)
         .idle_timeout(std::time::Duration::from_secs(POOL_IDLE_TIMEOUT_SECS))
         .connect(&settings.url)

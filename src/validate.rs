@@ -20,6 +20,11 @@ pub const FULL_NAME_CHARS_MAX: usize = 128;
 pub const EMAIL_BYTES_MAX: usize = 254;
 /// RFC 5321: a local part holds at most 64 octets.
 const EMAIL_LOCAL_BYTES_MAX: usize = 64;
+const _: () = assert!(
+    USERNAME_CHARS_MIN < USERNAME_CHARS_MAX
+        && PASSWORD_CHARS_MIN < PASSWORD_CHARS_MAX
+        && EMAIL_LOCAL_BYTES_MAX < EMAIL_BYTES_MAX
+);
 /// RFC 5321 / 1035: a domain of at most 255 octets, each label at most 63.
 const EMAIL_DOMAIN_BYTES_MAX: usize = 255;
 const DNS_LABEL_BYTES_MAX: usize = 63;

@@ -27,7 +27,7 @@ pub struct ApiState {
     pub ledger: Arc<Ledger>,
     /// The largest message the server sends (`TALLY_MAX_MESSAGE_BYTES`): batch calls whose
     /// answers could exceed it are refused before they write.
-    pub max_message_bytes: usize,
+    pub message_bytes_max: usize,
     /// For the audit trail's reads.
     pub pool: sqlx::PgPool,
 }

@@ -27,6 +27,8 @@ pub use crate::proto::ATTEMPTS_HEADER;
 pub const RESULT_BYTES_PER_ITEM: usize = 256;
 /// Error messages in batch results are cut to this many bytes (at a character boundary).
 const ERROR_MESSAGE_BYTES_MAX: usize = 128;
+// A cut error message and its ErrorInfo must fit an item's room in the response.
+const _: () = assert!(ERROR_MESSAGE_BYTES_MAX < RESULT_BYTES_PER_ITEM);
 
 impl TryFrom<pb::CreateTransferRequest> for NewTransfer {
     type Error = Error;
@@ -180,7 +182,7 @@ impl TransferService for ApiState {
         let principal = principal(&request)?;
         let request_bytes = request.get_ref().encoded_len();
         let r = request.into_inner();
-        check_result_room(request_bytes, r.transfers.len(), self.max_message_bytes)?;
+        check_result_room(request_bytes, r.transfers.len(), self.message_bytes_max)?;
         let items = r
             .transfers
             .into_iter()

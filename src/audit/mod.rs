@@ -34,6 +34,7 @@ use crate::{
 pub const AUDIT_QUEUE_EVENTS_MAX: usize = 10_000;
 /// Events one insert writes at most.
 pub const AUDIT_BATCH_EVENTS_MAX: usize = 1_000;
+const _: () = assert!(AUDIT_BATCH_EVENTS_MAX <= AUDIT_QUEUE_EVENTS_MAX);
 /// Ids noted per event, each cut to [`RESOURCE_ID_CHARS_MAX`].
 pub const RESOURCE_IDS_MAX: usize = 16;
 pub const RESOURCE_ID_CHARS_MAX: usize = 64;

@@ -110,10 +110,10 @@ pub struct ServeArgs {
           action = clap::ArgAction::Set)]
     pub reflection: bool,
     /// Largest gRPC message accepted or sent, in bytes.
-    #[arg(long, env = "TALLY_MAX_MESSAGE_BYTES", value_name = "TALLY_MAX_MESSAGE_BYTES",
+    #[arg(long = "max-message-bytes", env = "TALLY_MAX_MESSAGE_BYTES", value_name = "TALLY_MAX_MESSAGE_BYTES",
           default_value_t = 1_048_576,
           value_parser = clap::value_parser!(u64).range(1_024..=67_108_864))]
-    pub max_message_bytes: u64,
+    pub message_bytes_max: u64,
     /// Deadline of every call in milliseconds (a shorter client `grpc-timeout` wins).
     #[arg(long, env = "TALLY_REQUEST_TIMEOUT_MS", value_name = "TALLY_REQUEST_TIMEOUT_MS",
           default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(100..=300_000))]
@@ -259,7 +259,7 @@ impl ServeArgs {
             hash_wait: Duration::from_millis(self.hash_wait_ms),
             auth_cache_ttl: Duration::from_millis(self.auth_cache_ttl_ms),
             reflection: self.reflection,
-            max_message_bytes: usize::try_from(self.max_message_bytes)
+            message_bytes_max: usize::try_from(self.message_bytes_max)
                 .map_err(|_| config_error("TALLY_MAX_MESSAGE_BYTES", "too large"))?,
             request_timeout: Duration::from_millis(self.request_timeout_ms),
             concurrency_max: usize::try_from(self.concurrency_max)

@@ -137,7 +137,7 @@ impl Worker {
         );
         let sampler = telemetry::metrics::spawn_sampler(
             context.pool.clone(),
-            context.settings.database.max_connections,
+            context.settings.database.connections_max,
             Some(context.settings.queue.clone()),
             stop_rx.clone(),
         );

@@ -63,6 +63,7 @@ pub const QUEUE_SUBMISSIONS_MAX: usize = 4_096;
 /// Batch transactions of one process running at once: one committing (or retrying) while the
 /// next one starts. They still apply one after another, in `ledger_writer`'s lock order.
 pub const BATCHES_IN_FLIGHT_MAX: usize = 2;
+const _: () = assert!(BATCHES_IN_FLIGHT_MAX >= 1 && QUEUE_SUBMISSIONS_MAX >= BATCHES_IN_FLIGHT_MAX);
 
 /// Starts a batch transaction. One simple query, so the table lock costs no extra round trip.
 const BEGIN_BATCH: &str =

@@ -51,6 +51,10 @@ pub const AMOUNT_MAX: i64 = 1_000_000_000_000_000;
 pub const MEMO_CHARS_MAX: usize = 256;
 /// The longest a hold may wait to be posted or voided (the migration's CHECK says the same).
 pub const HOLD_TIMEOUT_MAX: Duration = Duration::from_secs(7 * 24 * 3600);
+// migrations/20261201000009_holds_reversals_limits.up.sql: `timeout_ms BETWEEN 1 AND 604800000`,
+// and the overdraft limit's CHECK allows up to AMOUNT_MAX.
+const _: () =
+    assert!(HOLD_TIMEOUT_MAX.as_millis() == 604_800_000 && AMOUNT_MAX == 1_000_000_000_000_000);
 pub const ACCOUNT_NAME_CHARS_MAX: usize = 64;
 
 #[derive(Debug, Clone)]
