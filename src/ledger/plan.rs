@@ -282,8 +282,39 @@ impl Batch {
     }
 
     fn chain(&mut self, chain: &[Op]) {
+        let members = self.members(chain);
+        let Some(members) = self.unless_answered_without_applying(members) else {
+            return;
+        };
+        let mark = (self.ledger.mark(), self.undo.len());
+        let mut entries = Vec::with_capacity(2 * chain.len());
+        match self.apply(chain, &members, &mut entries) {
+            Ok(answers) => {
+                self.conclude(members, answers);
+                self.plan.entries.append(&mut entries);
+            }
+            Err((at, Stop::Refused(reason))) => {
+                self.rollback(mark);
+                self.record_failed(members, at, reason);
+            }
+            Err((at, Stop::Rejected(err))) => {
+                self.rollback(mark);
+                let mut err = Some(err);
+                for i in 0..chain.len() {
+                    self.plan.outcomes.push(Planned::Rejected(if i == at {
+                        err.take().expect("one error for the failing member")
+                    } else {
+                        linked_failed(CHAIN_REJECTED)
+                    }));
+                }
+            }
+        }
+    }
+
+    /// Each operation of a chain after the checks that need no balance.
+    fn members(&self, chain: &[Op]) -> Vec<Member> {
         let mut ids = HashSet::with_capacity(chain.len());
-        let members: Vec<Member> = chain
+        chain
             .iter()
             .map(|op| {
                 let records = match op {
@@ -299,114 +330,102 @@ impl Batch {
                 }
                 self.check(op)
             })
-            .collect();
+            .collect()
+    }
 
+    /// Answers a chain that applies nothing (a member rejected, recorded and new members mixed,
+    /// or every member a replay) and returns `None`; else gives the members back.
+    fn unless_answered_without_applying(&mut self, members: Vec<Member>) -> Option<Vec<Member>> {
         let rejected = members.iter().any(|m| matches!(m, Member::Reject(_)));
         let replayed = members
             .iter()
             .filter(|m| matches!(m, Member::Replay(_)))
             .count();
-        if rejected || (replayed > 0 && replayed < members.len()) {
-            // Nothing is written for the chain. What was recorded before stays what it was.
-            let why = if rejected {
-                CHAIN_REJECTED
-            } else {
-                "its linked chain mixes transfers recorded before with new ones, so it cannot be \
-                 applied as a unit; nothing was written for this one"
-            };
-            for member in members {
-                self.plan.outcomes.push(match member {
-                    Member::Replay(planned) => planned,
-                    Member::Reject(err) => Planned::Rejected(err),
-                    Member::New { .. } | Member::Settle => Planned::Rejected(linked_failed(why)),
-                });
-            }
-            return;
+        if !rejected && replayed == 0 {
+            return Some(members);
         }
-        if replayed == members.len() {
-            for member in members {
-                if let Member::Replay(planned) = member {
-                    self.plan.outcomes.push(planned);
-                }
-            }
-            return;
+        // Nothing is written for the chain. What was recorded before stays what it was.
+        let why = if rejected {
+            CHAIN_REJECTED
+        } else {
+            "its linked chain mixes transfers recorded before with new ones, so it cannot be \
+             applied as a unit; nothing was written for this one"
+        };
+        for member in members {
+            self.plan.outcomes.push(match member {
+                Member::Replay(planned) => planned,
+                Member::Reject(err) => Planned::Rejected(err),
+                // Only when some member was rejected or the chain is mixed.
+                Member::New { .. } | Member::Settle => Planned::Rejected(linked_failed(why)),
+            });
         }
+        None
+    }
 
-        let mark = (self.ledger.mark(), self.undo.len());
-        let mut entries = Vec::with_capacity(2 * chain.len());
-        let mut answers: Vec<Option<Planned>> = Vec::with_capacity(chain.len());
-        let mut stop = None;
-        for (i, (op, member)) in chain.iter().zip(&members).enumerate() {
+    /// Applies the members in order; the answer of each settlement (`None` for a new transfer,
+    /// recorded once the whole chain holds), or where and why the chain stopped.
+    fn apply(
+        &mut self,
+        chain: &[Op],
+        members: &[Member],
+        entries: &mut Vec<NewEntry>,
+    ) -> Result<Vec<Option<Planned>>, (usize, Stop)> {
+        let mut answers = Vec::with_capacity(chain.len());
+        for (i, (op, member)) in chain.iter().zip(members).enumerate() {
             let applied = match (op, member) {
-                (Op::Settle(s), Member::Settle) => self.settle(s, &mut entries).map(Some),
+                (Op::Settle(s), Member::Settle) => self.settle(s, entries).map(Some),
                 (
                     _,
                     Member::New {
                         posting, reverses, ..
                     },
-                ) => self.create(posting, *reverses, &mut entries).map(|()| None),
+                ) => self.create(posting, *reverses, entries).map(|()| None),
                 _ => unreachable!("only new members and settlements remain"),
             };
-            match applied {
-                Ok(answer) => answers.push(answer),
-                Err(why) => {
-                    stop = Some((i, why));
-                    break;
-                }
+            answers.push(applied.map_err(|why| (i, why))?);
+        }
+        Ok(answers)
+    }
+
+    /// The chain held: new transfers are recorded, settlements answered.
+    fn conclude(&mut self, members: Vec<Member>, answers: Vec<Option<Planned>>) {
+        for (member, answer) in members.into_iter().zip(answers) {
+            match (member, answer) {
+                (Member::Settle, Some(answer)) => self.plan.outcomes.push(answer),
+                (
+                    Member::New {
+                        posting,
+                        fingerprint,
+                        reverses,
+                    },
+                    None,
+                ) => self.record(&posting, fingerprint, reverses, None),
+                _ => unreachable!("a settlement answers, a new transfer is recorded"),
             }
         }
+    }
 
-        match stop {
-            None => {
-                for (member, answer) in members.into_iter().zip(answers) {
-                    match (member, answer) {
-                        (Member::Settle, Some(answer)) => self.plan.outcomes.push(answer),
-                        (
-                            Member::New {
-                                posting,
-                                fingerprint,
-                                reverses,
-                            },
-                            None,
-                        ) => self.record(&posting, fingerprint, reverses, None),
-                        _ => unreachable!("a settlement answers, a new transfer is recorded"),
-                    }
-                }
-                self.plan.entries.append(&mut entries);
-            }
-            Some((at, Stop::Refused(reason))) => {
-                self.rollback(mark);
-                for (i, member) in members.into_iter().enumerate() {
-                    match member {
-                        Member::New {
-                            posting,
-                            fingerprint,
-                            reverses,
-                        } => {
-                            let reason = if i == at {
-                                reason
-                            } else {
-                                FailureReason::LinkedTransferFailed
-                            };
-                            self.record(&posting, fingerprint, reverses, Some(reason));
-                        }
-                        _ => self
-                            .plan
-                            .outcomes
-                            .push(Planned::Rejected(linked_failed(CHAIN_REJECTED))),
-                    }
-                }
-            }
-            Some((at, Stop::Rejected(err))) => {
-                self.rollback(mark);
-                let mut err = Some(err);
-                for i in 0..chain.len() {
-                    self.plan.outcomes.push(Planned::Rejected(if i == at {
-                        err.take().expect("one error for the failing member")
+    /// A rule refused member `at`: every new transfer of the chain is recorded FAILED (that
+    /// one with `reason`), and its settlements moved nothing.
+    fn record_failed(&mut self, members: Vec<Member>, at: usize, reason: FailureReason) {
+        for (i, member) in members.into_iter().enumerate() {
+            match member {
+                Member::New {
+                    posting,
+                    fingerprint,
+                    reverses,
+                } => {
+                    let reason = if i == at {
+                        reason
                     } else {
-                        linked_failed(CHAIN_REJECTED)
-                    }));
+                        FailureReason::LinkedTransferFailed
+                    };
+                    self.record(&posting, fingerprint, reverses, Some(reason));
                 }
+                _ => self
+                    .plan
+                    .outcomes
+                    .push(Planned::Rejected(linked_failed(CHAIN_REJECTED))),
             }
         }
     }
