@@ -137,25 +137,7 @@ impl Application {
             pool.clone(),
             settings.auth_cache_ttl,
         ));
-        let identity = Arc::new(Identity::new(
-            pool.clone(),
-            authenticator.clone(),
-            IdentitySettings {
-                access_ttl: settings.tokens.access_ttl,
-                refresh_ttl: settings.tokens.refresh_ttl,
-                login_failures_max: settings.login_failures_max,
-                login_failures_per_address_max: settings.login_failures_per_address_max,
-                login_failure_window: settings.login_failure_window,
-                verification_ttl: settings.verification_ttl,
-                hash_concurrency_max: settings.hash_concurrency_max,
-                hash_wait: settings.hash_wait,
-            },
-            Some(Relay::spawn(
-                pool.clone(),
-                jobs::queue::storage(&settings.queue, 1, jobs::queue::PUSH_ONLY_HEARTBEAT)?,
-                settings.queue.lease,
-            )),
-        ));
+        let identity = identity(&settings, &pool, &authenticator)?;
         let ledger = Arc::new(Ledger::new(pool.clone(), settings.ledger.clone()));
         ledger.bootstrap().await?;
         // The first unknown-user login must not pay for computing the dummy hash.
@@ -179,69 +161,14 @@ impl Application {
                 pool: pool.clone(),
                 draining: draining.clone(),
             });
-        let web = tonic_web::GrpcWebLayer::new();
-        // GrpcWebLayer goes on each gRPC service, not the whole server: on the server it would
-        // answer 400 to every plain HTTP/1.1 request.
-        let mut routes = Routes::from(http)
-            .add_service(web.layer(health_service))
-            .add_service(
-                web.layer(
-                    UserServiceServer::new(state.clone())
-                        .max_decoding_message_size(max)
-                        .max_encoding_message_size(max),
-                ),
-            )
-            .add_service(
-                web.layer(
-                    SessionServiceServer::new(state.clone())
-                        .max_decoding_message_size(max)
-                        .max_encoding_message_size(max),
-                ),
-            )
-            .add_service(
-                web.layer(
-                    RoleServiceServer::new(state.clone())
-                        .max_decoding_message_size(max)
-                        .max_encoding_message_size(max),
-                ),
-            )
-            .add_service(
-                web.layer(
-                    AccountServiceServer::new(state.clone())
-                        .max_decoding_message_size(max)
-                        .max_encoding_message_size(max),
-                ),
-            )
-            .add_service(
-                web.layer(
-                    TransferServiceServer::new(state.clone())
-                        .max_decoding_message_size(max)
-                        .max_encoding_message_size(max),
-                ),
-            )
-            .add_service(
-                web.layer(
-                    AuditServiceServer::new(state.clone())
-                        .max_decoding_message_size(max)
-                        .max_encoding_message_size(max),
-                ),
-            );
+        let mut routes = grpc_routes(http, health_service, &state, max);
         if settings.reflection {
+            let web = tonic_web::GrpcWebLayer::new();
             routes = routes
                 .add_service(web.layer(reflection().build_v1()?))
                 .add_service(web.layer(reflection().build_v1alpha()?));
         }
-        for name in proto::TALLY_SERVICES {
-            health
-                .set_service_status(*name, ServingStatus::Serving)
-                .await;
-        }
-        health
-            .set_service_status(
-                <tonic_health::pb::health_server::HealthServer<()> as NamedService>::NAME,
-                ServingStatus::Serving,
-            )
-            .await;
+        announce(&health, ServingStatus::Serving).await;
 
         let gateway = Arc::new(Gateway::new(
             proto::FILE_DESCRIPTOR_SET,
@@ -351,14 +278,7 @@ impl Application {
             "shutting down"
         );
         draining.store(true, Ordering::Relaxed);
-        health
-            .set_service_status("", ServingStatus::NotServing)
-            .await;
-        for name in proto::TALLY_SERVICES {
-            health
-                .set_service_status(*name, ServingStatus::NotServing)
-                .await;
-        }
+        announce(&health, ServingStatus::NotServing).await;
         let _ = stop_tx.send(());
         let _ = sampler_stop.send(true);
         let _ = sampler.await;
@@ -372,6 +292,73 @@ impl Application {
         }
         tracing::info!("stopped");
         Ok(())
+    }
+}
+
+/// The identity domain, with its mail relay (pushes to the Redis queue only).
+fn identity(
+    settings: &ServeSettings,
+    pool: &PgPool,
+    authenticator: &Arc<Authenticator>,
+) -> anyhow::Result<Arc<Identity>> {
+    Ok(Arc::new(Identity::new(
+        pool.clone(),
+        authenticator.clone(),
+        IdentitySettings {
+            access_ttl: settings.tokens.access_ttl,
+            refresh_ttl: settings.tokens.refresh_ttl,
+            login_failures_max: settings.login_failures_max,
+            login_failures_per_address_max: settings.login_failures_per_address_max,
+            login_failure_window: settings.login_failure_window,
+            verification_ttl: settings.verification_ttl,
+            hash_concurrency_max: settings.hash_concurrency_max,
+            hash_wait: settings.hash_wait,
+        },
+        Some(Relay::spawn(
+            pool.clone(),
+            jobs::queue::storage(&settings.queue, 1, jobs::queue::PUSH_ONLY_HEARTBEAT)?,
+            settings.queue.lease,
+        )),
+    )))
+}
+
+/// The plain HTTP routes, health and every tally service, each behind gRPC-web and the
+/// message-size limit `max` both ways.
+fn grpc_routes(
+    http: axum::Router,
+    health: tonic_health::pb::health_server::HealthServer<
+        impl tonic_health::pb::health_server::Health,
+    >,
+    state: &ApiState,
+    max: usize,
+) -> Routes {
+    // GrpcWebLayer goes on each gRPC service, not the whole server: on the server it would
+    // answer 400 to every plain HTTP/1.1 request.
+    let web = tonic_web::GrpcWebLayer::new();
+    macro_rules! limited {
+        ($server:ident) => {
+            web.layer(
+                $server::new(state.clone())
+                    .max_decoding_message_size(max)
+                    .max_encoding_message_size(max),
+            )
+        };
+    }
+    Routes::from(http)
+        .add_service(web.layer(health))
+        .add_service(limited!(UserServiceServer))
+        .add_service(limited!(SessionServiceServer))
+        .add_service(limited!(RoleServiceServer))
+        .add_service(limited!(AccountServiceServer))
+        .add_service(limited!(TransferServiceServer))
+        .add_service(limited!(AuditServiceServer))
+}
+
+/// What health answers for the whole server (`""`), the health service and each tally service.
+async fn announce(health: &HealthReporter, status: ServingStatus) {
+    let health_service = <tonic_health::pb::health_server::HealthServer<()> as NamedService>::NAME;
+    for name in ["", health_service].iter().chain(proto::TALLY_SERVICES) {
+        health.set_service_status(*name, status).await;
     }
 }
 

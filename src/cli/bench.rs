@@ -336,7 +336,8 @@ fn per_second(n: u64, secs: f64) -> f64 {
     if secs > 0.0 { n as f64 / secs } else { 0.0 }
 }
 
-pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
+/// The combinations of options that make no sense.
+fn check_options(args: &BenchArgs) -> anyhow::Result<()> {
     anyhow::ensure!(
         args.batch == 1 || args.operation == Operation::Transfer,
         "--batch applies to --operation transfer only"
@@ -353,6 +354,11 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         args.hot_accounts,
         args.accounts
     );
+    Ok(())
+}
+
+/// `--connections` HTTP/2 connections to the server, and an access token of the bench user.
+async fn connect(args: &BenchArgs) -> anyhow::Result<(Vec<Channel>, String)> {
     let mut channels = Vec::new();
     for _ in 0..args.connections {
         channels.push(
@@ -371,7 +377,12 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         .context("login")?
         .into_inner()
         .access_token;
+    Ok((channels, token))
+}
 
+pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
+    check_options(&args)?;
+    let (channels, token) = connect(&args).await?;
     let accounts = ready_accounts(&args, &channels[0], &token).await?;
     if args.setup_only {
         eprintln!("bench: {} accounts ready", accounts.len());
