@@ -25,7 +25,7 @@ DOCKER ?= docker
 # The image `make docker-build` builds and docker-compose.yml runs.
 IMAGE ?= tally:dev
 
-.PHONY: help build lint lint-protos fmt migrate run test test-rust test-walkthrough bench bench-smoke verify services-stop clean \
+.PHONY: help build lint lint-protos fmt migrate run test test-rust test-walkthrough bench bench-smoke schema-doc verify services-stop clean \
 	docker-build docker-validate compose-up compose-down k8s-validate lint-workflows
 
 help: ## List the targets
@@ -99,6 +99,9 @@ bench-smoke: ## scripts/bench.sh in 1 s runs of the debug build; checks that its
 	  grep -q '^| tally gRPC, GetAccountBalance at a random instant' $(BENCH_SMOKE_OUT) && \
 	  grep -q '^| JSON ÷ gRPC, hot, 64 clients' $(BENCH_SMOKE_OUT) && \
 	  echo "bench-smoke: the table is printed"
+
+schema-doc: ## Write docs/schema.md from a freshly migrated database (make test fails when it is stale)
+	$(SERVICES) && TALLY_WRITE_SCHEMA_DOC=1 $(CARGO) test --locked --test api -- schema::docs_schema_md
 
 verify: ## Check the ledger invariants of DATABASE_URL (tally verify)
 	$(SERVICES) && $(CARGO) run --locked --quiet -- verify
