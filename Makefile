@@ -80,7 +80,7 @@ test-rust: ## Unit and integration tests (cargo test) against real PostgreSQL, R
 	    { echo "test-rust: the mail tests failed; running them once more" >&2; \
 	      $(CARGO) test --locked --no-fail-fast -- verification::; }; }
 
-test-walkthrough: ## README walkthroughs (buf curl, curl), schemathesis, gRPC-web client vs a real server
+test-walkthrough: ## The walkthroughs of docs/walkthrough.md (buf curl, curl), schemathesis, gRPC-web client vs a real server
 	$(SERVICES) && $(CARGO) build --locked && scripts/walkthrough-test.sh
 
 bench: ## tally bench (gRPC, JSON, batch, hold+post, point-in-time, paced) and pgbench side by side on a fresh database, one table (BENCH_* knobs)

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# scripts/walkthrough-test.sh — run the README walkthroughs (scripts/walkthrough.sh: buf curl and
+# scripts/walkthrough-test.sh — run the walkthroughs of docs/walkthrough.md (scripts/walkthrough.sh: buf curl and
 # plain curl) and the gateway's third-party checks (scripts/gateway-check.sh: schemathesis, a
 # gRPC-web client) against a fresh `tally serve` on a fresh database, then check the server
 # stops cleanly on SIGTERM.

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# scripts/walkthrough.sh — run the README's walkthroughs (`buf curl` over gRPC, then plain `curl`
+# scripts/walkthrough.sh — run the walkthroughs of docs/walkthrough.md (`buf curl` over gRPC, then plain `curl`
 # over HTTP JSON) against a running tally server and check every answer.
 #
 # Usage:
@@ -11,7 +11,7 @@
 #                 `tally admin`, which talks to the database directly
 #   TALLY_BIN     the tally binary for `tally admin` (default <repo>/target/debug/tally)
 #
-# The commands below are the ones in the README walkthrough; keep the
+# The commands below are the ones in docs/walkthrough.md; keep the
 # two in step. Every run signs up a new user (alice_<epoch>_<random>), so the script can run
 # again and again against the same database. buf comes from scripts/tools.sh (pinned, installed
 # into .tools/ on first use). Exits non-zero with a message naming the step on any mismatch.
@@ -51,7 +51,7 @@ BUF_BIN_DIR="$("$SCRIPT_DIR/tools.sh" bin)" || fail "could not install buf (scri
 export PATH="$BUF_BIN_DIR:$PATH"
 printf 'walkthrough.sh: buf %s, server %s\n' "$(buf --version)" "$TALLY_ADDR"
 
-# ---- the walkthrough (same commands as the README walkthrough) -------------------------------
+# ---- the walkthrough (same commands as docs/walkthrough.md) -------------------------------
 
 TALLY="http://$TALLY_ADDR"
 TALLY_USER="alice_$(date +%s)_$RANDOM"
@@ -235,7 +235,7 @@ done
 expect_unauthenticated "ListRoles after logout" \
   buf curl --protocol grpc -H "Authorization: Bearer $TOKEN" "$TALLY/tally.v1.RoleService/ListRoles"
 
-# ---- the same over HTTP JSON with plain curl (the README's curl walkthrough) ------------------
+# ---- the same over HTTP JSON with plain curl (the curl walkthrough of docs/walkthrough.md) ------------------
 
 CURL_USER="bob_$(date +%s)_$RANDOM"
 # pretty JSON — what the README pipes through for readability
