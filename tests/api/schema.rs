@@ -114,11 +114,7 @@ async fn render(pool: &PgPool) -> String {
             Some(name),
         )
         .await;
-        writeln!(
-            doc,
-            "| column | type | null | default |\n|---|---|---|---|"
-        )
-        .unwrap();
+        writeln!(doc, "| column | type | null | default |\n|---|---|---|---|").unwrap();
         for c in &columns {
             writeln!(
                 doc,
