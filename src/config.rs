@@ -17,15 +17,6 @@ pub use worker::{MailSettings, MailTransportSettings, WorkerArgs, WorkerSettings
 pub const DATABASE_URL_DEFAULT: &str = "postgres://postgres@127.0.0.1:5432/tally";
 /// Default Redis URL: the local server on its standard port.
 pub const REDIS_URL_DEFAULT: &str = "redis://127.0.0.1:6379";
-/// Revocations must reach already-issued access tokens within 5 s (the contract), so the
-/// session cache may never hold an entry longer than this.
-pub const AUTH_CACHE_TTL_MS_MAX: u64 = 5_000;
-/// The most password hashes a process may run at once (each takes 19 MiB while it runs).
-pub const HASH_CONCURRENCY_MAX: i64 = 64;
-/// The longest pause between two attempts of one transfer.
-pub const TRANSFER_RETRY_BACKOFF_MAX: Duration = Duration::from_millis(100);
-/// PASETO v4.local keys are exactly this long; JWT HS256 secrets at least this long.
-pub const TOKEN_KEY_BYTES: usize = 32;
 
 #[derive(Debug, Args)]
 pub struct GlobalArgs {

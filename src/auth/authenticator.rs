@@ -33,6 +33,9 @@ use crate::{
 };
 
 /// The one message for every token defect, so callers learn nothing about why.
+/// Revocations must reach already-issued access tokens within 5 s (the contract), so the
+/// session cache may never hold an entry longer than this.
+pub const AUTH_CACHE_TTL_MS_MAX: u64 = 5_000;
 pub const UNAUTHENTICATED_MESSAGE: &str = "missing or invalid access token";
 /// Cached sessions; past this the cache is emptied (a crude bound, but a bound).
 const SESSION_CACHE_ENTRIES_MAX: usize = 100_000;

@@ -24,6 +24,8 @@ use argon2::{
 use crate::error::{Error, Result};
 
 /// Memory cost in KiB (OWASP: 19 MiB).
+/// The most password hashes a process may run at once (each takes 19 MiB while it runs).
+pub const HASH_CONCURRENCY_MAX: i64 = 64;
 pub const ARGON2_MEMORY_KIB: u32 = 19 * 1024;
 /// Iterations (OWASP: 2).
 pub const ARGON2_ITERATIONS: u32 = 2;

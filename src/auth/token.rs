@@ -25,6 +25,8 @@ use uuid::Uuid;
 use crate::config::{TokenFormat, TokenSettings};
 
 /// The `typ` claim of access tokens.
+/// PASETO v4.local keys are exactly this long; JWT HS256 secrets at least this long.
+pub const TOKEN_KEY_BYTES: usize = 32;
 const ACCESS_TOKEN_TYPE: &str = "access";
 /// Tolerated clock difference between replicas for JWT time claims, in seconds.
 const JWT_LEEWAY_SECS: u64 = 5;
@@ -192,7 +194,7 @@ struct JwtClaims {
 impl JwtCodec {
     pub fn new(secret: &[u8], issuer: &str, audience: &str) -> anyhow::Result<Self> {
         anyhow::ensure!(
-            secret.len() >= crate::config::TOKEN_KEY_BYTES,
+            secret.len() >= TOKEN_KEY_BYTES,
             "TALLY_TOKEN_KEY: JWT needs at least 32 bytes"
         );
         // `Validation::new` pins the accepted algorithms to exactly HS256, so `alg: none` or any

@@ -7,10 +7,13 @@ use clap::Args;
 
 use crate::{
     app::ServeSettings,
+    auth::{
+        authenticator::AUTH_CACHE_TTL_MS_MAX, password::HASH_CONCURRENCY_MAX,
+        token::TOKEN_KEY_BYTES,
+    },
     config::{
-        AUTH_CACHE_TTL_MS_MAX, ConfigError, DatabaseArgs, Environment, HASH_CONCURRENCY_MAX,
-        QueueArgs, TOKEN_KEY_BYTES, TRANSFER_RETRY_BACKOFF_MAX, TokenFormat, TokenKey,
-        TokenSettings, config_error,
+        ConfigError, DatabaseArgs, Environment, QueueArgs, TokenFormat, TokenKey, TokenSettings,
+        config_error,
     },
 };
 
@@ -283,7 +286,7 @@ impl ServeArgs {
                 accounts_per_owner_max: self.accounts_per_owner_max,
                 transfer_attempts_max: self.transfer_attempts_max,
                 retry_backoff_base: Duration::from_millis(self.transfer_retry_backoff_ms),
-                retry_backoff_max: TRANSFER_RETRY_BACKOFF_MAX,
+                retry_backoff_max: crate::ledger::TRANSFER_RETRY_BACKOFF_MAX,
                 hold_sweep_interval: Duration::from_millis(self.hold_sweep_interval_ms),
             },
         })

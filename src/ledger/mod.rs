@@ -49,6 +49,8 @@ pub use posting::{Chain, Op, Posting};
 /// ten trillion dollars). Keeps every balance far from i64 overflow.
 pub const AMOUNT_MAX: i64 = 1_000_000_000_000_000;
 pub const MEMO_CHARS_MAX: usize = 256;
+/// The longest pause between two attempts of one transfer batch.
+pub const TRANSFER_RETRY_BACKOFF_MAX: Duration = Duration::from_millis(100);
 /// The longest a hold may wait to be posted or voided (the migration's CHECK says the same).
 pub const HOLD_TIMEOUT_MAX: Duration = Duration::from_secs(7 * 24 * 3600);
 // migrations/20261201000009_holds_reversals_limits.up.sql: `timeout_ms BETWEEN 1 AND 604800000`,
