@@ -289,6 +289,27 @@ impl TestApp {
             .map(|r| r.into_inner())
     }
 
+    /// The set-up most ledger tests start from: a banker's token, a new customer's token, and
+    /// `N` USD accounts of that customer, each funded by a deposit of its amount (0: none).
+    pub async fn customer_with_accounts<const N: usize>(
+        &self,
+        prefix: &str,
+        funding: [i64; N],
+    ) -> (String, String, [String; N]) {
+        let banker = self.banker().await;
+        let owner = self.signed_in(&unique(prefix), &[]).await.access_token;
+        let mut accounts = Vec::with_capacity(N);
+        for amount in funding {
+            let account = self.open_account(&owner, "USD").await.account_id;
+            if amount > 0 {
+                self.deposit(&banker, &account, amount).await;
+            }
+            accounts.push(account);
+        }
+        let accounts = accounts.try_into().expect("N accounts");
+        (banker, owner, accounts)
+    }
+
     /// Places a hold of `amount` from `from` to `to` for `timeout`.
     pub async fn hold(
         &self,

@@ -110,11 +110,7 @@ async fn assert_consistent(app: &TestApp) {
 #[tokio::test]
 async fn a_hold_reserves_then_a_partial_post_moves_part_and_releases_the_rest() {
     let app = TestApp::spawn().await;
-    let banker = app.banker().await;
-    let owner = app.signed_in(&unique("holder"), &[]).await.access_token;
-    let source = app.open_account(&owner, "USD").await.account_id;
-    let sink = app.open_account(&owner, "USD").await.account_id;
-    app.deposit(&banker, &source, 1_000).await;
+    let (_, owner, [source, sink]) = app.customer_with_accounts("holder", [1_000, 0]).await;
     let mut transfers = app.transfers();
 
     let hold = app
@@ -294,11 +290,7 @@ async fn a_void_releases_the_hold_and_only_who_may_move_the_money_may_settle_it(
 async fn an_expired_hold_no_longer_counts_even_before_any_sweep() {
     // The sweeper runs once at start, then not for an hour: expiry must not depend on it.
     let app = TestApp::spawn_with(&["--hold-sweep-interval-ms", "3600000"]).await;
-    let banker = app.banker().await;
-    let owner = app.signed_in(&unique("expiry"), &[]).await.access_token;
-    let source = app.open_account(&owner, "USD").await.account_id;
-    let sink = app.open_account(&owner, "USD").await.account_id;
-    app.deposit(&banker, &source, 1_000).await;
+    let (_, owner, [source, sink]) = app.customer_with_accounts("expiry", [1_000, 0]).await;
     let mut transfers = app.transfers();
 
     let hold = app
@@ -331,11 +323,7 @@ async fn an_expired_hold_no_longer_counts_even_before_any_sweep() {
 #[tokio::test]
 async fn the_sweeper_expires_holds_on_accounts_nobody_touches() {
     let app = TestApp::spawn_with(&["--hold-sweep-interval-ms", "50"]).await;
-    let banker = app.banker().await;
-    let owner = app.signed_in(&unique("sweep"), &[]).await.access_token;
-    let source = app.open_account(&owner, "USD").await.account_id;
-    let sink = app.open_account(&owner, "USD").await.account_id;
-    app.deposit(&banker, &source, 100).await;
+    let (_, owner, [source, sink]) = app.customer_with_accounts("sweep", [100, 0]).await;
     let hold = app
         .hold(&owner, &source, &sink, 60, Duration::from_millis(100))
         .await
@@ -370,10 +358,7 @@ async fn of_fifty_concurrent_holds_exactly_those_that_fit_succeed_and_settle_con
     const AMOUNT: i64 = 30;
     const FUNDING: i64 = 1_000; // room for 33 holds of 30
     let app = TestApp::spawn().await;
-    let banker = app.banker().await;
-    let owner = app.signed_in(&unique("crowd"), &[]).await.access_token;
-    let source = app.open_account(&owner, "USD").await.account_id;
-    let sink = app.open_account(&owner, "USD").await.account_id;
+    let (banker, owner, [source, sink]) = app.customer_with_accounts("crowd", [0, 0]).await;
     app.deposit(&banker, &source, FUNDING).await;
 
     let tasks: Vec<_> = (0..HOLDS)
@@ -863,12 +848,9 @@ async fn the_balance_at_any_past_instant_is_the_running_balance_at_that_instant(
     const TASKS: usize = 10;
     const PER_TASK: usize = 100; // 1,000 transfers, each an entry on the watched account
     let app = TestApp::spawn().await;
-    let banker = app.banker().await;
-    let owner = app.signed_in(&unique("history"), &[]).await.access_token;
-    let watched = app.open_account(&owner, "USD").await.account_id;
-    let other = app.open_account(&owner, "USD").await.account_id;
-    app.deposit(&banker, &watched, 10_000).await;
-    app.deposit(&banker, &other, 10_000).await;
+    let (_, owner, [watched, other]) = app
+        .customer_with_accounts("history", [10_000, 10_000])
+        .await;
 
     // Both directions, concurrently: some entries share a batch (and its instant).
     let tasks: Vec<_> = (0..TASKS)
@@ -1011,11 +993,7 @@ async fn the_balance_at_any_past_instant_is_the_running_balance_at_that_instant(
 #[tokio::test]
 async fn holds_work_in_batches_and_linked_chains() {
     let app = TestApp::spawn().await;
-    let banker = app.banker().await;
-    let owner = app.signed_in(&unique("chains"), &[]).await.access_token;
-    let source = app.open_account(&owner, "USD").await.account_id;
-    let sink = app.open_account(&owner, "USD").await.account_id;
-    app.deposit(&banker, &source, 100).await;
+    let (_, owner, [source, sink]) = app.customer_with_accounts("chains", [100, 0]).await;
     let mut transfers = app.transfers();
     let results = |response: pb::CreateTransfersResponse| -> Vec<pb::Transfer> {
         response

@@ -111,11 +111,7 @@ async fn money_is_conserved_under_concurrency_with_opposite_direction_pairs() {
 #[tokio::test]
 async fn of_fifty_concurrent_transfers_of_the_whole_balance_exactly_one_succeeds() {
     let app = TestApp::spawn().await;
-    let banker = app.banker().await;
-    let spender = app.signed_in(&unique("spender"), &[]).await.access_token;
-    let source = app.open_account(&spender, "USD").await.account_id;
-    let sink = app.open_account(&spender, "USD").await.account_id;
-    app.deposit(&banker, &source, 1_000).await;
+    let (_, spender, [source, sink]) = app.customer_with_accounts("spender", [1_000, 0]).await;
 
     let mut tasks = Vec::new();
     for _ in 0..50 {
@@ -174,11 +170,7 @@ async fn of_fifty_concurrent_transfers_of_the_whole_balance_exactly_one_succeeds
 #[tokio::test]
 async fn one_transfer_id_sent_twenty_times_at_once_is_one_transfer_with_identical_answers() {
     let app = TestApp::spawn().await;
-    let banker = app.banker().await;
-    let payer = app.signed_in(&unique("payer"), &[]).await.access_token;
-    let from = app.open_account(&payer, "USD").await.account_id;
-    let to = app.open_account(&payer, "USD").await.account_id;
-    app.deposit(&banker, &from, 500).await;
+    let (_, payer, [from, to]) = app.customer_with_accounts("payer", [500, 0]).await;
 
     let request = pb::CreateTransferRequest {
         transfer_id: Uuid::new_v4().to_string(),
@@ -280,11 +272,7 @@ async fn one_transfer_id_sent_twenty_times_at_once_is_one_transfer_with_identica
 #[tokio::test]
 async fn a_forced_serialization_failure_is_retried_and_the_transfer_happens_once() {
     let app = TestApp::spawn().await;
-    let banker = app.banker().await;
-    let holder = app.signed_in(&unique("holder"), &[]).await.access_token;
-    let from = app.open_account(&holder, "USD").await.account_id;
-    let to = app.open_account(&holder, "USD").await.account_id;
-    app.deposit(&banker, &from, 1_000).await;
+    let (_, holder, [from, to]) = app.customer_with_accounts("holder", [1_000, 0]).await;
 
     // A concurrent transaction updates the source row and holds its lock.
     let mut blocker = app.pool.begin().await.unwrap();
@@ -366,9 +354,7 @@ async fn a_forced_serialization_failure_is_retried_and_the_transfer_happens_once
 #[tokio::test]
 async fn currency_mismatches_and_overdrawn_withdrawals_are_failed_records() {
     let app = TestApp::spawn().await;
-    let banker = app.banker().await;
-    let user = app.signed_in(&unique("user"), &[]).await.access_token;
-    let usd = app.open_account(&user, "USD").await.account_id;
+    let (banker, user, [usd]) = app.customer_with_accounts("user", [0]).await;
     let eur = app.open_account(&user, "EUR").await.account_id;
     app.deposit(&banker, &usd, 100).await;
 
@@ -421,10 +407,7 @@ async fn currency_mismatches_and_overdrawn_withdrawals_are_failed_records() {
 #[tokio::test]
 async fn verify_fails_on_a_tampered_balance() {
     let app = TestApp::spawn().await;
-    let banker = app.banker().await;
-    let user = app.signed_in(&unique("user"), &[]).await.access_token;
-    let account = app.open_account(&user, "USD").await.account_id;
-    app.deposit(&banker, &account, 500).await;
+    let (_, _, [account]) = app.customer_with_accounts("user", [500]).await;
     assert!(app.verify().await.is_consistent());
 
     sqlx::query("UPDATE accounts SET balance = balance + 1 WHERE id = $1::uuid")
@@ -449,9 +432,7 @@ async fn verify_fails_on_a_tampered_balance() {
 #[tokio::test]
 async fn a_thousand_entries_page_newest_first_without_gaps_or_duplicates() {
     let app = TestApp::spawn().await;
-    let banker = app.banker().await;
-    let user = app.signed_in(&unique("user"), &[]).await.access_token;
-    let account = app.open_account(&user, "USD").await.account_id;
+    let (banker, user, [account]) = app.customer_with_accounts("user", [0]).await;
     for _ in 0..1_000 {
         app.deposit(&banker, &account, 1).await;
     }

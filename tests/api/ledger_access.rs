@@ -283,11 +283,7 @@ async fn every_ledger_field_answers_invalid_argument_and_writes_nothing() {
     use tonic_types::StatusExt as _;
 
     let app = TestApp::spawn().await;
-    let banker = app.banker().await;
-    let user = app.signed_in(&unique("user"), &[]).await.access_token;
-    let a = app.open_account(&user, "USD").await.account_id;
-    let b = app.open_account(&user, "USD").await.account_id;
-    app.deposit(&banker, &a, 100).await;
+    let (banker, user, [a, b]) = app.customer_with_accounts("user", [100, 0]).await;
     let counts = || async {
         (
             app.count("accounts").await,
