@@ -57,15 +57,18 @@ lint: lint-protos ## cargo fmt --check, clippy -D warnings, the module graph che
 	$(CARGO) test --locked --lib architecture
 
 # The protos are a published API: buf's lint rules (buf.yaml says which it departs from, and
-# why) and no breaking change against the protos of the branch `main` (`BUF_BREAKING_AGAINST`
-# to compare with another git ref). Without a `main` branch (a source tarball, a shallow
-# checkout of another branch) the breaking check says so and is skipped.
-BUF_BREAKING_AGAINST ?= .git\#branch=main,subdir=proto
+# why) and no breaking change against the protos of `main` — the local branch, else
+# `origin/main` (a pull request's checkout), else the check says so and is skipped (a source
+# tarball). `BUF_BREAKING_AGAINST` names another buf input.
+BUF_BREAKING_AGAINST ?=
 lint-protos: ## buf lint, and buf breaking against main's protos
-	BUF_DIR="$$(scripts/tools.sh bin)" && export PATH="$$BUF_DIR:$$PATH" && buf lint && \
-	if [[ "$(BUF_BREAKING_AGAINST)" != .git\#branch=main,* ]] || git rev-parse --verify -q main >/dev/null; then \
-	  buf breaking --against '$(BUF_BREAKING_AGAINST)' && echo "lint-protos: buf lint and buf breaking clean"; \
-	else echo "lint-protos: no branch main here; buf breaking skipped (set BUF_BREAKING_AGAINST)"; fi
+	BUF="$$(scripts/tools.sh buf)" && "$$BUF" lint && \
+	against='$(BUF_BREAKING_AGAINST)'; \
+	if [[ -z "$$against" ]] && git rev-parse --verify -q main >/dev/null; then against='.git#branch=main,subdir=proto'; fi; \
+	if [[ -z "$$against" ]] && git rev-parse --verify -q origin/main >/dev/null; then against='.git#ref=origin/main,subdir=proto'; fi; \
+	if [[ -n "$$against" ]]; then \
+	  "$$BUF" breaking --against "$$against" && echo "lint-protos: buf lint clean, no breaking change against $$against"; \
+	else echo "lint-protos: no main or origin/main here; buf breaking skipped (set BUF_BREAKING_AGAINST)"; fi
 
 fmt: ## Format the code
 	$(CARGO) fmt --all
