@@ -282,17 +282,26 @@ impl Application {
         let _ = stop_tx.send(());
         let _ = sampler_stop.send(true);
         let _ = sampler.await;
-        // tonic's graceful shutdown waits for every connection without limit; bound it.
-        match tokio::time::timeout(settings.shutdown_drain, &mut server).await {
-            Ok(joined) => joined??,
-            Err(_) => {
-                tracing::warn!("drain time exceeded; abandoning the calls still in flight");
-                server.abort();
-            }
-        }
+        drain(server, settings.shutdown_drain).await?;
         tracing::info!("stopped");
         Ok(())
     }
+}
+
+/// Waits for the stopped server's calls in flight, at most `within`: tonic's graceful shutdown
+/// waits for every connection without limit.
+async fn drain(
+    mut server: tokio::task::JoinHandle<Result<(), tonic::transport::Error>>,
+    within: Duration,
+) -> anyhow::Result<()> {
+    match tokio::time::timeout(within, &mut server).await {
+        Ok(joined) => joined??,
+        Err(_) => {
+            tracing::warn!("drain time exceeded; abandoning the calls still in flight");
+            server.abort();
+        }
+    }
+    Ok(())
 }
 
 /// The identity domain, with its mail relay (pushes to the Redis queue only).

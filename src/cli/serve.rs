@@ -208,50 +208,15 @@ pub struct ServeArgs {
 impl ServeArgs {
     /// Validates the arguments into settings. Rules that span variables live here.
     pub fn settings(&self, environment: Environment) -> Result<ServeSettings, ConfigError> {
-        let database = self.database.settings()?;
-        let queue = self.queue.settings()?;
-        let key = match &self.token_key {
-            Some(encoded) => TokenKey::Configured(decode_token_key(encoded, self.token_format)?),
-            None if environment == Environment::Production => {
-                return Err(config_error(
-                    "TALLY_TOKEN_KEY",
-                    "is required when TALLY_ENV=production (generate one with `openssl rand \
-                     -base64 32`)",
-                ));
-            }
-            None => TokenKey::Ephemeral(rand::random::<[u8; TOKEN_KEY_BYTES]>().to_vec()),
-        };
-        for (variable, value) in [
-            ("TALLY_TOKEN_ISSUER", &self.token_issuer),
-            ("TALLY_TOKEN_AUDIENCE", &self.token_audience),
-        ] {
-            if value.trim().is_empty() || value.len() > 256 {
-                return Err(config_error(variable, "must be 1 to 256 characters"));
-            }
-        }
-        if self.refresh_token_ttl_secs <= self.access_token_ttl_secs {
-            return Err(config_error(
-                "TALLY_REFRESH_TOKEN_TTL_SECS",
-                "must be longer than TALLY_ACCESS_TOKEN_TTL_SECS",
-            ));
-        }
-        let cors_allowed_origins = cors_origins(&self.cors_allowed_origins)?;
         Ok(ServeSettings {
-            cors_allowed_origins,
+            cors_allowed_origins: cors_origins(&self.cors_allowed_origins)?,
             environment,
-            database,
+            database: self.database.settings()?,
             listen_addr: self.listen_addr,
-            queue,
+            queue: self.queue.settings()?,
             verification_ttl: Duration::from_secs(self.verification_ttl_secs),
             migrate: self.migrate,
-            tokens: TokenSettings {
-                format: self.token_format,
-                key,
-                issuer: self.token_issuer.clone(),
-                audience: self.token_audience.clone(),
-                access_ttl: Duration::from_secs(self.access_token_ttl_secs),
-                refresh_ttl: Duration::from_secs(self.refresh_token_ttl_secs),
-            },
+            tokens: self.tokens(environment)?,
             login_failures_max: self.login_failures_max,
             login_failures_per_address_max: self.login_failures_per_address_max,
             login_failure_window: Duration::from_secs(self.login_failure_window_secs),
@@ -289,6 +254,43 @@ impl ServeArgs {
                 retry_backoff_max: crate::ledger::TRANSFER_RETRY_BACKOFF_MAX,
                 hold_sweep_interval: Duration::from_millis(self.hold_sweep_interval_ms),
             },
+        })
+    }
+
+    /// The token settings; production refuses to run without a configured key.
+    fn tokens(&self, environment: Environment) -> Result<TokenSettings, ConfigError> {
+        let key = match &self.token_key {
+            Some(encoded) => TokenKey::Configured(decode_token_key(encoded, self.token_format)?),
+            None if environment == Environment::Production => {
+                return Err(config_error(
+                    "TALLY_TOKEN_KEY",
+                    "is required when TALLY_ENV=production (generate one with `openssl rand \
+                     -base64 32`)",
+                ));
+            }
+            None => TokenKey::Ephemeral(rand::random::<[u8; TOKEN_KEY_BYTES]>().to_vec()),
+        };
+        for (variable, value) in [
+            ("TALLY_TOKEN_ISSUER", &self.token_issuer),
+            ("TALLY_TOKEN_AUDIENCE", &self.token_audience),
+        ] {
+            if value.trim().is_empty() || value.len() > 256 {
+                return Err(config_error(variable, "must be 1 to 256 characters"));
+            }
+        }
+        if self.refresh_token_ttl_secs <= self.access_token_ttl_secs {
+            return Err(config_error(
+                "TALLY_REFRESH_TOKEN_TTL_SECS",
+                "must be longer than TALLY_ACCESS_TOKEN_TTL_SECS",
+            ));
+        }
+        Ok(TokenSettings {
+            format: self.token_format,
+            key,
+            issuer: self.token_issuer.clone(),
+            audience: self.token_audience.clone(),
+            access_ttl: Duration::from_secs(self.access_token_ttl_secs),
+            refresh_ttl: Duration::from_secs(self.refresh_token_ttl_secs),
         })
     }
 }

@@ -90,38 +90,50 @@ pub fn build_message(
     }
 
     if let Some(query) = query {
-        let mut seen: Vec<String> = Vec::new();
-        for (key, value) in form_urlencoded::parse(query.as_bytes()) {
-            let names: Vec<&str> = key.split('.').collect();
-            let chain = resolve_field_path(&input, &names)
-                .map_err(|e| BadRequest(format!("query parameter `{key}`: {e}")))?;
-            let leaf = chain
-                .last()
-                .ok_or_else(|| BadRequest("empty query parameter".into()))?;
-            let bound_by_body = match &route.body {
-                BodyRule::Whole => true,
-                BodyRule::Field(f) => chain[0] == *f,
-                BodyRule::None => false,
-            };
-            if bound_by_body || route.path_fields.iter().any(|p| chain.starts_with(p)) {
-                return Err(BadRequest(format!(
-                    "query parameter `{key}`: the field is set by the path or the body"
-                )));
-            }
-            let canonical: String = chain.iter().map(|f| f.name()).collect::<Vec<_>>().join(".");
-            let json = scalar_json(leaf, &value)?;
-            if leaf.is_list() {
-                push(&mut root, &chain, json);
-            } else if seen.contains(&canonical) {
-                return Err(BadRequest(format!("query parameter `{key}` given twice")));
-            } else {
-                seen.push(canonical);
-                set(&mut root, &chain, json);
-            }
-        }
+        apply_query(route, &input, query, &mut root)?;
     }
 
     DynamicMessage::deserialize(input, root).map_err(|e| BadRequest(e.to_string()))
+}
+
+/// Sets the fields a query string names (`a.b=` nested, repeated names for a list); a field the
+/// path or the body already binds, or a singular field given twice, is refused.
+fn apply_query(
+    route: &Route,
+    input: &MessageDescriptor,
+    query: &str,
+    root: &mut Json,
+) -> Result<(), BadRequest> {
+    let mut seen: Vec<String> = Vec::new();
+    for (key, value) in form_urlencoded::parse(query.as_bytes()) {
+        let names: Vec<&str> = key.split('.').collect();
+        let chain = resolve_field_path(input, &names)
+            .map_err(|e| BadRequest(format!("query parameter `{key}`: {e}")))?;
+        let leaf = chain
+            .last()
+            .ok_or_else(|| BadRequest("empty query parameter".into()))?;
+        let bound_by_body = match &route.body {
+            BodyRule::Whole => true,
+            BodyRule::Field(f) => chain[0] == *f,
+            BodyRule::None => false,
+        };
+        if bound_by_body || route.path_fields.iter().any(|p| chain.starts_with(p)) {
+            return Err(BadRequest(format!(
+                "query parameter `{key}`: the field is set by the path or the body"
+            )));
+        }
+        let canonical: String = chain.iter().map(|f| f.name()).collect::<Vec<_>>().join(".");
+        let json = scalar_json(leaf, &value)?;
+        if leaf.is_list() {
+            push(root, &chain, json);
+        } else if seen.contains(&canonical) {
+            return Err(BadRequest(format!("query parameter `{key}` given twice")));
+        } else {
+            seen.push(canonical);
+            set(root, &chain, json);
+        }
+    }
+    Ok(())
 }
 
 /// The JSON value a path or query string stands for, by the field's type.

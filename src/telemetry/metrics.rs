@@ -108,6 +108,10 @@ fn describe() {
         "Calls refused RATE_LIMITED, by budget (auth per address, write per user and address)"
     );
     describe_counter!(
+        "tally_holds_expired_total",
+        "Holds marked expired, by a batch that touched their accounts or by the sweeper"
+    );
+    describe_counter!(
         "tally_rpc_shed_total",
         "Calls shed with UNAVAILABLE because every TALLY_CONCURRENCY_MAX slot was taken"
     );

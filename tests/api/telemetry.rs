@@ -466,6 +466,7 @@ fn the_grafana_dashboard_is_json_with_a_panel_for_every_series() {
         "tally_transfers_total",
         "tally_transfer_retries_total",
         "tally_transfer_aborts_total",
+        "tally_holds_expired_total",
         "tally_transfer_batch_postings_bucket",
         "tally_transfer_queue_wait_seconds_bucket",
         "tally_db_pool_connections",
