@@ -84,16 +84,11 @@ die() {
   printf 'bench.sh: error: %s\n' "$*" >&2
   exit 1
 }
-if ! command -v pgbench >/dev/null 2>&1 || ! command -v psql >/dev/null 2>&1; then
-  if [[ "$(id -u)" -eq 0 ]] && command -v apt-get >/dev/null 2>&1 && [[ -z "${TALLY_NO_INSTALL:-}" ]]; then
-    log "installing postgresql-client (pgbench, psql) via apt-get"
-    apt-get update -qq >&2 || die "apt-get update failed"
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
-      postgresql-client >&2 || die "apt-get install postgresql-client failed"
-  else
-    die "pgbench and psql are required (Debian: apt-get install postgresql-client)"
-  fi
-fi
+TALLY_SCRIPT=bench.sh
+# shellcheck source=scripts/lib.sh
+. "$SCRIPT_DIR/lib.sh"
+need_packages pgbench postgresql-client
+need_packages psql postgresql-client
 
 if [[ -z "${DATABASE_URL:-}" || -z "${REDIS_URL:-}" ]]; then
   eval "$("$SCRIPT_DIR/services.sh" env)"

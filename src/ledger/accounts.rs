@@ -288,8 +288,7 @@ impl Ledger {
                 ),
             ));
         }
-        let name = u.name.unwrap_or(current.name);
-        store::accounts::update_settings(&mut tx, u.id, &name, limit).await?;
+        store::accounts::update_settings(&mut tx, u.id, u.name.as_deref(), limit).await?;
         let row = store::accounts::by_id(&mut tx, u.id)
             .await?
             .ok_or(Error::NotFound("account"))?;

@@ -137,15 +137,17 @@ pub async fn lock_one(conn: &mut PgConnection, id: Uuid) -> Result<Option<Locked
     .await?)
 }
 
-/// Sets an account's name and overdraft limit.
+/// Sets an account's overdraft limit, and its name when `name` is given (else it keeps the one
+/// it has under the row lock, so a concurrent rename is not undone).
 pub async fn update_settings(
     conn: &mut PgConnection,
     id: Uuid,
-    name: &str,
+    name: Option<&str>,
     overdraft_limit: i64,
 ) -> Result<()> {
     sqlx::query(
-        "UPDATE accounts SET name = $2, overdraft_limit = $3, updated_at = now() WHERE id = $1",
+        "UPDATE accounts SET name = COALESCE($2, name), overdraft_limit = $3, updated_at = now() \
+         WHERE id = $1",
     )
     .bind(id)
     .bind(name)
