@@ -12,7 +12,9 @@
 #      A new database tally_walkthrough_<epoch>_<pid> is created on that server (through the
 #      `postgres` database of the same URL) and dropped at the end, pass or fail.
 #   2. `target/debug/tally serve --migrate true` on a free 127.0.0.1 port, waits for /readyz.
-#   3. scripts/walkthrough.sh, then scripts/gateway-check.sh against it.
+#   3. scripts/walkthrough.sh, recording what each step printed; scripts/docs-outputs.py then
+#      compares the example outputs of docs/walkthrough.md and the README with those records;
+#      then scripts/gateway-check.sh against the server.
 #   4. SIGTERM; the server must exit with status 0 within 30 s.
 #
 # Environment:
@@ -157,8 +159,12 @@ until [[ "$(http_status "http://$ADDR/readyz")" == 200 ]]; do
 done
 log "server ready"
 
-TALLY_ADDR="$ADDR" DATABASE_URL="$TEST_DB_URL" TALLY_BIN="$TALLY_BIN" "$SCRIPT_DIR/walkthrough.sh" ||
+mkdir "$WORK_DIR/outputs"
+WALKTHROUGH_RECORD="$WORK_DIR/outputs" TALLY_ADDR="$ADDR" DATABASE_URL="$TEST_DB_URL" TALLY_BIN="$TALLY_BIN" \
+  "$SCRIPT_DIR/walkthrough.sh" ||
   die "the walkthrough failed"
+python3 "$SCRIPT_DIR/docs-outputs.py" check "$WORK_DIR/outputs" "$ROOT_DIR/docs/walkthrough.md" \
+  "$ROOT_DIR/README.md" || die "an example output in the docs is not what the walkthrough saw"
 TALLY_ADDR="$ADDR" "$SCRIPT_DIR/gateway-check.sh" || die "the gateway checks failed"
 
 log "sending SIGTERM to the server (pid $SERVER_PID)"

@@ -47,6 +47,13 @@ expect_absent() {
     fi
   done
 }
+# record STEP TEXT — keep what a step printed, for scripts/docs-outputs.py to compare with the
+# example outputs of the docs (the <!-- output: STEP --> blocks). WALKTHROUGH_RECORD names the
+# directory; unset, nothing is kept.
+record() {
+  [[ -n "${WALKTHROUGH_RECORD:-}" ]] || return 0
+  printf '%s\n' "$2" >"$WALKTHROUGH_RECORD/$1.txt"
+}
 BUF_BIN_DIR="$("$SCRIPT_DIR/tools.sh" bin)" || fail "could not install buf (scripts/tools.sh bin)"
 export PATH="$BUF_BIN_DIR:$PATH"
 printf 'walkthrough.sh: buf %s, server %s\n' "$(buf --version)" "$TALLY_ADDR"
@@ -70,12 +77,14 @@ if ! out="$(buf curl --protocol grpc "$TALLY/grpc.health.v1.Health/Check")"; the
   fail "health check: $TALLY_ADDR accepts connections but the call failed; is it \`tally serve\` with server reflection on (TALLY_REFLECTION=true)?"
 fi
 printf '%s\n' "$out"
+record health "$out"
 expect_contains "health check" "$out" '"status": "SERVING"'
 
 log "Services, via server reflection (buf curl --list-services)"
 out="$(buf curl --protocol grpc --list-services "$TALLY")" ||
   fail "list services: reflection call failed (is TALLY_REFLECTION=false?)"
 printf '%s\n' "$out"
+record list-services "$out"
 expected_services="grpc.health.v1.Health
 grpc.reflection.v1.ServerReflection
 tally.v1.AccountService
@@ -93,6 +102,7 @@ log "Methods, via server reflection (buf curl --list-methods)"
 out="$(buf curl --protocol grpc --list-methods "$TALLY")" ||
   fail "list methods: reflection call failed"
 printf '%s\n' "$out"
+record list-methods "$out"
 for method in \
   UserService/CreateUser UserService/GetUser UserService/UpdateUser UserService/VerifyEmail \
   UserService/ResendVerification \
@@ -101,7 +111,10 @@ for method in \
   RoleService/ListRoles RoleService/GrantRole RoleService/RevokeRole \
   AccountService/CreateAccount AccountService/GetAccount AccountService/ListAccounts \
   AccountService/ListEntries AccountService/Deposit AccountService/Withdraw \
-  TransferService/CreateTransfer TransferService/GetTransfer TransferService/ListTransfers \
+  AccountService/UpdateAccount AccountService/CloseAccount AccountService/GetAccountBalance \
+  TransferService/CreateTransfer TransferService/CreateTransfers TransferService/GetTransfer \
+  TransferService/ListTransfers TransferService/PostTransfer TransferService/VoidTransfer \
+  TransferService/ReverseTransfer \
   AuditService/ListAuditEvents; do
   if ! printf '%s\n' "$out" | grep -qxF "tally.v1.$method"; then
     fail "list methods: tally.v1.$method is missing"
@@ -114,6 +127,7 @@ out="$(buf curl --protocol grpc "$TALLY/tally.v1.UserService/CreateUser" -d @- <
 EOF
 )" || fail "CreateUser failed"
 printf '%s\n' "$out"
+record create-user "$out"
 expect_contains "CreateUser" "$out" "\"username\": \"$TALLY_USER\"" '"fullName": "Alice Example"' \
   "\"email\": \"$TALLY_USER@example.com\"" '"customer"' '"createdAt": '
 expect_absent "CreateUser" "$out" "$TALLY_PASSWORD" '"password"'
@@ -124,6 +138,7 @@ LOGIN="$(buf curl --protocol grpc "$TALLY/tally.v1.SessionService/Login" -d @- <
 EOF
 )" || fail "Login failed"
 echo "$LOGIN"
+record login "$LOGIN"
 expect_contains "Login" "$LOGIN" '"sessionId": ' '"accessToken": ' '"accessTokenExpiresAt": ' \
   '"refreshToken": ' '"refreshTokenExpiresAt": ' "\"username\": \"$TALLY_USER\""
 expect_absent "Login" "$LOGIN" "$TALLY_PASSWORD"
@@ -138,6 +153,7 @@ out="$(buf curl --protocol grpc --emit-defaults -H "Authorization: Bearer $TOKEN
   "$TALLY/tally.v1.UserService/GetUser" -d "{\"username\": \"$TALLY_USER\"}")" ||
   fail "GetUser with a valid token failed"
 printf '%s\n' "$out"
+record get-user "$out"
 expect_contains "GetUser" "$out" "\"username\": \"$TALLY_USER\"" \
   "\"email\": \"$TALLY_USER@example.com\"" '"emailVerified": false' '"customer"'
 
@@ -145,17 +161,21 @@ log "List the roles (RoleService/ListRoles)"
 out="$(buf curl --protocol grpc -H "Authorization: Bearer $TOKEN" \
   "$TALLY/tally.v1.RoleService/ListRoles")" || fail "ListRoles with a valid token failed"
 printf '%s\n' "$out"
+record list-roles "$out"
 expect_contains "ListRoles" "$out" '"name": "customer"' '"name": "banker"' '"name": "admin"' \
   '"permissions": ['
 
 # An RPC error: buf curl prints the status as JSON on stderr and exits with the gRPC code
 # shifted left by three bits (UNAUTHENTICATED = 16 -> 128).
-# expect_unauthenticated STEP CMD... — the command must fail with UNAUTHENTICATED.
+# expect_unauthenticated KEY STEP CMD... — the command must fail with UNAUTHENTICATED; its
+# error is recorded as KEY and its exit status as KEY-status.
 expect_unauthenticated() {
-  local step="$1" err rc=0
-  shift
+  local key="$1" step="$2" err rc=0
+  shift 2
   err="$("$@" 2>&1 >/dev/null)" || rc=$?
-  printf '%s\n(exit status %s)\n' "$err" "$rc"
+  printf '%s\nexit status: %s\n' "$err" "$rc"
+  record "$key" "$err"
+  record "$key-status" "exit status: $rc"
   [[ "$rc" -eq 128 ]] || fail "$step: expected exit status 128 (UNAUTHENTICATED), got $rc"
   expect_contains "$step" "$err" '"code": "unauthenticated"'
 }
@@ -169,6 +189,7 @@ out="$(buf curl --protocol grpc -H "Authorization: Bearer $TOKEN" \
   "$TALLY/tally.v1.AccountService/CreateAccount" -d '{"currency": "USD", "name": "Checking"}')" ||
   fail "CreateAccount failed"
 printf '%s\n' "$out"
+record create-account "$out"
 expect_contains "CreateAccount" "$out" "\"owner\": \"$TALLY_USER\"" '"currency": "USD"' '"name": "Checking"'
 CHECKING="$(echo "$out" | json_field accountId)" || fail "CreateAccount: no accountId"
 
@@ -186,6 +207,7 @@ out="$(buf curl --protocol grpc -H "Authorization: Bearer $BANKER_TOKEN" \
   -d "{\"accountId\": \"$CHECKING\", \"requestId\": \"$(new_id)\", \"amount\": \"10000\", \"memo\": \"opening deposit\"}")" ||
   fail "Deposit failed"
 printf '%s\n' "$out"
+record deposit "$out"
 expect_contains "Deposit" "$out" '"amount": "10000"' '"status": "TRANSFER_STATUS_SUCCEEDED"' \
   '"kind": "TRANSFER_KIND_DEPOSIT"'
 
@@ -199,6 +221,7 @@ out="$(buf curl --protocol grpc -H "Authorization: Bearer $TOKEN" \
   -d "{\"transferId\": \"$TRANSFER_ID\", \"fromAccountId\": \"$CHECKING\", \"toAccountId\": \"$SAVINGS\", \"amount\": \"2500\", \"currency\": \"USD\", \"memo\": \"rainy day\"}")" ||
   fail "CreateTransfer failed"
 printf '%s\n' "$out"
+record transfer "$out"
 expect_contains "CreateTransfer" "$out" "\"transferId\": \"$TRANSFER_ID\"" '"amount": "2500"' \
   '"status": "TRANSFER_STATUS_SUCCEEDED"'
 
@@ -207,6 +230,7 @@ out="$(buf curl --protocol grpc -H "Authorization: Bearer $TOKEN" \
   "$TALLY/tally.v1.AccountService/ListEntries" -d "{\"accountId\": \"$CHECKING\"}")" ||
   fail "ListEntries failed"
 printf '%s\n' "$out"
+record entries "$out"
 python3 - "$out" <<'PY' || fail "ListEntries: expected -2500 (balance 7500) then +10000 (balance 10000)"
 import json, sys
 entries = json.loads(sys.argv[1])["entries"]
@@ -214,7 +238,7 @@ assert [(e["amount"], e["balanceAfter"]) for e in entries] == [("-2500", "7500")
 PY
 
 log "Without a token: UNAUTHENTICATED"
-expect_unauthenticated "ListRoles without a token" \
+expect_unauthenticated no-token "ListRoles without a token" \
   buf curl --protocol grpc "$TALLY/tally.v1.RoleService/ListRoles"
 
 log "Log out (SessionService/RevokeSession on your own session)"
@@ -222,6 +246,7 @@ out="$(buf curl --protocol grpc -H "Authorization: Bearer $TOKEN" \
   "$TALLY/tally.v1.SessionService/RevokeSession" -d "{\"sessionId\": \"$SESSION_ID\"}")" ||
   fail "RevokeSession failed"
 printf '%s\n' "$out"
+record logout "$out"
 
 log "The old access token stops working (within 5 s)"
 # The contract allows a revoked session's access tokens to live on for up to 5 s (per-replica
@@ -232,8 +257,21 @@ while buf curl --protocol grpc -H "Authorization: Bearer $TOKEN" \
   ((SECONDS < deadline)) || fail "RevokeSession: the access token still works 7 s after logout"
   sleep 0.5
 done
-expect_unauthenticated "ListRoles after logout" \
+expect_unauthenticated after-logout "ListRoles after logout" \
   buf curl --protocol grpc -H "Authorization: Bearer $TOKEN" "$TALLY/tally.v1.RoleService/ListRoles"
+
+# expect_http KEY STEP STATUS CURL_ARGS... — the call must answer STATUS with a JSON error body;
+# the body and status line, as docs/walkthrough.md prints them, are recorded as KEY.
+expect_http() {
+  local key="$1" step="$2" want="$3" out status
+  shift 3
+  out="$(curl -sS -w 'HTTP %{http_code}\n' "$@")" || fail "$step: curl failed"
+  printf '%s\n' "$out"
+  record "$key" "$out"
+  status="${out##*HTTP }"
+  [[ "$status" == "$want" ]] || fail "$step: expected HTTP $want, got $status"
+  expect_contains "$step" "$out" '"code":' '"message":' '"details":'
+}
 
 # ---- the same over HTTP JSON with plain curl (the curl walkthrough of docs/walkthrough.md) ------------------
 
@@ -244,6 +282,7 @@ pretty() { python3 -m json.tool; }
 log "curl: is it up?"
 out="$(curl -sS --fail-with-body "$TALLY/healthz")" || fail "curl /healthz failed"
 printf '%s\n' "$out"
+record curl-healthz "$out"
 expect_contains "curl /healthz" "$out" "ok"
 
 log "curl: sign up as $CURL_USER (POST /v1/users)"
@@ -252,6 +291,7 @@ out="$(curl -sS --fail-with-body -H 'content-type: application/json' "$TALLY/v1/
 EOF
 )" || fail "curl: POST /v1/users failed: $out"
 printf '%s\n' "$out" | pretty
+record curl-sign-up "$out"
 expect_contains "curl sign up" "$out" "\"username\":\"$CURL_USER\"" '"roles":["customer"]'
 expect_absent "curl sign up" "$out" "$TALLY_PASSWORD"
 
@@ -260,6 +300,7 @@ LOGIN="$(curl -sS --fail-with-body -H 'content-type: application/json' "$TALLY/v
   -d "{\"username\": \"$CURL_USER\", \"password\": \"$TALLY_PASSWORD\"}")" ||
   fail "curl: POST /v1/sessions failed: $LOGIN"
 printf '%s\n' "$LOGIN" | pretty
+record curl-login "$LOGIN"
 TOKEN="$(echo "$LOGIN" | json_field accessToken)" || fail "curl login: no accessToken"
 SESSION_ID="$(echo "$LOGIN" | json_field sessionId)" || fail "curl login: no sessionId"
 
@@ -267,6 +308,7 @@ log "curl: read yourself (GET /v1/users/$CURL_USER)"
 out="$(curl -sS --fail-with-body -H "authorization: Bearer $TOKEN" "$TALLY/v1/users/$CURL_USER")" ||
   fail "curl: GET /v1/users/$CURL_USER failed: $out"
 printf '%s\n' "$out" | pretty
+record curl-get-user "$out"
 expect_contains "curl GetUser" "$out" "\"email\":\"$CURL_USER@example.com\""
 
 log "curl: change your full name (PATCH /v1/users/$CURL_USER)"
@@ -274,12 +316,14 @@ out="$(curl -sS --fail-with-body -X PATCH -H "authorization: Bearer $TOKEN" \
   -H 'content-type: application/json' "$TALLY/v1/users/$CURL_USER" -d '{"fullName": "Robert Example"}')" ||
   fail "curl: PATCH /v1/users/$CURL_USER failed: $out"
 printf '%s\n' "$out" | pretty
+record curl-update-user "$out"
 expect_contains "curl UpdateUser" "$out" '"fullName":"Robert Example"'
 
 log "curl: list the roles (GET /v1/roles)"
 out="$(curl -sS --fail-with-body -H "authorization: Bearer $TOKEN" "$TALLY/v1/roles")" ||
   fail "curl: GET /v1/roles failed: $out"
 printf '%s\n' "$out" | pretty
+record curl-roles "$out"
 expect_contains "curl ListRoles" "$out" '"name":"customer"' '"name":"banker"' '"name":"admin"'
 
 log "curl: open an account (POST /v1/accounts)"
@@ -287,7 +331,16 @@ out="$(curl -sS --fail-with-body -H "authorization: Bearer $TOKEN" -H 'content-t
   "$TALLY/v1/accounts" -d '{"currency": "EUR", "name": "Travel"}')" ||
   fail "curl: POST /v1/accounts failed: $out"
 printf '%s\n' "$out" | pretty
+record curl-create-account "$out"
 TRAVEL="$(echo "$out" | json_field accountId)" || fail "curl CreateAccount: no accountId"
+
+log "curl: list your accounts (GET /v1/accounts), then without a token"
+out="$(curl -sS --fail-with-body -H "authorization: Bearer $TOKEN" "$TALLY/v1/accounts")" ||
+  fail "curl: GET /v1/accounts failed: $out"
+printf '%s\n' "$out" | pretty
+record curl-list-accounts "$out"
+expect_contains "curl ListAccounts" "$out" "\"accountId\":\"$TRAVEL\""
+expect_http curl-accounts-no-token "curl ListAccounts without a token" 401 "$TALLY/v1/accounts"
 
 log "curl: the banker deposits 50.00 EUR (POST /v1/accounts/$TRAVEL:deposit)"
 out="$(curl -sS --fail-with-body -H "authorization: Bearer $BANKER_TOKEN" \
@@ -295,6 +348,7 @@ out="$(curl -sS --fail-with-body -H "authorization: Bearer $BANKER_TOKEN" \
   -d "{\"requestId\": \"$(new_id)\", \"amount\": \"5000\"}")" ||
   fail "curl: deposit failed: $out"
 printf '%s\n' "$out" | pretty
+record curl-deposit "$out"
 expect_contains "curl Deposit" "$out" '"amount":"5000"' '"status":"TRANSFER_STATUS_SUCCEEDED"'
 
 log "curl: move 12.00 EUR to a second account (POST /v1/transfers)"
@@ -305,12 +359,14 @@ out="$(curl -sS --fail-with-body -H "authorization: Bearer $TOKEN" -H 'content-t
   "$TALLY/v1/transfers" -d "{\"transferId\": \"$(new_id)\", \"fromAccountId\": \"$TRAVEL\", \"toAccountId\": \"$SPARE\", \"amount\": \"1200\", \"currency\": \"EUR\"}")" ||
   fail "curl: POST /v1/transfers failed: $out"
 printf '%s\n' "$out" | pretty
+record curl-transfer "$out"
 expect_contains "curl CreateTransfer" "$out" '"amount":"1200"' '"status":"TRANSFER_STATUS_SUCCEEDED"'
 
 log "curl: the statement (GET /v1/accounts/$TRAVEL/entries)"
 out="$(curl -sS --fail-with-body -H "authorization: Bearer $TOKEN" \
   "$TALLY/v1/accounts/$TRAVEL/entries?pageSize=10")" || fail "curl: ListEntries failed: $out"
 printf '%s\n' "$out" | pretty
+record curl-entries "$out"
 python3 - "$out" <<'PY' || fail "curl ListEntries: expected -1200 (balance 3800) then +5000 (balance 5000)"
 import json, sys
 entries = json.loads(sys.argv[1])["entries"]
@@ -324,6 +380,7 @@ out="$(curl -sS --fail-with-body -H "authorization: Bearer $TOKEN" -H 'content-t
     {\"transferId\": \"$(new_id)\", \"fromAccountId\": \"$TRAVEL\", \"toAccountId\": \"$SPARE\", \"amount\": \"999999\", \"currency\": \"EUR\"}]}")" ||
   fail "curl: POST /v1/transfers:batchCreate failed: $out"
 printf '%s\n' "$out" | pretty
+record curl-batch "$out"
 expect_contains "curl CreateTransfers" "$out" '"failureReason":"FAILURE_REASON_LINKED_TRANSFER_FAILED"' \
   '"failureReason":"FAILURE_REASON_INSUFFICIENT_FUNDS"'
 
@@ -332,12 +389,14 @@ out="$(curl -sS --fail-with-body -H "authorization: Bearer $TOKEN" -H 'content-t
   "$TALLY/v1/transfers" -d "{\"transferId\": \"$(new_id)\", \"fromAccountId\": \"$TRAVEL\", \"toAccountId\": \"$SPARE\", \"amount\": \"2000\", \"currency\": \"EUR\", \"pending\": true, \"timeout\": \"3600s\"}")" ||
   fail "curl: hold failed: $out"
 printf '%s\n' "$out" | pretty
+record curl-hold "$out"
 expect_contains "curl hold" "$out" '"status":"TRANSFER_STATUS_PENDING"' '"timeout":"3600s"' '"expiresAt":'
 HOLD="$(echo "$out" | json_field transferId)" || fail "curl hold: no transferId"
 HELD_AT="$(echo "$out" | json_field createdAt)" || fail "curl hold: no createdAt"
 out="$(curl -sS --fail-with-body -H "authorization: Bearer $TOKEN" "$TALLY/v1/accounts/$TRAVEL")" ||
   fail "curl: GetAccount failed: $out"
 printf '%s\n' "$out" | pretty
+record curl-account "$out"
 expect_contains "curl GetAccount after the hold" "$out" '"balance":"3800"' '"pendingDebits":"2000"' \
   '"availableBalance":"1800"'
 
@@ -345,6 +404,7 @@ log "curl: post 15.00 EUR of it; the other 5.00 are released (POST /v1/transfers
 out="$(curl -sS --fail-with-body -H "authorization: Bearer $TOKEN" -H 'content-type: application/json' \
   "$TALLY/v1/transfers/$HOLD:post" -d '{"amount": "1500"}')" || fail "curl: post failed: $out"
 printf '%s\n' "$out" | pretty
+record curl-post "$out"
 expect_contains "curl PostTransfer" "$out" '"status":"TRANSFER_STATUS_POSTED"' '"postedAmount":"1500"'
 
 log "curl: the payee gives 5.00 EUR back (POST /v1/transfers/$HOLD:reverse)"
@@ -352,6 +412,7 @@ out="$(curl -sS --fail-with-body -H "authorization: Bearer $TOKEN" -H 'content-t
   "$TALLY/v1/transfers/$HOLD:reverse" -d "{\"reversalId\": \"$(new_id)\", \"amount\": \"500\", \"memo\": \"partial refund\"}")" ||
   fail "curl: reverse failed: $out"
 printf '%s\n' "$out" | pretty
+record curl-reverse "$out"
 expect_contains "curl ReverseTransfer" "$out" '"kind":"TRANSFER_KIND_REVERSAL"' \
   "\"reversesTransferId\":\"$HOLD\"" '"amount":"500"' '"status":"TRANSFER_STATUS_SUCCEEDED"'
 
@@ -359,28 +420,19 @@ log "curl: the balance now, and when the hold was placed (GET /v1/accounts/$TRAV
 out="$(curl -sS --fail-with-body -H "authorization: Bearer $TOKEN" "$TALLY/v1/accounts/$TRAVEL/balance")" ||
   fail "curl: GetAccountBalance failed: $out"
 printf '%s\n' "$out"
+record curl-balance "$out"
 expect_contains "curl GetAccountBalance now" "$out" '"balance":"2800"'
 out="$(curl -sS --fail-with-body -H "authorization: Bearer $TOKEN" \
   "$TALLY/v1/accounts/$TRAVEL/balance?asOf=$HELD_AT")" || fail "curl: GetAccountBalance asOf failed: $out"
 printf '%s\n' "$out"
+record curl-balance-as-of "$out"
 expect_contains "curl GetAccountBalance asOf" "$out" '"balance":"3800"' "\"asOf\":\"$HELD_AT\""
 
-# expect_http STEP STATUS CURL_ARGS... — the call must answer STATUS with a JSON error body.
-expect_http() {
-  local step="$1" want="$2" out status
-  shift 2
-  out="$(curl -sS -w '\nHTTP %{http_code}' "$@")" || fail "$step: curl failed"
-  printf '%s\n' "$out"
-  status="${out##*HTTP }"
-  [[ "$status" == "$want" ]] || fail "$step: expected HTTP $want, got $status"
-  expect_contains "$step" "$out" '"code":' '"message":' '"details":'
-}
-
 log "curl: without a token: 401"
-expect_http "curl ListRoles without a token" 401 "$TALLY/v1/roles"
+expect_http curl-no-token "curl ListRoles without a token" 401 "$TALLY/v1/roles"
 
 log "curl: someone else's profile: 404, like a missing one"
-expect_http "curl GetUser of another user" 404 -H "authorization: Bearer $TOKEN" \
+expect_http curl-other-user "curl GetUser of another user" 404 -H "authorization: Bearer $TOKEN" \
   "$TALLY/v1/users/$TALLY_USER"
 
 log "curl: the API description (GET /openapi.json, GET /docs)"
@@ -394,6 +446,7 @@ log "curl: log out (DELETE /v1/sessions/$SESSION_ID)"
 out="$(curl -sS --fail-with-body -X DELETE -H "authorization: Bearer $TOKEN" \
   "$TALLY/v1/sessions/$SESSION_ID")" || fail "curl: DELETE /v1/sessions failed: $out"
 printf '%s\n' "$out"
+record curl-logout "$out"
 [[ "$out" == "{}" ]] || fail "curl logout: expected {}"
 
 log "curl: the old access token stops working (within 5 s)"
@@ -402,6 +455,6 @@ while curl -sf -o /dev/null -H "authorization: Bearer $TOKEN" "$TALLY/v1/roles";
   ((SECONDS < deadline)) || fail "curl logout: the access token still works 7 s after logout"
   sleep 0.5
 done
-expect_http "curl ListRoles after logout" 401 -H "authorization: Bearer $TOKEN" "$TALLY/v1/roles"
+expect_http curl-after-logout "curl ListRoles after logout" 401 -H "authorization: Bearer $TOKEN" "$TALLY/v1/roles"
 
 printf '\nwalkthrough.sh: OK (users %s and %s on %s)\n' "$TALLY_USER" "$CURL_USER" "$TALLY_ADDR"

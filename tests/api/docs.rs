@@ -1,7 +1,12 @@
 //! The documentation against the code and against itself: the configuration tables of
 //! `docs/configuration.md` list exactly the environment variables that `tally serve --help` and
 //! `tally worker --help` print; `README.md` stays a short front page that links every page under
-//! `docs/`; every relative link resolves; nothing points at a file outside the repository.
+//! `docs/`; every relative link resolves; nothing points at a file outside the repository; every
+//! example output of the walkthroughs is marked with the walkthrough steps that produce it.
+//!
+//! (That the marked outputs are what those steps print is checked by `scripts/docs-outputs.py`
+//! in `make test-walkthrough`, against a real server: this file only makes sure that no example
+//! output escapes that check.)
 //!
 //! No server and no database: the real binary's `--help`, and the files.
 
@@ -20,6 +25,12 @@ const OUTSIDE_REFERENCES: &[&str] = &["../shared", "ARCHITECTURE.md", "STYLE.md"
 /// How a table row of `docs/configuration.md` names a variable (the page states the convention):
 /// a line starting with this, then the name, a backtick and the end of the cell.
 const CONFIG_ROW_PREFIX: &str = "| `";
+
+/// The pages whose example outputs come from `scripts/walkthrough.sh`.
+const WALKTHROUGH_PAGES: &[&str] = &["README.md", "docs/walkthrough.md"];
+
+/// How a page marks an example output (scripts/docs-outputs.py reads the same marker).
+const OUTPUT_MARKER: (&str, &str) = ("<!-- output: ", " -->");
 
 fn root() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -350,5 +361,93 @@ fn the_readme_and_docs_point_at_no_file_outside_the_repository() {
         "the README and docs/ must not point at files outside this repository (a reader of the \
          repository cannot open them; say what is needed here instead):\n  {}",
         found.join("\n  ")
+    );
+}
+
+/// The steps each fenced ```json or ```text block of `text` is marked with (the names of the
+/// marker just before its opening fence, `None` when unmarked), with the fence's line number.
+fn output_blocks(text: &str) -> Vec<(usize, Option<Vec<String>>)> {
+    let mut blocks = Vec::new();
+    let mut in_fence = false;
+    let mut marker: Option<Vec<String>> = None;
+    for (index, line) in text.lines().enumerate() {
+        if let Some(fence) = line.strip_prefix("```") {
+            if !in_fence && (fence == "json" || fence == "text") {
+                blocks.push((index + 1, marker.take()));
+            }
+            in_fence = !in_fence;
+            continue;
+        }
+        let (open, close) = OUTPUT_MARKER;
+        marker = line
+            .trim()
+            .strip_prefix(open)
+            .and_then(|rest| rest.strip_suffix(close))
+            .map(|steps| steps.split_whitespace().map(str::to_owned).collect());
+    }
+    blocks
+}
+
+/// The step names `scripts/walkthrough.sh` records: `record NAME`, and the keys of its
+/// `expect_http KEY` and `expect_unauthenticated KEY` calls (the latter also `KEY-status`).
+fn recorded_steps() -> BTreeSet<String> {
+    let script = read(Path::new("scripts/walkthrough.sh"));
+    let mut steps = BTreeSet::new();
+    for line in script.lines() {
+        let words: Vec<&str> = line.split_whitespace().collect();
+        match words.as_slice() {
+            ["record", name, ..] if !name.starts_with('"') => {
+                steps.insert((*name).to_owned());
+            }
+            ["expect_http", key, ..] => {
+                steps.insert((*key).to_owned());
+            }
+            ["expect_unauthenticated", key, ..] => {
+                steps.insert((*key).to_owned());
+                steps.insert(format!("{key}-status"));
+            }
+            _ => {}
+        }
+    }
+    steps
+}
+
+#[test]
+fn every_example_output_of_the_walkthroughs_names_the_steps_that_produce_it() {
+    let recorded = recorded_steps();
+    assert!(
+        recorded.contains("health") && recorded.contains("curl-login"),
+        "found no `record` step in scripts/walkthrough.sh: {recorded:?}"
+    );
+    let mut problems = Vec::new();
+    let mut marked = 0;
+    for page in WALKTHROUGH_PAGES {
+        for (line, steps) in output_blocks(&read(Path::new(page))) {
+            let Some(steps) = steps else {
+                problems.push(format!(
+                    "{page}:{line}: an example output without an `<!-- output: STEP... -->` marker"
+                ));
+                continue;
+            };
+            marked += 1;
+            for step in steps.iter().filter(|step| *step != "none") {
+                let name = step.split('|').next().unwrap_or_default();
+                if !recorded.contains(name) {
+                    problems.push(format!(
+                        "{page}:{line}: step `{name}` is not recorded by scripts/walkthrough.sh"
+                    ));
+                }
+            }
+        }
+    }
+    assert!(
+        problems.is_empty(),
+        "every example output must name the walkthrough steps it shows, so that \
+         scripts/docs-outputs.py compares it with what they print:\n  {}",
+        problems.join("\n  ")
+    );
+    assert!(
+        marked >= 20,
+        "only {marked} marked example outputs; is the parser broken?"
     );
 }
