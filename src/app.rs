@@ -174,6 +174,7 @@ impl Application {
             proto::FILE_DESCRIPTOR_SET,
             GatewayOptions {
                 body_bytes_max: max,
+                body_read_timeout: settings.request_read_timeout,
                 cors_allowed_origins: settings.cors_allowed_origins.clone(),
                 info: api_info(),
             },

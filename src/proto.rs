@@ -17,6 +17,53 @@ pub const FILE_DESCRIPTOR_SET: &[u8] =
 /// wire format.
 pub const ATTEMPTS_HEADER: &str = "tally-attempts";
 
+/// The request header in which a gRPC client sends its deadline (the gRPC over HTTP/2 spec's
+/// `Timeout`); JSON callers may send it too.
+pub const GRPC_TIMEOUT_HEADER: &str = "grpc-timeout";
+
+/// The deadline a request's `grpc-timeout` asks for (`<at most 8 digits><H|M|S|m|u|n>`), if it
+/// carries a valid one.
+pub fn grpc_timeout(headers: &http::HeaderMap) -> Option<std::time::Duration> {
+    use std::time::Duration;
+    let value = headers.get(GRPC_TIMEOUT_HEADER)?.to_str().ok()?;
+    if value.len() < 2 || value.len() > 9 {
+        return None;
+    }
+    let (digits, unit) = value.split_at(value.len() - 1);
+    let n: u64 = digits.parse().ok()?;
+    Some(match unit {
+        "H" => Duration::from_secs(n.checked_mul(3_600)?),
+        "M" => Duration::from_secs(n.checked_mul(60)?),
+        "S" => Duration::from_secs(n),
+        "m" => Duration::from_millis(n),
+        "u" => Duration::from_micros(n),
+        "n" => Duration::from_nanos(n),
+        _ => return None,
+    })
+}
+
+/// `timeout` as a `grpc-timeout` value: the finest unit whose count fits the spec's 8 digits,
+/// rounded down (a deadline passed on must not grow).
+pub fn grpc_timeout_value(timeout: std::time::Duration) -> http::HeaderValue {
+    const DIGITS_MAX: u128 = 99_999_999;
+    let units: [(u128, char); 6] = [
+        (1, 'n'),
+        (1_000, 'u'),
+        (1_000_000, 'm'),
+        (1_000_000_000, 'S'),
+        (60_000_000_000, 'M'),
+        (3_600_000_000_000, 'H'),
+    ];
+    let nanos = timeout.as_nanos();
+    let (count, unit) = units
+        .iter()
+        .map(|&(size, unit)| (nanos / size, unit))
+        .find(|&(count, _)| count <= DIGITS_MAX)
+        .unwrap_or((DIGITS_MAX, 'H'));
+    http::HeaderValue::from_str(&format!("{count}{unit}"))
+        .unwrap_or_else(|_| http::HeaderValue::from_static("0n"))
+}
+
 /// The fully qualified names of the services tally itself implements.
 pub const TALLY_SERVICES: &[&str] = &[
     "tally.v1.UserService",
@@ -45,4 +92,37 @@ pub fn tally_method_paths() -> Vec<String> {
             })
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    #[test]
+    fn grpc_timeouts_read_and_write_in_the_finest_unit_that_fits() {
+        let read = |value: &str| {
+            let mut headers = http::HeaderMap::new();
+            headers.insert(GRPC_TIMEOUT_HEADER, value.parse().unwrap());
+            grpc_timeout(&headers)
+        };
+        assert_eq!(read("1S"), Some(Duration::from_secs(1)));
+        assert_eq!(read("250m"), Some(Duration::from_millis(250)));
+        assert_eq!(read("2H"), Some(Duration::from_secs(7_200)));
+        assert_eq!(read("123456789S"), None, "nine digits");
+        assert_eq!(read("5x"), None);
+        assert_eq!(read("S"), None);
+        for (timeout, value) in [
+            (Duration::from_nanos(7), "7n"),
+            (Duration::from_millis(250), "250000u"),
+            (Duration::from_secs(1), "1000000u"),
+            (Duration::from_secs(600), "600000m"),
+            (Duration::from_secs(34_560_000), "34560000S"),
+            (Duration::from_secs(6_000_000_000), "1666666H"),
+        ] {
+            assert_eq!(grpc_timeout_value(timeout), value);
+            assert!(read(value).is_some_and(|back| back <= timeout && back > timeout / 2));
+        }
+    }
 }

@@ -2,11 +2,14 @@
 //! gateway serves, so it cannot drift from them.
 //!
 //! Schemas follow the proto3 JSON mapping: lowerCamelCase property names, 64-bit integers as
-//! decimal strings, enums by name, well-known types by their JSON form. Properties are never
-//! `required` (proto3 JSON leaves default values out) and unknown properties are refused, as
-//! the gateway refuses them. Descriptions are the proto comments.
+//! decimal strings, enums by name, well-known types by their JSON form. Unknown properties are
+//! refused, as the gateway refuses them. In requests no property is `required` (proto3 has no
+//! required fields); in responses every property is, as the gateway emits every field (an unset
+//! message as `null`), except the members of a oneof, which appear only when set. A message
+//! used both ways gets a second schema for responses, `<name>.Response`. `OUTPUT_ONLY` fields
+//! are `readOnly`. Descriptions are the proto comments.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use prost_reflect::{FieldDescriptor, Kind, MessageDescriptor, MethodDescriptor};
 use prost_types::FileDescriptorProto;
@@ -47,29 +50,71 @@ fn schema_ref(name: &str) -> Json {
     json!({ "$ref": format!("#/components/schemas/{name}") })
 }
 
+/// Which side of a call a schema describes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Side {
+    Request,
+    Response,
+}
+
 /// Collects message schemas as they are referenced.
 #[derive(Default)]
 struct Schemas {
     schemas: BTreeMap<String, Json>,
+    /// Messages some request carries: their response schemas take another name.
+    in_requests: BTreeSet<String>,
+}
+
+/// Adds `message` and every message its fields hold to `into`.
+fn reachable(message: &MessageDescriptor, into: &mut BTreeSet<String>) {
+    if !into.insert(message.full_name().to_owned()) {
+        return;
+    }
+    for field in message.fields() {
+        if let Kind::Message(inner) = field.kind() {
+            reachable(&inner, into);
+        }
+    }
 }
 
 impl Schemas {
-    fn message(&mut self, message: &MessageDescriptor) -> Json {
+    fn message(&mut self, message: &MessageDescriptor, side: Side) -> Json {
         if let Some(inline) = well_known(message) {
             return inline;
         }
-        let name = message.full_name().to_owned();
+        let name = match side {
+            Side::Response if self.in_requests.contains(message.full_name()) => {
+                format!("{}.Response", message.full_name())
+            }
+            _ => message.full_name().to_owned(),
+        };
         if !self.schemas.contains_key(&name) {
             // Placeholder first: recursive messages refer to themselves.
             self.schemas.insert(name.clone(), json!({}));
             let mut properties = Map::new();
+            let mut required = Vec::new();
             for field in message.fields() {
-                let mut schema = self.field(&field);
+                let mut schema = self.field(&field, side);
+                if side == Side::Response && field.containing_oneof().is_none() {
+                    required.push(Json::String(field.json_name().to_owned()));
+                    if matches!(field.kind(), Kind::Message(_))
+                        && !field.is_list()
+                        && !field.is_map()
+                    {
+                        schema = json!({ "anyOf": [schema, { "type": "null" }] });
+                    }
+                }
                 if let (Some(text), Json::Object(map)) = (
                     comment(field.parent_file().file_descriptor_proto(), field.path()),
                     &mut schema,
                 ) {
                     map.insert("description".into(), Json::String(text));
+                }
+                if super::rules::field_behaviors(&field)
+                    .contains(&super::rules::behavior::OUTPUT_ONLY)
+                    && let Json::Object(map) = &mut schema
+                {
+                    map.insert("readOnly".into(), Json::Bool(true));
                 }
                 properties.insert(field.json_name().to_owned(), schema);
             }
@@ -78,6 +123,9 @@ impl Schemas {
                 "properties": properties,
                 "additionalProperties": false,
             });
+            if !required.is_empty() {
+                schema["required"] = Json::Array(required);
+            }
             if let Some(text) = comment(
                 message.parent_file().file_descriptor_proto(),
                 message.path(),
@@ -89,18 +137,18 @@ impl Schemas {
         schema_ref(&name)
     }
 
-    fn field(&mut self, field: &FieldDescriptor) -> Json {
+    fn field(&mut self, field: &FieldDescriptor, side: Side) -> Json {
         if field.is_map() {
             let value = match field.kind() {
                 Kind::Message(entry) => entry
                     .get_field_by_name("value")
-                    .map(|v| self.single(&v.kind()))
+                    .map(|v| self.single(&v.kind(), side))
                     .unwrap_or_else(|| json!({})),
                 _ => json!({}),
             };
             return json!({ "type": "object", "additionalProperties": value });
         }
-        let single = self.single(&field.kind());
+        let single = self.single(&field.kind(), side);
         if field.is_list() {
             json!({ "type": "array", "items": single })
         } else {
@@ -108,7 +156,7 @@ impl Schemas {
         }
     }
 
-    fn single(&mut self, kind: &Kind) -> Json {
+    fn single(&mut self, kind: &Kind, side: Side) -> Json {
         match kind {
             Kind::Double | Kind::Float => json!({ "type": "number" }),
             Kind::Int32 | Kind::Sint32 | Kind::Sfixed32 => {
@@ -130,7 +178,7 @@ impl Schemas {
                 let names: Vec<String> = e.values().map(|v| v.name().to_owned()).collect();
                 json!({ "type": "string", "enum": names })
             }
-            Kind::Message(m) => self.message(m),
+            Kind::Message(m) => self.message(m, side),
         }
     }
 }
@@ -204,7 +252,7 @@ fn query_parameters(
                 "name": name,
                 "in": "query",
                 "required": false,
-                "schema": schemas.field(&field),
+                "schema": schemas.field(&field, Side::Request),
             });
             if field.is_list() {
                 parameter["explode"] = Json::Bool(true);
@@ -234,7 +282,7 @@ fn operation(schemas: &mut Schemas, route: &Route, id: String, info: &ApiInfo) -
             "name": variable.field_path.join("."),
             "in": "path",
             "required": true,
-            "schema": schemas.field(leaf),
+            "schema": schemas.field(leaf, Side::Request),
         }));
     }
     if route.body != BodyRule::Whole {
@@ -250,8 +298,8 @@ fn operation(schemas: &mut Schemas, route: &Route, id: String, info: &ApiInfo) -
     });
     let request_schema = match &route.body {
         BodyRule::None => None,
-        BodyRule::Whole => Some(schemas.message(&input)),
-        BodyRule::Field(field) => Some(schemas.field(field)),
+        BodyRule::Whole => Some(schemas.message(&input, Side::Request)),
+        BodyRule::Field(field) => Some(schemas.field(field, Side::Request)),
     };
     if let Some(schema) = request_schema {
         op["requestBody"] = json!({
@@ -260,8 +308,8 @@ fn operation(schemas: &mut Schemas, route: &Route, id: String, info: &ApiInfo) -
         });
     }
     let response_schema = match &route.response_body {
-        None => schemas.message(&method.output()),
-        Some(field) => schemas.field(field),
+        None => schemas.message(&method.output(), Side::Response),
+        Some(field) => schemas.field(field, Side::Response),
     };
     let content_type = if route.server_streaming() {
         "application/x-ndjson"
@@ -287,6 +335,10 @@ fn operation(schemas: &mut Schemas, route: &Route, id: String, info: &ApiInfo) -
 /// The OpenAPI 3.1 document of every route in `matcher`.
 pub fn document(matcher: &Matcher<Route>, info: &ApiInfo) -> Json {
     let mut schemas = Schemas::default();
+    for (_, _, route) in matcher.routes() {
+        // Whatever a request can carry: its body, path and query all set fields of the input.
+        reachable(&route.method.input(), &mut schemas.in_requests);
+    }
     let mut paths: BTreeMap<String, Map<String, Json>> = BTreeMap::new();
     let mut ids: BTreeMap<String, usize> = BTreeMap::new();
     for (http_method, template, route) in matcher.routes() {
@@ -381,9 +433,37 @@ mod tests {
             login["requestBody"]["content"]["application/json"]["schema"]["$ref"],
             "#/components/schemas/tally.v1.LoginRequest"
         );
+        // Requests require nothing; responses carry every field, an unset message as null.
+        assert!(doc["components"]["schemas"]["tally.v1.LoginRequest"]["required"].is_null());
         let user = &doc["components"]["schemas"]["tally.v1.User"];
-        assert_eq!(user["properties"]["createdAt"]["format"], "date-time");
+        assert_eq!(
+            user["properties"]["createdAt"]["anyOf"],
+            json!([{"type": "string", "format": "date-time"}, {"type": "null"}])
+        );
         assert_eq!(user["properties"]["fullName"]["type"], "string");
+        assert_eq!(user["properties"]["roles"]["readOnly"], true);
+        assert!(user["properties"]["fullName"]["readOnly"].is_null());
+        let required: Vec<&str> = user["required"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|name| name.as_str().unwrap())
+            .collect();
+        assert_eq!(
+            required,
+            [
+                "username",
+                "fullName",
+                "email",
+                "emailVerified",
+                "roles",
+                "createdAt",
+                "passwordChangedAt"
+            ]
+        );
+        // A oneof's members are not required: they appear only when set.
+        let result = &doc["components"]["schemas"]["tally.v1.CreateTransferResult"];
+        assert!(result["required"].is_null(), "{result}");
         let list = &doc["paths"]["/v1/accounts"]["get"]["parameters"];
         let names: Vec<&str> = list
             .as_array()

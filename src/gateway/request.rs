@@ -29,12 +29,14 @@ const FORWARDED_HEADERS: &[&str] = &[
     "x-request-id",
     "traceparent",
     "tracestate",
-    "grpc-timeout",
     // The client address behind trusted proxies (crate::limits::client).
     "x-forwarded-for",
 ];
 /// `Grpc-Metadata-Foo: v` arrives as metadata `foo: v` (grpc-gateway's convention).
 const METADATA_PREFIX: &str = "grpc-metadata-";
+
+/// Counts the query parameters ignored because they name no field.
+pub const QUERY_IGNORED_METRIC: &str = "tally_gateway_query_parameters_ignored_total";
 
 /// Why a request could not be turned into a message: always `INVALID_ARGUMENT`.
 #[derive(Debug)]
@@ -48,37 +50,18 @@ pub fn build_message(
     body: &[u8],
 ) -> Result<DynamicMessage, BadRequest> {
     let input = route.method.input();
-    let body_json = if body.iter().all(u8::is_ascii_whitespace) {
-        None
-    } else {
-        let json = super::strict::parse(body)
-            .map_err(|e| BadRequest(format!("malformed JSON body: {e}")))?;
-        // The body's own fields, before path and query fill in theirs.
-        let body_message = match &route.body {
-            BodyRule::Field(field) => match field.kind() {
-                prost_reflect::Kind::Message(message) => Some(message),
-                _ => None,
-            },
-            _ => Some(input.clone()),
-        };
-        if let Some(message) = body_message {
-            super::strict::check_spellings(&message, &json).map_err(BadRequest)?;
-        }
-        Some(json)
+    let body_json = match route.body {
+        // A body on a rule without one is ignored, as grpc-gateway does: SDK wrappers and
+        // tools send `{}` with every GET and DELETE.
+        BodyRule::None => None,
+        _ if body.iter().all(u8::is_ascii_whitespace) => None,
+        _ => Some(body_json(route, &input, body)?),
     };
     let mut root = Json::Object(Map::new());
     match (&route.body, body_json) {
-        (BodyRule::None, Some(_)) => {
-            return Err(BadRequest("this method takes no request body".into()));
-        }
-        (BodyRule::Whole, Some(json)) => {
-            if !json.is_object() {
-                return Err(BadRequest("the request body must be a JSON object".into()));
-            }
-            root = json;
-        }
+        (BodyRule::Whole, Some(json)) => root = json,
         (BodyRule::Field(field), Some(json)) => set(&mut root, std::slice::from_ref(field), json),
-        (_, None) => {}
+        (_, _) => {}
     }
 
     for ((_, value), chain) in variables.into_iter().zip(&route.path_fields) {
@@ -96,6 +79,34 @@ pub fn build_message(
     DynamicMessage::deserialize(input, root).map_err(|e| BadRequest(e.to_string()))
 }
 
+/// The body as JSON, strictly parsed and spelt once, with the fields an update ignores removed.
+fn body_json(route: &Route, input: &MessageDescriptor, body: &[u8]) -> Result<Json, BadRequest> {
+    let mut json =
+        super::strict::parse(body).map_err(|e| BadRequest(format!("malformed JSON body: {e}")))?;
+    // The body's own fields, before path and query fill in theirs.
+    let body_message = match &route.body {
+        BodyRule::Field(field) => match field.kind() {
+            Kind::Message(message) => Some(message),
+            _ => None,
+        },
+        _ => Some(input.clone()),
+    };
+    if route.body == BodyRule::Whole {
+        let Json::Object(object) = &mut json else {
+            return Err(BadRequest("the request body must be a JSON object".into()));
+        };
+        for name in &route.ignored_on_update {
+            if object.remove(name).is_some() {
+                tracing::debug!(field = %name, "ignored an output-only field of the resource");
+            }
+        }
+    }
+    if let Some(message) = body_message {
+        super::strict::check_spellings(&message, &json).map_err(BadRequest)?;
+    }
+    Ok(json)
+}
+
 /// Sets the fields a query string names (`a.b=` nested, repeated names for a list); a field the
 /// path or the body already binds, or a singular field given twice, is refused.
 fn apply_query(
@@ -107,8 +118,17 @@ fn apply_query(
     let mut seen: Vec<String> = Vec::new();
     for (key, value) in form_urlencoded::parse(query.as_bytes()) {
         let names: Vec<&str> = key.split('.').collect();
-        let chain = resolve_field_path(input, &names)
-            .map_err(|e| BadRequest(format!("query parameter `{key}`: {e}")))?;
+        let chain = match resolve_field_path(input, &names) {
+            Ok(chain) => chain,
+            Err(_) if names_no_field(input, names[0]) => {
+                // Mail systems append `utm_*` to links, caches `_=<time>`: ignored, as
+                // grpc-gateway does, but counted so a misspelt parameter can be found.
+                metrics::counter!(QUERY_IGNORED_METRIC).increment(1);
+                tracing::debug!(parameter = %key, "ignored a query parameter that names no field");
+                continue;
+            }
+            Err(e) => return Err(BadRequest(format!("query parameter `{key}`: {e}"))),
+        };
         let leaf = chain
             .last()
             .ok_or_else(|| BadRequest("empty query parameter".into()))?;
@@ -134,6 +154,11 @@ fn apply_query(
         }
     }
     Ok(())
+}
+
+/// Whether `name` is neither the proto nor the JSON name of a field of `message`.
+fn names_no_field(message: &MessageDescriptor, name: &str) -> bool {
+    message.get_field_by_name(name).is_none() && message.get_field_by_json_name(name).is_none()
 }
 
 /// The JSON value a path or query string stands for, by the field's type.
@@ -263,12 +288,15 @@ pub fn frame(message: &DynamicMessage) -> Bytes {
     buf.freeze()
 }
 
-/// The synthetic gRPC request for `route`, keeping the original's extensions.
+/// The synthetic gRPC request for `route`, keeping the original's extensions; `deadline` is
+/// what is left of the client's `grpc-timeout`, passed on so the handler's layers end the call
+/// in time too.
 pub fn grpc_request(
     route: &Route,
     headers: &HeaderMap,
     extensions: http::Extensions,
     framed: Bytes,
+    deadline: Option<std::time::Duration>,
 ) -> Request<tonic::body::Body> {
     let mut request = Request::new(tonic::body::Body::new(http_body_util::Full::new(framed)));
     *request.method_mut() = http::Method::POST;
@@ -282,6 +310,12 @@ pub fn grpc_request(
         HeaderValue::from_static("application/grpc"),
     );
     out.insert(header::TE, HeaderValue::from_static("trailers"));
+    if let Some(deadline) = deadline {
+        out.insert(
+            crate::proto::GRPC_TIMEOUT_HEADER,
+            crate::proto::grpc_timeout_value(deadline),
+        );
+    }
     for name in FORWARDED_HEADERS {
         for value in headers.get_all(*name) {
             out.append(HeaderName::from_static(name), value.clone());

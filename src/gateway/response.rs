@@ -13,7 +13,9 @@ use bytes::{Buf, Bytes, BytesMut};
 use futures_util::StreamExt as _;
 use http::{HeaderMap, HeaderValue, Response, StatusCode, header};
 use http_body_util::BodyExt as _;
-use prost_reflect::{DescriptorPool, DynamicMessage, MessageDescriptor, SerializeOptions};
+use prost_reflect::{
+    DescriptorPool, DynamicMessage, Kind, MessageDescriptor, ReflectMessage as _, SerializeOptions,
+};
 use serde_json::{Value as Json, json};
 use tonic::Code;
 
@@ -88,7 +90,7 @@ impl GrpcStatus {
         let decoded = pool
             .get_message_by_name("google.rpc.Status")
             .and_then(|desc| DynamicMessage::decode(desc, bin.clone()).ok())
-            .and_then(|status| to_json(&status, false).ok());
+            .and_then(|status| to_json(&status).ok());
         match decoded.as_ref().and_then(|s| s.get("details")) {
             Some(details) => details.clone(),
             // Details whose types the pool does not know still reach the client, encoded.
@@ -121,15 +123,57 @@ impl GrpcStatus {
     }
 }
 
-fn serialize_options(emit_defaults: bool) -> SerializeOptions {
-    SerializeOptions::new().skip_default_fields(!emit_defaults)
+/// The proto3 JSON of `message` with every field present, as grpc-gateway writes it
+/// (protojson's `EmitUnpopulated`): scalars, lists and maps at their defaults (`"0"`, `""`,
+/// `false`, `[]`, `{}`), an unset message field as `null`; only a oneof's members (proto3
+/// `optional` fields among them) stay out while unset. So `BigInt(account.balance)` and
+/// `resp.entries.length` work on every answer.
+fn to_json(message: &DynamicMessage) -> Result<Json, serde_json::Error> {
+    let mut json = message.serialize_with_options(
+        serde_json::value::Serializer,
+        &SerializeOptions::new().skip_default_fields(false),
+    )?;
+    null_unset_messages(&message.descriptor(), &mut json);
+    Ok(json)
 }
 
-fn to_json(message: &DynamicMessage, emit_defaults: bool) -> Result<Json, serde_json::Error> {
-    message.serialize_with_options(
-        serde_json::value::Serializer,
-        &serialize_options(emit_defaults),
-    )
+/// Adds `null` for every unset singular message field outside a oneof, through nested messages
+/// (the serializer emits scalar defaults but leaves unset messages out).
+fn null_unset_messages(descriptor: &MessageDescriptor, json: &mut Json) {
+    // The well-known types have JSON forms of their own (a Timestamp is a string).
+    if descriptor.package_name() == "google.protobuf" {
+        return;
+    }
+    let Json::Object(object) = json else {
+        return;
+    };
+    for field in descriptor.fields() {
+        let Kind::Message(inner) = field.kind() else {
+            continue;
+        };
+        let Some(value) = object.get_mut(field.json_name()) else {
+            // A oneof's members stay out while unset.
+            if !field.is_list() && !field.is_map() && field.containing_oneof().is_none() {
+                object.insert(field.json_name().to_owned(), Json::Null);
+            }
+            continue;
+        };
+        match value {
+            Json::Array(items) => {
+                for item in items {
+                    null_unset_messages(&inner, item);
+                }
+            }
+            Json::Object(entries) if field.is_map() => {
+                if let Some(Kind::Message(value_type)) = inner.get_field(2).map(|f| f.kind()) {
+                    for entry in entries.values_mut() {
+                        null_unset_messages(&value_type, entry);
+                    }
+                }
+            }
+            value => null_unset_messages(&inner, value),
+        }
+    }
 }
 
 pub fn json_response(status: StatusCode, body: &Json) -> Response<tonic::body::Body> {
@@ -152,9 +196,9 @@ fn message_json(route: &Route, payload: Bytes) -> Result<Json, GrpcStatus> {
         .map_err(|e| GrpcStatus::new(Code::Internal, format!("undecodable response: {e}")))?;
     let internal = |e: serde_json::Error| GrpcStatus::new(Code::Internal, e.to_string());
     match &route.response_body {
-        None => to_json(&message, false).map_err(internal),
+        None => to_json(&message).map_err(internal),
         Some(field) => {
-            let whole = to_json(&message, true).map_err(internal)?;
+            let whole = to_json(&message).map_err(internal)?;
             Ok(whole.get(field.json_name()).cloned().unwrap_or(Json::Null))
         }
     }
@@ -215,6 +259,40 @@ pub async fn unary(
         }
         Err(status) => status.into_response(pool),
     }
+}
+
+/// A response of an inner layer to a request that was not gRPC, as JSON: one in gRPC's shape
+/// (tonic's answer to an unknown method, say) becomes the JSON error of its status, so no JSON
+/// caller ever receives `application/grpc`. Anything else passes as it is.
+pub async fn json_only(
+    pool: &DescriptorPool,
+    response: Response<tonic::body::Body>,
+) -> Response<tonic::body::Body> {
+    let grpc_shaped = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|ct| ct.as_bytes().starts_with(b"application/grpc"));
+    if !grpc_shaped {
+        return response;
+    }
+    let (parts, body) = response.into_parts();
+    let status = match GrpcStatus::from_headers(&parts.headers) {
+        Some(status) => Some(status),
+        None => body
+            .collect()
+            .await
+            .ok()
+            .and_then(|collected| collected.trailers().and_then(GrpcStatus::from_headers)),
+    };
+    match status {
+        Some(status) if status.code != Code::Ok => status,
+        // A gRPC message is no answer to a JSON request either.
+        _ => GrpcStatus::new(
+            Code::Unimplemented,
+            "this path is a gRPC method; call it with a gRPC client or through its HTTP route",
+        ),
+    }
+    .into_response(pool)
 }
 
 /// Response metadata the handler set reaches HTTP clients as `Grpc-Metadata-<name>` headers,

@@ -39,12 +39,74 @@ pub struct Route {
     pub response_body: Option<FieldDescriptor>,
     /// Path variables resolved to their field chains.
     pub path_fields: Vec<Vec<FieldDescriptor>>,
+    /// On an update (PATCH or PUT with `body: "*"`), the names (proto and JSON) of the
+    /// resource's fields that a body may carry and the request ignores: the response message's
+    /// `OUTPUT_ONLY`, `IMMUTABLE` and `IDENTIFIER` fields the request has no field for. So a
+    /// resource read with GET, changed and sent back is accepted (read-modify-write).
+    pub ignored_on_update: Vec<String>,
 }
 
 impl Route {
     pub fn server_streaming(&self) -> bool {
         self.method.is_server_streaming()
     }
+}
+
+/// `google.api.FieldBehavior` values (google/api/field_behavior.proto) the gateway acts on.
+pub mod behavior {
+    pub const OUTPUT_ONLY: i32 = 3;
+    pub const IMMUTABLE: i32 = 5;
+    pub const IDENTIFIER: i32 = 8;
+}
+
+/// The `google.api.field_behavior` values of `field` (empty when it has none).
+pub fn field_behaviors(field: &FieldDescriptor) -> Vec<i32> {
+    let Some(extension) = field
+        .parent_pool()
+        .get_extension_by_name("google.api.field_behavior")
+    else {
+        return Vec::new();
+    };
+    let options = field.options();
+    if !options.has_extension(&extension) {
+        return Vec::new();
+    }
+    match options.get_extension(&extension).as_ref() {
+        Value::List(values) => values.iter().filter_map(Value::as_enum_number).collect(),
+        _ => Vec::new(),
+    }
+}
+
+/// See [`Route::ignored_on_update`].
+fn ignored_on_update(
+    method: &MethodDescriptor,
+    http_method: &Method,
+    body: &BodyRule,
+) -> Vec<String> {
+    let update = matches!(*http_method, Method::PATCH | Method::PUT) && *body == BodyRule::Whole;
+    if !update {
+        return Vec::new();
+    }
+    let input = method.input();
+    method
+        .output()
+        .fields()
+        .filter(|field| {
+            field_behaviors(field).iter().any(|b| {
+                [
+                    behavior::OUTPUT_ONLY,
+                    behavior::IMMUTABLE,
+                    behavior::IDENTIFIER,
+                ]
+                .contains(b)
+            })
+        })
+        .filter(|field| {
+            input.get_field_by_name(field.name()).is_none()
+                && input.get_field_by_json_name(field.json_name()).is_none()
+        })
+        .flat_map(|field| [field.name().to_owned(), field.json_name().to_owned()])
+        .collect()
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -204,6 +266,7 @@ fn route(method: &MethodDescriptor, rule: &DynamicMessage) -> Result<Route, Stri
         ))?),
     };
     Ok(Route {
+        ignored_on_update: ignored_on_update(method, &http_method, &body),
         grpc_path: format!("/{}/{}", method.parent_service().full_name(), method.name()),
         method: method.clone(),
         http_method,

@@ -253,11 +253,14 @@ impl Ledger {
     }
 
     /// Renames an account (its owner, or `accounts.manage`) or sets its overdraft limit
-    /// (`accounts.manage`). A limit below what the account already uses is refused
-    /// (`INSUFFICIENT_FUNDS`); a closed account changes no more (`ACCOUNT_CLOSED`).
+    /// (`accounts.manage`; sending the limit the account already has changes nothing and needs
+    /// no permission, so an account read and sent back is accepted). A limit below what the
+    /// account already uses is refused (`INSUFFICIENT_FUNDS`); a closed account changes no more
+    /// (`ACCOUNT_CLOSED`).
     pub async fn update_account(&self, principal: &Principal, u: AccountUpdate) -> Result<Account> {
         let current = self.changeable_account(principal, u.id).await?;
-        if u.overdraft_limit.is_some() {
+        let changes_limit = |limit: i64| u.overdraft_limit.is_some_and(|asked| asked != limit);
+        if changes_limit(current.overdraft_limit) {
             principal.require(Permission::AccountsManage)?;
         }
         if u.name.is_some() && current.owner_id != Some(principal.user_id) {
@@ -277,6 +280,11 @@ impl Ledger {
                 Reason::AccountClosed,
                 "the account is closed",
             ));
+        }
+        // Checked again under the lock: a limit changed since the read above is changed back
+        // only with the permission to change it.
+        if changes_limit(locked.overdraft_limit) {
+            principal.require(Permission::AccountsManage)?;
         }
         let limit = u.overdraft_limit.unwrap_or(locked.overdraft_limit);
         if i128::from(locked.balance) - i128::from(locked.pending_debits) < -i128::from(limit) {

@@ -112,9 +112,10 @@ where
         let (parts, body) = request.into_parts();
         let content_type = parts.headers.get(CONTENT_TYPE).cloned();
         let deadline = tokio::time::Instant::now()
-            + grpc_timeout(&parts.headers).map_or(self.limits.call_timeout, |asked| {
-                asked.min(self.limits.call_timeout)
-            });
+            + crate::proto::grpc_timeout(&parts.headers)
+                .map_or(self.limits.call_timeout, |asked| {
+                    asked.min(self.limits.call_timeout)
+                });
         if !parts.uri.path().starts_with(TALLY_PATH_PREFIX) {
             let request = Request::from_parts(parts, tonic::body::Body::new(body));
             return Box::pin(within(deadline, inner.call(request), content_type));
@@ -172,25 +173,6 @@ where
             content_type,
         )),
     }
-}
-
-/// The client's `grpc-timeout` (`<at most 8 digits><H|M|S|m|u|n>`), if it sent a valid one.
-fn grpc_timeout(headers: &http::HeaderMap) -> Option<Duration> {
-    let value = headers.get("grpc-timeout")?.to_str().ok()?;
-    if value.len() < 2 || value.len() > 9 {
-        return None;
-    }
-    let (digits, unit) = value.split_at(value.len() - 1);
-    let n: u64 = digits.parse().ok()?;
-    Some(match unit {
-        "H" => Duration::from_secs(n.checked_mul(3_600)?),
-        "M" => Duration::from_secs(n.checked_mul(60)?),
-        "S" => Duration::from_secs(n),
-        "m" => Duration::from_millis(n),
-        "u" => Duration::from_micros(n),
-        "n" => Duration::from_nanos(n),
-        _ => return None,
-    })
 }
 
 /// tonic answers a request message that does not decode with `INTERNAL` and prost's error

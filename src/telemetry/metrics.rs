@@ -22,6 +22,7 @@
 //!   `tally_password_hash_rejected_total` (what the limits in `crate::limits` and the hashing
 //!   pool turned away, and the hashes that ran)
 //! - `tally_audit_events_written_total`, `tally_audit_events_dropped_total` (the audit trail)
+//! - `tally_gateway_query_parameters_ignored_total` (HTTP JSON query parameters naming no field)
 
 use std::{sync::OnceLock, time::Duration};
 
@@ -84,95 +85,144 @@ pub fn install() -> &'static PrometheusHandle {
     })
 }
 
+/// What a described metric is, for `describe`.
+#[derive(Clone, Copy)]
+enum Kind {
+    Counter,
+    Gauge,
+    Histogram,
+    HistogramSeconds,
+}
+
+/// Every metric tally records, with the help text `/metrics` prints for it.
+const DESCRIPTIONS: &[(Kind, &str, &str)] = &[
+    (
+        Kind::Counter,
+        "tally_rpc_requests_total",
+        "Calls by gRPC method and status code (gRPC, gRPC-web and HTTP JSON)",
+    ),
+    (
+        Kind::HistogramSeconds,
+        "tally_rpc_duration_seconds",
+        "Call latency by gRPC method, until the last byte of the answer",
+    ),
+    (
+        Kind::Counter,
+        "tally_audit_events_written_total",
+        "Audit events written to audit_events",
+    ),
+    (
+        Kind::Counter,
+        "tally_audit_events_dropped_total",
+        "Audit events dropped: the writer's queue was full or its insert failed",
+    ),
+    (
+        Kind::Counter,
+        "tally_rate_limited_total",
+        "Calls refused RATE_LIMITED, by budget (auth per address, write per user and address)",
+    ),
+    (
+        Kind::Counter,
+        "tally_holds_expired_total",
+        "Holds marked expired, by a batch that touched their accounts or by the sweeper",
+    ),
+    (
+        Kind::Counter,
+        "tally_rpc_shed_total",
+        "Calls shed with UNAVAILABLE because every TALLY_CONCURRENCY_MAX slot was taken",
+    ),
+    (
+        Kind::Counter,
+        "tally_rpc_read_timeouts_total",
+        "Calls whose request message did not arrive within TALLY_REQUEST_READ_TIMEOUT_MS",
+    ),
+    (
+        Kind::Counter,
+        "tally_connections_refused_total",
+        "Connections closed on accept: their peer held TALLY_CONNECTIONS_PER_PEER_MAX already",
+    ),
+    (
+        Kind::Counter,
+        "tally_password_hashes_total",
+        "Password hashes and checks started (argon2id, 19 MiB each)",
+    ),
+    (
+        Kind::Counter,
+        "tally_password_hash_rejected_total",
+        "Calls answered UNAVAILABLE: no password hashing turn within TALLY_HASH_WAIT_MS",
+    ),
+    (
+        Kind::Counter,
+        "tally_transfers_total",
+        "Transfers, deposits and withdrawals by outcome",
+    ),
+    (
+        Kind::Counter,
+        "tally_transfer_retries_total",
+        "Transfer batch transactions retried after a serialization failure or deadlock",
+    ),
+    (
+        Kind::Counter,
+        "tally_transfer_aborts_total",
+        "Postings whose batch ran out of retries (answered ABORTED)",
+    ),
+    (
+        Kind::Histogram,
+        "tally_transfer_batch_postings",
+        "Postings applied by one group-commit transaction",
+    ),
+    (
+        Kind::HistogramSeconds,
+        "tally_transfer_queue_wait_seconds",
+        "Time a submission waited in the engine's queue before its batch began",
+    ),
+    (
+        Kind::Gauge,
+        "tally_db_pool_connections",
+        "PostgreSQL pool connections by state (in_use, idle), and callers waiting for one (waiting)",
+    ),
+    (
+        Kind::Gauge,
+        "tally_db_pool_connections_max",
+        "PostgreSQL pool size limit",
+    ),
+    (
+        Kind::Gauge,
+        "tally_mail_outbox_backlog",
+        "Mail owed but not yet sent (mail_outbox rows, counted up to a bound)",
+    ),
+    (
+        Kind::Gauge,
+        "tally_mail_queue_depth",
+        "Jobs waiting in the Redis mail queue",
+    ),
+    (
+        Kind::Counter,
+        "tally_mail_jobs_total",
+        "Mail jobs by outcome",
+    ),
+    (
+        Kind::Counter,
+        "tally_mail_outbox_relayed_total",
+        "Outbox rows pushed to the Redis queue",
+    ),
+    (
+        Kind::Counter,
+        "tally_gateway_query_parameters_ignored_total",
+        "HTTP JSON query parameters ignored because they name no field of the request",
+    ),
+];
+
 fn describe() {
     use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
-    describe_counter!(
-        "tally_rpc_requests_total",
-        "Calls by gRPC method and status code (gRPC, gRPC-web and HTTP JSON)"
-    );
-    describe_histogram!(
-        "tally_rpc_duration_seconds",
-        Unit::Seconds,
-        "Call latency by gRPC method, until the last byte of the answer"
-    );
-    describe_counter!(
-        "tally_audit_events_written_total",
-        "Audit events written to audit_events"
-    );
-    describe_counter!(
-        "tally_audit_events_dropped_total",
-        "Audit events dropped: the writer's queue was full or its insert failed"
-    );
-    describe_counter!(
-        "tally_rate_limited_total",
-        "Calls refused RATE_LIMITED, by budget (auth per address, write per user and address)"
-    );
-    describe_counter!(
-        "tally_holds_expired_total",
-        "Holds marked expired, by a batch that touched their accounts or by the sweeper"
-    );
-    describe_counter!(
-        "tally_rpc_shed_total",
-        "Calls shed with UNAVAILABLE because every TALLY_CONCURRENCY_MAX slot was taken"
-    );
-    describe_counter!(
-        "tally_rpc_read_timeouts_total",
-        "Calls whose request message did not arrive within TALLY_REQUEST_READ_TIMEOUT_MS"
-    );
-    describe_counter!(
-        "tally_connections_refused_total",
-        "Connections closed on accept: their peer held TALLY_CONNECTIONS_PER_PEER_MAX already"
-    );
-    describe_counter!(
-        "tally_password_hashes_total",
-        "Password hashes and checks started (argon2id, 19 MiB each)"
-    );
-    describe_counter!(
-        "tally_password_hash_rejected_total",
-        "Calls answered UNAVAILABLE: no password hashing turn within TALLY_HASH_WAIT_MS"
-    );
-    describe_counter!(
-        "tally_transfers_total",
-        "Transfers, deposits and withdrawals by outcome"
-    );
-    describe_counter!(
-        "tally_transfer_retries_total",
-        "Transfer batch transactions retried after a serialization failure or deadlock"
-    );
-    describe_counter!(
-        "tally_transfer_aborts_total",
-        "Postings whose batch ran out of retries (answered ABORTED)"
-    );
-    describe_histogram!(
-        "tally_transfer_batch_postings",
-        "Postings applied by one group-commit transaction"
-    );
-    describe_histogram!(
-        "tally_transfer_queue_wait_seconds",
-        Unit::Seconds,
-        "Time a submission waited in the engine's queue before its batch began"
-    );
-    describe_gauge!(
-        "tally_db_pool_connections",
-        "PostgreSQL pool connections by state (in_use, idle), and callers waiting for one (waiting)"
-    );
-    describe_gauge!(
-        "tally_db_pool_connections_max",
-        "PostgreSQL pool size limit"
-    );
-    describe_gauge!(
-        "tally_mail_outbox_backlog",
-        "Mail owed but not yet sent (mail_outbox rows, counted up to a bound)"
-    );
-    describe_gauge!(
-        "tally_mail_queue_depth",
-        "Jobs waiting in the Redis mail queue"
-    );
-    describe_counter!("tally_mail_jobs_total", "Mail jobs by outcome");
-    describe_counter!(
-        "tally_mail_outbox_relayed_total",
-        "Outbox rows pushed to the Redis queue"
-    );
+    for &(kind, name, help) in DESCRIPTIONS {
+        match kind {
+            Kind::Counter => describe_counter!(name, help),
+            Kind::Gauge => describe_gauge!(name, help),
+            Kind::Histogram => describe_histogram!(name, help),
+            Kind::HistogramSeconds => describe_histogram!(name, Unit::Seconds, help),
+        }
+    }
 }
 
 /// The `GET /metrics` handler: Prometheus text format.

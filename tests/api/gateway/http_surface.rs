@@ -49,12 +49,20 @@ async fn http_errors_have_the_json_shape_and_the_right_status() {
         send(
             client
                 .post(format!("{base}/v1/users"))
-                .header("content-type", "text/plain")
-                .body("hello"),
+                .header("content-type", "application/xml")
+                .body("<user/>"),
         )
         .await,
     );
-    check(400, 3)(send(client.get(format!("{base}/v1/accounts?noSuchParam=1"))).await);
+    // A query parameter naming a field the route cannot take from the query.
+    check(400, 3)(
+        send(
+            client
+                .post(format!("{base}/v1/users?username=x"))
+                .json(&json!({})),
+        )
+        .await,
+    );
     // Plain HTTP routes still answer through the gateway.
     let health = client.get(format!("{base}/healthz")).send().await.unwrap();
     assert_eq!(health.status(), 200);

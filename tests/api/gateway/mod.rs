@@ -134,9 +134,67 @@ pub(super) async fn http_json(
     (status, json)
 }
 
-pub(super) fn answer_of(status: u16, json: Json) -> Answer {
+/// The response message of `method` (`tally.v1.UserService/GetUser`).
+pub(super) fn output_of(method: &str) -> prost_reflect::MessageDescriptor {
+    let (service, name) = method.split_once('/').expect("service/method");
+    pool()
+        .get_service_by_name(service)
+        .and_then(|s| s.methods().find(|m| m.name() == name))
+        .expect("method exists")
+        .output()
+}
+
+/// Every field of `message` that the gateway must emit (all but unset oneof members) is a key
+/// of `json`, through nested messages: `"0"`, `""`, `false`, `[]` and `null` included.
+pub(super) fn assert_every_field_present(
+    message: &prost_reflect::MessageDescriptor,
+    json: &Json,
+    context: &str,
+) {
+    if message.package_name() == "google.protobuf" {
+        return;
+    }
+    let object = json.as_object().unwrap_or_else(|| {
+        panic!(
+            "{context}: {} is not an object: {json}",
+            message.full_name()
+        )
+    });
+    for field in message.fields() {
+        let value = object.get(field.json_name());
+        if field.containing_oneof().is_none() {
+            assert!(
+                value.is_some(),
+                "{context}: `{}` of {} is missing from {json}",
+                field.json_name(),
+                message.full_name()
+            );
+        }
+        let (Some(value), prost_reflect::Kind::Message(inner)) = (value, field.kind()) else {
+            continue;
+        };
+        match value {
+            Json::Array(items) => items
+                .iter()
+                .for_each(|item| assert_every_field_present(&inner, item, context)),
+            Json::Null => {}
+            _ if field.is_map() => {}
+            value => assert_every_field_present(&inner, value, context),
+        }
+    }
+}
+
+/// An HTTP answer in the neutral form; a success is decoded as `output` (so it must be valid
+/// proto3 JSON of it) and compared as the message it decodes to.
+pub(super) fn answer_of(
+    status: u16,
+    json: Json,
+    output: &prost_reflect::MessageDescriptor,
+) -> Answer {
     if status == 200 {
-        return Answer::Ok(json);
+        let message = DynamicMessage::deserialize(output.clone(), json.clone())
+            .unwrap_or_else(|e| panic!("not proto3 JSON of {}: {e}: {json}", output.full_name()));
+        return Answer::Ok(serde_json::to_value(&message).unwrap());
     }
     let reasons = json["details"]
         .as_array()

@@ -2,7 +2,9 @@
 
 use serde_json::{Value as Json, json};
 
-use super::{Answer, answer_of, grpc, http_json, normalise, pool};
+use super::{
+    Answer, answer_of, assert_every_field_present, grpc, http_json, normalise, output_of, pool,
+};
 use crate::helpers::*;
 
 /// One RPC called both ways. `{u}` in the request and path is replaced by a fresh value per
@@ -485,7 +487,11 @@ async fn every_rpc_answers_the_same_over_json_and_grpc() {
             case.token.as_deref(),
         )
         .await;
-        let over_json = answer_of(status, body.clone());
+        let output = output_of(case.rpc);
+        if status == 200 {
+            assert_every_field_present(&output, &body, case.rpc);
+        }
+        let over_json = answer_of(status, body.clone(), &output);
         if let Answer::Err { code, .. } = &over_json {
             let expected = tally::error::http_status(tonic::Code::from_i32(*code)).as_u16();
             assert_eq!(status, expected, "{}: HTTP status of {body}", case.rpc);
