@@ -20,51 +20,33 @@ async fn events(
         .map(|r| r.into_inner().events)
 }
 
-#[tokio::test]
-async fn every_call_leaves_an_audit_event_that_only_an_admin_reads() {
-    let app = TestApp::spawn().await;
-    let admin = app
-        .signed_in(&unique("auditor"), &["admin"])
-        .await
-        .access_token;
-    let name = unique("audited");
-    let holder = app.signed_in(&name, &[]).await.access_token;
-    let account = app.open_account(&holder, "USD").await.account_id;
-    let missing = Uuid::new_v4().to_string();
-    let mut request = authed(
-        &holder,
-        pb::GetAccountRequest {
-            account_id: missing.clone(),
-        },
-    );
-    request
-        .metadata_mut()
-        .insert("x-request-id", "req-audit-1".parse().unwrap());
-    assert_code(app.accounts().get_account(request).await, Code::NotFound);
-    // An anonymous call.
-    assert_code(
-        app.login("nobody_audited", PASSWORD).await,
-        Code::Unauthenticated,
-    );
-
-    // Written off the request path: it arrives shortly.
+/// The trail of `username`'s calls as an admin reads it, once their `CreateAccount` and
+/// `GetAccount` calls have reached it (written off the request path, they arrive shortly).
+async fn trail_once_written(app: &TestApp, admin: &str, username: &str) -> Vec<pb::AuditEvent> {
     let mine = pb::ListAuditEventsRequest {
-        username: name.clone(),
+        username: username.into(),
         ..Default::default()
     };
     let found = eventually(Duration::from_secs(5), || {
         let mine = mine.clone();
-        let app = &app;
-        let admin = admin.clone();
         async move {
-            let events = events(app, &admin, mine).await.unwrap();
+            let events = events(app, admin, mine).await.unwrap();
             events.iter().any(|e| e.method.ends_with("/GetAccount"))
                 && events.iter().any(|e| e.method.ends_with("/CreateAccount"))
         }
     })
     .await;
     assert!(found.is_some(), "the holder's calls reached the trail");
-    let trail = events(&app, &admin, mine).await.unwrap();
+    events(app, admin, mine).await.unwrap()
+}
+
+/// Asserts what the trail of `name` records of the NOT_FOUND read of `missing` (sent with
+/// request id `req-audit-1`) and of the account opening before it.
+fn assert_the_read_and_the_opening_are_recorded(
+    trail: &[pb::AuditEvent],
+    name: &str,
+    missing: &str,
+) {
     // Newest first: the NOT_FOUND read came after the account was opened.
     let read = trail
         .iter()
@@ -88,12 +70,14 @@ async fn every_call_leaves_an_audit_event_that_only_an_admin_reads() {
     assert_eq!(trail[opened].outcome, "OK");
     assert!(!trail[opened].request_id.is_empty(), "the server chose one");
     assert!(trail.iter().all(|e| e.username == name), "the filter held");
-    let _ = account;
+}
 
-    // Filters: anonymous calls, by method and outcome.
+/// Asserts the filters: the anonymous failed login of `nobody_audited` by method and outcome,
+/// and nothing in a time range that ends before everything.
+async fn assert_the_filters_select(app: &TestApp, admin: &str) {
     let anonymous = events(
-        &app,
-        &admin,
+        app,
+        admin,
         pb::ListAuditEventsRequest {
             username: "anonymous".into(),
             method: "/tally.v1.SessionService/Login".into(),
@@ -109,8 +93,8 @@ async fn every_call_leaves_an_audit_event_that_only_an_admin_reads() {
         && e.resource_ids == ["nobody_audited"]));
     // A time range that ends before everything: nothing.
     let before_all = events(
-        &app,
-        &admin,
+        app,
+        admin,
         pb::ListAuditEventsRequest {
             end_time: Some(prost_types::Timestamp {
                 seconds: 1_000_000_000,
@@ -122,10 +106,13 @@ async fn every_call_leaves_an_audit_event_that_only_an_admin_reads() {
     .await
     .unwrap();
     assert!(before_all.is_empty());
+}
 
-    // Only admins read it, over gRPC and JSON.
+/// Asserts that `holder` may not read the trail and that `admin` reads `name`'s events over
+/// JSON too, one to a page.
+async fn assert_only_an_admin_reads_it(app: &TestApp, admin: &str, holder: &str, name: &str) {
     assert_code(
-        events(&app, &holder, pb::ListAuditEventsRequest::default()).await,
+        events(app, holder, pb::ListAuditEventsRequest::default()).await,
         Code::PermissionDenied,
     );
     let json = reqwest::Client::new()
@@ -133,7 +120,7 @@ async fn every_call_leaves_an_audit_event_that_only_an_admin_reads() {
             "http://{}/v1/auditEvents?username={name}&pageSize=1",
             app.addr
         ))
-        .bearer_auth(&admin)
+        .bearer_auth(admin)
         .send()
         .await
         .unwrap();
@@ -144,6 +131,41 @@ async fn every_call_leaves_an_audit_event_that_only_an_admin_reads() {
         !body["nextPageToken"].as_str().unwrap_or("").is_empty(),
         "{body}"
     );
+}
+
+#[tokio::test]
+async fn every_call_leaves_an_audit_event_that_only_an_admin_reads() {
+    let app = TestApp::spawn().await;
+    let admin = app
+        .signed_in(&unique("auditor"), &["admin"])
+        .await
+        .access_token;
+    let name = unique("audited");
+    let holder = app.signed_in(&name, &[]).await.access_token;
+    app.open_account(&holder, "USD").await;
+    let missing = Uuid::new_v4().to_string();
+    let mut request = authed(
+        &holder,
+        pb::GetAccountRequest {
+            account_id: missing.clone(),
+        },
+    );
+    request
+        .metadata_mut()
+        .insert("x-request-id", "req-audit-1".parse().unwrap());
+    assert_code(app.accounts().get_account(request).await, Code::NotFound);
+    // An anonymous call.
+    assert_code(
+        app.login("nobody_audited", PASSWORD).await,
+        Code::Unauthenticated,
+    );
+
+    let trail = trail_once_written(&app, &admin, &name).await;
+    assert_the_read_and_the_opening_are_recorded(&trail, &name, &missing);
+    // Filters: anonymous calls, by method and outcome.
+    assert_the_filters_select(&app, &admin).await;
+    // Only admins read it, over gRPC and JSON.
+    assert_only_an_admin_reads_it(&app, &admin, &holder, &name).await;
 }
 
 #[tokio::test]

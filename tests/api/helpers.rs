@@ -242,25 +242,59 @@ impl TestApp {
         TransferServiceClient::new(self.channel.clone())
     }
 
+    /// `CreateAccount` with `request`, as the holder of `token`: the account or the refusal.
+    pub async fn create_account(
+        &self,
+        token: &str,
+        request: pb::CreateAccountRequest,
+    ) -> Result<pb::Account, Status> {
+        self.accounts()
+            .create_account(authed(token, request))
+            .await
+            .map(|r| r.into_inner())
+    }
+
     /// Opens an account in `currency` for the holder of `token`.
     pub async fn open_account(&self, token: &str, currency: &str) -> pb::Account {
+        self.create_account(token, account_request(currency, None, None, None))
+            .await
+            .expect("open account")
+    }
+
+    /// `GetAccount` as the holder of `token`: the account or the refusal.
+    pub async fn get_account(&self, token: &str, account_id: &str) -> Result<pb::Account, Status> {
         self.accounts()
-            .create_account(authed(
+            .get_account(authed(
                 token,
-                pb::CreateAccountRequest {
-                    currency: currency.into(),
-                    owner: None,
-                    name: None,
-                    overdraft_limit: None,
+                pb::GetAccountRequest {
+                    account_id: account_id.into(),
                 },
             ))
             .await
-            .expect("open account")
-            .into_inner()
+            .map(|r| r.into_inner())
     }
 
-    /// Deposits `amount` with a banker's or admin's token.
-    pub async fn deposit(&self, token: &str, account_id: &str, amount: i64) -> pb::Transfer {
+    /// The first page (the server's default size) of an account's entries, newest first.
+    pub async fn entries(&self, token: &str, account_id: &str) -> Result<Vec<pb::Entry>, Status> {
+        self.accounts()
+            .list_entries(authed(
+                token,
+                pb::ListEntriesRequest {
+                    account_id: account_id.into(),
+                    ..Default::default()
+                },
+            ))
+            .await
+            .map(|r| r.into_inner().entries)
+    }
+
+    /// A deposit of `amount` with a fresh request id: the transfer or the refusal.
+    pub async fn try_deposit(
+        &self,
+        token: &str,
+        account_id: &str,
+        amount: i64,
+    ) -> Result<pb::Transfer, Status> {
         self.accounts()
             .deposit(authed(
                 token,
@@ -272,10 +306,29 @@ impl TestApp {
                 },
             ))
             .await
-            .expect("deposit")
-            .into_inner()
+            .map(|r| r.into_inner())
     }
 
+    /// Deposits `amount` with a banker's or admin's token.
+    pub async fn deposit(&self, token: &str, account_id: &str, amount: i64) -> pb::Transfer {
+        self.try_deposit(token, account_id, amount)
+            .await
+            .expect("deposit")
+    }
+
+    /// `CreateTransfer` with `request`, as the holder of `token`.
+    pub async fn create_transfer(
+        &self,
+        token: &str,
+        request: pb::CreateTransferRequest,
+    ) -> Result<pb::Transfer, Status> {
+        self.transfers()
+            .create_transfer(authed(token, request))
+            .await
+            .map(|r| r.into_inner())
+    }
+
+    /// A USD transfer of `amount` from `from` to `to` with a fresh id.
     pub async fn transfer(
         &self,
         token: &str,
@@ -283,8 +336,23 @@ impl TestApp {
         to: &str,
         amount: i64,
     ) -> Result<pb::Transfer, Status> {
+        self.create_transfer(token, transfer_request(from, to, amount))
+            .await
+    }
+
+    /// `GetTransfer` as the holder of `token`: the transfer or the refusal.
+    pub async fn get_transfer(
+        &self,
+        token: &str,
+        transfer_id: &str,
+    ) -> Result<pb::Transfer, Status> {
         self.transfers()
-            .create_transfer(authed(token, transfer_request(from, to, amount)))
+            .get_transfer(authed(
+                token,
+                pb::GetTransferRequest {
+                    transfer_id: transfer_id.into(),
+                },
+            ))
             .await
             .map(|r| r.into_inner())
     }
@@ -326,16 +394,9 @@ impl TestApp {
     }
 
     pub async fn account(&self, token: &str, account_id: &str) -> pb::Account {
-        self.accounts()
-            .get_account(authed(
-                token,
-                pb::GetAccountRequest {
-                    account_id: account_id.into(),
-                },
-            ))
+        self.get_account(token, account_id)
             .await
             .expect("get account")
-            .into_inner()
     }
 
     pub async fn balance(&self, token: &str, account_id: &str) -> i64 {
@@ -362,12 +423,52 @@ impl TestApp {
             .into_inner()
     }
 
+    /// `GetUser` of `username` as the holder of `token`: the user or the refusal.
+    pub async fn get_user(&self, token: &str, username: &str) -> Result<pb::User, Status> {
+        self.users()
+            .get_user(authed(
+                token,
+                pb::GetUserRequest {
+                    username: username.into(),
+                },
+            ))
+            .await
+            .map(|r| r.into_inner())
+    }
+
     pub async fn login(&self, username: &str, password: &str) -> Result<pb::LoginResponse, Status> {
         self.sessions()
             .login(pb::LoginRequest {
                 username: username.into(),
                 password: password.into(),
             })
+            .await
+            .map(|r| r.into_inner())
+    }
+
+    /// `RefreshSession` with `refresh_token`: the new pair or the refusal.
+    pub async fn refresh(&self, refresh_token: &str) -> Result<pb::RefreshSessionResponse, Status> {
+        self.sessions()
+            .refresh_session(pb::RefreshSessionRequest {
+                refresh_token: refresh_token.into(),
+            })
+            .await
+            .map(|r| r.into_inner())
+    }
+
+    /// `RevokeSession` of `session_id` as the holder of `token`.
+    pub async fn revoke_session(
+        &self,
+        token: &str,
+        session_id: &str,
+    ) -> Result<pb::RevokeSessionResponse, Status> {
+        self.sessions()
+            .revoke_session(authed(
+                token,
+                pb::RevokeSessionRequest {
+                    session_id: session_id.into(),
+                },
+            ))
             .await
             .map(|r| r.into_inner())
     }
@@ -426,6 +527,22 @@ fn forget_queue(redis_url: &str, queue: &str) -> redis::RedisResult<()> {
         conn.del::<_, ()>(keys)?;
     }
     Ok(())
+}
+
+/// A `CreateAccountRequest` in `currency`, for `owner` (None: the caller), with an optional
+/// name and overdraft limit.
+pub fn account_request(
+    currency: &str,
+    owner: Option<&str>,
+    name: Option<&str>,
+    overdraft_limit: Option<i64>,
+) -> pb::CreateAccountRequest {
+    pb::CreateAccountRequest {
+        currency: currency.into(),
+        owner: owner.map(Into::into),
+        name: name.map(Into::into),
+        overdraft_limit,
+    }
 }
 
 /// A USD transfer request with a fresh id.

@@ -66,22 +66,6 @@ async fn reverse(
         .map(|r| r.into_inner())
 }
 
-async fn get_transfer(
-    client: &mut Transfers,
-    token: &str,
-    id: &str,
-) -> Result<pb::Transfer, Status> {
-    client
-        .get_transfer(authed(
-            token,
-            pb::GetTransferRequest {
-                transfer_id: id.into(),
-            },
-        ))
-        .await
-        .map(|r| r.into_inner())
-}
-
 /// Asserts a `FAILED_PRECONDITION` with ErrorInfo `reason`.
 fn refused<T: std::fmt::Debug>(result: Result<T, Status>, why: &str) {
     let status = assert_code(result, Code::FailedPrecondition);
@@ -102,9 +86,49 @@ fn position(a: &pb::Account) -> (i64, i64, i64, i64) {
     )
 }
 
+/// Asserts the (balance, pending debits, pending credits, available balance) of `account`.
+async fn assert_position(
+    app: &TestApp,
+    token: &str,
+    account: &str,
+    expected: (i64, i64, i64, i64),
+) {
+    let actual = position(&app.account(token, account).await);
+    assert_eq!(actual, expected, "position of account {account}");
+}
+
+/// Asserts that the ledger invariants hold, pending sums included.
 async fn assert_consistent(app: &TestApp) {
     let report = app.verify().await;
     assert!(report.is_consistent(), "{report:?}");
+}
+
+/// Asserts that a post of nothing, a hold without a timeout or with one over a week, and a
+/// timeout on a plain transfer are each `INVALID_ARGUMENT`.
+async fn assert_malformed_settlements_and_holds_are_invalid(
+    app: &TestApp,
+    owner: &str,
+    hold_id: &str,
+    source: &str,
+    sink: &str,
+) {
+    let mut transfers = app.transfers();
+    let status = assert_code(
+        post(&mut transfers, owner, hold_id, Some(0)).await,
+        Code::InvalidArgument,
+    );
+    assert!(status.message().contains("amount"), "{status:?}");
+    let mut no_timeout = hold_request(source, sink, 5, MINUTES);
+    no_timeout.timeout = None;
+    let too_long = hold_request(source, sink, 5, Duration::from_secs(8 * 24 * 3600));
+    let mut timeout_without_hold = transfer_request(source, sink, 5);
+    timeout_without_hold.timeout = Some(MINUTES.try_into().unwrap());
+    for request in [no_timeout, too_long, timeout_without_hold] {
+        assert_code(
+            app.create_transfer(owner, request).await,
+            Code::InvalidArgument,
+        );
+    }
 }
 
 #[tokio::test]
@@ -122,11 +146,8 @@ async fn a_hold_reserves_then_a_partial_post_moves_part_and_releases_the_rest() 
     let expires = hold.expires_at.expect("an accepted hold expires");
     let created = hold.created_at.unwrap();
     assert_eq!(expires.seconds - created.seconds, 600);
-    assert_eq!(
-        position(&app.account(&owner, &source).await),
-        (1_000, 300, 0, 700)
-    );
-    assert_eq!(position(&app.account(&owner, &sink).await), (0, 0, 300, 0));
+    assert_position(&app, &owner, &source, (1_000, 300, 0, 700)).await;
+    assert_position(&app, &owner, &sink, (0, 0, 300, 0)).await;
     assert_consistent(&app).await;
 
     // Insufficient funds is decided on the available balance.
@@ -144,32 +165,21 @@ async fn a_hold_reserves_then_a_partial_post_moves_part_and_releases_the_rest() 
         .unwrap();
     assert_eq!(status(&posted), pb::TransferStatus::Posted);
     assert_eq!((posted.amount, posted.posted_amount), (300, Some(120)));
-    assert_eq!(
-        position(&app.account(&owner, &source).await),
-        (880, 0, 0, 880)
-    );
-    assert_eq!(
-        position(&app.account(&owner, &sink).await),
-        (120, 0, 0, 120)
-    );
+    assert_position(&app, &owner, &source, (880, 0, 0, 880)).await;
+    assert_position(&app, &owner, &sink, (120, 0, 0, 120)).await;
 
     // The same post again answers the first result; anything else is refused.
     let again = post(&mut transfers, &owner, &hold.transfer_id, Some(120))
         .await
         .unwrap();
     assert_eq!(again, posted);
-    refused(
+    for other in [
         post(&mut transfers, &owner, &hold.transfer_id, Some(100)).await,
-        "PENDING_TRANSFER_ALREADY_POSTED",
-    );
-    refused(
         post(&mut transfers, &owner, &hold.transfer_id, None).await,
-        "PENDING_TRANSFER_ALREADY_POSTED",
-    );
-    refused(
         void(&mut transfers, &owner, &hold.transfer_id).await,
-        "PENDING_TRANSFER_ALREADY_POSTED",
-    );
+    ] {
+        refused(other, "PENDING_TRANSFER_ALREADY_POSTED");
+    }
 
     // A post of more than the hold, and a settlement of a plain transfer, are refused.
     let small = app.hold(&owner, &source, &sink, 50, MINUTES).await.unwrap();
@@ -188,30 +198,14 @@ async fn a_hold_reserves_then_a_partial_post_moves_part_and_releases_the_rest() 
     );
 
     // Malformed requests write nothing.
-    let status = assert_code(
-        post(&mut transfers, &owner, &small.transfer_id, Some(0)).await,
-        Code::InvalidArgument,
-    );
-    assert!(status.message().contains("amount"), "{status:?}");
-    let mut no_timeout = hold_request(&source, &sink, 5, MINUTES);
-    no_timeout.timeout = None;
-    assert_code(
-        transfers.create_transfer(authed(&owner, no_timeout)).await,
-        Code::InvalidArgument,
-    );
-    let too_long = hold_request(&source, &sink, 5, Duration::from_secs(8 * 24 * 3600));
-    assert_code(
-        transfers.create_transfer(authed(&owner, too_long)).await,
-        Code::InvalidArgument,
-    );
-    let mut timeout_without_hold = transfer_request(&source, &sink, 5);
-    timeout_without_hold.timeout = Some(MINUTES.try_into().unwrap());
-    assert_code(
-        transfers
-            .create_transfer(authed(&owner, timeout_without_hold))
-            .await,
-        Code::InvalidArgument,
-    );
+    assert_malformed_settlements_and_holds_are_invalid(
+        &app,
+        &owner,
+        &small.transfer_id,
+        &source,
+        &sink,
+    )
+    .await;
     assert_consistent(&app).await;
 }
 
@@ -233,9 +227,7 @@ async fn a_void_releases_the_hold_and_only_who_may_move_the_money_may_settle_it(
         .unwrap();
     // The payee sees the hold coming, but may not settle it; a stranger does not see it.
     assert_eq!(
-        get_transfer(&mut transfers, &payee, &hold.transfer_id)
-            .await
-            .unwrap(),
+        app.get_transfer(&payee, &hold.transfer_id).await.unwrap(),
         hold
     );
     assert_code(
@@ -269,7 +261,7 @@ async fn a_void_releases_the_hold_and_only_who_may_move_the_money_may_settle_it(
     );
     // A voided hold moved nothing into the payee's account: it left their history.
     assert_code(
-        get_transfer(&mut transfers, &payee, &hold.transfer_id).await,
+        app.get_transfer(&payee, &hold.transfer_id).await,
         Code::NotFound,
     );
 
@@ -310,9 +302,7 @@ async fn an_expired_hold_no_longer_counts_even_before_any_sweep() {
         void(&mut transfers, &owner, &hold.transfer_id).await,
         "PENDING_TRANSFER_EXPIRED",
     );
-    let expired = get_transfer(&mut transfers, &owner, &hold.transfer_id)
-        .await
-        .unwrap();
+    let expired = app.get_transfer(&owner, &hold.transfer_id).await.unwrap();
     assert_eq!(status(&expired), pb::TransferStatus::Expired);
     // The funds are available again.
     app.transfer(&owner, &source, &sink, 1_000).await.unwrap();
@@ -330,10 +320,9 @@ async fn the_sweeper_expires_holds_on_accounts_nobody_touches() {
         .unwrap();
     let mut transfers = app.transfers();
     let swept = eventually(Duration::from_secs(10), || {
-        let (mut transfers, owner, id) =
-            (transfers.clone(), owner.clone(), hold.transfer_id.clone());
+        let (app, owner, id) = (&app, &owner, &hold.transfer_id);
         async move {
-            get_transfer(&mut transfers, &owner, &id)
+            app.get_transfer(owner, id)
                 .await
                 .is_ok_and(|t| status(&t) == pb::TransferStatus::Expired)
         }
@@ -352,22 +341,21 @@ async fn the_sweeper_expires_holds_on_accounts_nobody_touches() {
     assert_consistent(&app).await;
 }
 
-#[tokio::test]
-async fn of_fifty_concurrent_holds_exactly_those_that_fit_succeed_and_settle_concurrently() {
-    const HOLDS: usize = 50;
-    const AMOUNT: i64 = 30;
-    const FUNDING: i64 = 1_000; // room for 33 holds of 30
-    let app = TestApp::spawn().await;
-    let (banker, owner, [source, sink]) = app.customer_with_accounts("crowd", [0, 0]).await;
-    app.deposit(&banker, &source, FUNDING).await;
-
-    let tasks: Vec<_> = (0..HOLDS)
+/// Places `n` holds of `amount` from `source` to `sink` at once; asserts that each is PENDING
+/// or refused for funds, and returns the ids of the held ones and of the refused ones.
+async fn hold_concurrently(
+    app: &TestApp,
+    owner: &str,
+    (source, sink): (&str, &str),
+    n: usize,
+    amount: i64,
+) -> (Vec<String>, Vec<String>) {
+    let tasks: Vec<_> = (0..n)
         .map(|_| {
-            let (app_transfers, owner) = (app.transfers(), owner.clone());
-            let request = hold_request(&source, &sink, AMOUNT, MINUTES);
+            let (mut client, owner) = (app.transfers(), owner.to_owned());
+            let request = hold_request(source, sink, amount, MINUTES);
             tokio::spawn(async move {
                 let id = request.transfer_id.clone();
-                let mut client = app_transfers;
                 (id, client.create_transfer(authed(&owner, request)).await)
             })
         })
@@ -387,27 +375,24 @@ async fn of_fifty_concurrent_holds_exactly_those_that_fit_succeed_and_settle_con
             }
         }
     }
-    let fit = (FUNDING / AMOUNT) as usize;
-    assert_eq!(held.len(), fit, "exactly the holds that fit succeed");
-    assert_eq!(
-        position(&app.account(&owner, &source).await),
-        (
-            FUNDING,
-            fit as i64 * AMOUNT,
-            0,
-            FUNDING - fit as i64 * AMOUNT
-        )
-    );
-    assert_consistent(&app).await;
+    (held, failed)
+}
 
-    // 50 concurrent settlements: even holds posted in part (10), odd ones voided, and the
-    // failed ones answer that they are not holds.
+/// Settles the `held` holds and the `failed` ids at once, in that order: even positions posted
+/// in part (10), odd ones voided. Asserts that each hold settles so and that each failed one
+/// answers it is not a hold; returns the amount posted.
+async fn settle_concurrently(
+    app: &TestApp,
+    owner: &str,
+    held: &[String],
+    failed: &[String],
+) -> i64 {
     let tasks: Vec<_> = held
         .iter()
-        .chain(&failed)
+        .chain(failed)
         .enumerate()
         .map(|(i, id)| {
-            let (mut client, owner, id) = (app.transfers(), owner.clone(), id.clone());
+            let (mut client, owner, id) = (app.transfers(), owner.to_owned(), id.clone());
             tokio::spawn(async move {
                 if i % 2 == 0 {
                     post(&mut client, &owner, &id, Some(10)).await
@@ -432,67 +417,75 @@ async fn of_fifty_concurrent_holds_exactly_those_that_fit_succeed_and_settle_con
             refused(result, "TRANSFER_NOT_PENDING");
         }
     }
-    assert_eq!(
-        position(&app.account(&owner, &source).await),
-        (FUNDING - posted, 0, 0, FUNDING - posted)
-    );
-    assert_eq!(
-        position(&app.account(&owner, &sink).await),
-        (posted, 0, 0, posted)
-    );
-    assert_consistent(&app).await;
+    posted
 }
 
 #[tokio::test]
-async fn an_overdraft_limit_is_honoured_under_64_concurrent_spenders() {
-    const SPENDERS: usize = 64;
+async fn of_fifty_concurrent_holds_exactly_those_that_fit_succeed_and_settle_concurrently() {
+    const HOLDS: usize = 50;
+    const AMOUNT: i64 = 30;
+    const FUNDING: i64 = 1_000; // room for 33 holds of 30
     let app = TestApp::spawn().await;
-    let banker = app.banker().await;
-    let customer_name = unique("overdraft");
-    let customer = app.signed_in(&customer_name, &[]).await.access_token;
-    let mut accounts = app.accounts();
+    let (banker, owner, [source, sink]) = app.customer_with_accounts("crowd", [0, 0]).await;
+    app.deposit(&banker, &source, FUNDING).await;
 
-    // A customer may not give themselves credit.
-    let status = assert_code(
-        accounts
-            .create_account(authed(
-                &customer,
-                pb::CreateAccountRequest {
-                    currency: "USD".into(),
-                    owner: None,
-                    name: None,
-                    overdraft_limit: Some(500),
-                },
-            ))
-            .await,
-        Code::PermissionDenied,
-    );
-    assert!(status.message().contains("accounts.manage"), "{status:?}");
-    let account = accounts
-        .create_account(authed(
-            &banker,
-            pb::CreateAccountRequest {
-                currency: "USD".into(),
-                owner: Some(customer_name.clone()),
-                name: Some("credit line".into()),
-                overdraft_limit: Some(500),
+    let (held, failed) = hold_concurrently(&app, &owner, (&source, &sink), HOLDS, AMOUNT).await;
+    let fit = (FUNDING / AMOUNT) as usize;
+    assert_eq!(held.len(), fit, "exactly the holds that fit succeed");
+    let reserved = fit as i64 * AMOUNT;
+    assert_position(
+        &app,
+        &owner,
+        &source,
+        (FUNDING, reserved, 0, FUNDING - reserved),
+    )
+    .await;
+    assert_consistent(&app).await;
+
+    // 50 concurrent settlements: even holds posted in part (10), odd ones voided, and the
+    // failed ones answer that they are not holds.
+    let posted = settle_concurrently(&app, &owner, &held, &failed).await;
+    let left = FUNDING - posted;
+    assert_position(&app, &owner, &source, (left, 0, 0, left)).await;
+    assert_position(&app, &owner, &sink, (posted, 0, 0, posted)).await;
+    assert_consistent(&app).await;
+}
+
+/// `UpdateAccount` of `account_id`'s name or overdraft limit as the holder of `token`.
+async fn update_account(
+    app: &TestApp,
+    token: &str,
+    account_id: &str,
+    name: Option<&str>,
+    overdraft_limit: Option<i64>,
+) -> Result<pb::Account, Status> {
+    app.accounts()
+        .update_account(authed(
+            token,
+            pb::UpdateAccountRequest {
+                account_id: account_id.into(),
+                name: name.map(Into::into),
+                overdraft_limit,
             },
         ))
         .await
-        .unwrap()
-        .into_inner();
-    assert_eq!(account.overdraft_limit, 500);
-    let sink = app.open_account(&customer, "USD").await.account_id;
-    app.deposit(&banker, &account.account_id, 100).await;
+        .map(|r| r.into_inner())
+}
 
-    let tasks: Vec<_> = (0..SPENDERS)
+/// Sends `n` transfers of `amount` from `from` to `to` at once; asserts that each refusal is
+/// for funds and returns how many succeeded.
+async fn spend_concurrently(
+    app: &TestApp,
+    token: &str,
+    (from, to): (&str, &str),
+    n: usize,
+    amount: i64,
+) -> usize {
+    let tasks: Vec<_> = (0..n)
         .map(|_| {
-            let (app_ref, customer) = (app.transfers(), customer.clone());
-            let request = transfer_request(&account.account_id, &sink, 10);
-            tokio::spawn(async move {
-                let mut client = app_ref;
-                client.create_transfer(authed(&customer, request)).await
-            })
+            let (mut client, token) = (app.transfers(), token.to_owned());
+            let request = transfer_request(from, to, amount);
+            tokio::spawn(async move { client.create_transfer(authed(&token, request)).await })
         })
         .collect();
     let mut succeeded = 0;
@@ -502,53 +495,52 @@ async fn an_overdraft_limit_is_honoured_under_64_concurrent_spenders() {
             Err(s) => assert_eq!(reason(&s).as_deref(), Some("INSUFFICIENT_FUNDS"), "{s:?}"),
         }
     }
+    succeeded
+}
+
+#[tokio::test]
+async fn an_overdraft_limit_is_honoured_under_64_concurrent_spenders() {
+    const SPENDERS: usize = 64;
+    let app = TestApp::spawn().await;
+    let banker = app.banker().await;
+    let customer_name = unique("overdraft");
+    let customer = app.signed_in(&customer_name, &[]).await.access_token;
+
+    // A customer may not give themselves credit.
+    let status = assert_code(
+        app.create_account(&customer, account_request("USD", None, None, Some(500)))
+            .await,
+        Code::PermissionDenied,
+    );
+    assert!(status.message().contains("accounts.manage"), "{status:?}");
+    let credit_line = account_request("USD", Some(&customer_name), Some("credit line"), Some(500));
+    let account = app.create_account(&banker, credit_line).await.unwrap();
+    assert_eq!(account.overdraft_limit, 500);
+    let account = account.account_id;
+    let sink = app.open_account(&customer, "USD").await.account_id;
+    app.deposit(&banker, &account, 100).await;
+
+    let succeeded = spend_concurrently(&app, &customer, (&account, &sink), SPENDERS, 10).await;
     assert_eq!(
         succeeded, 60,
         "100 of money and 500 of credit is 60 spends of 10"
     );
-    assert_eq!(app.balance(&customer, &account.account_id).await, -500);
+    assert_eq!(app.balance(&customer, &account).await, -500);
     assert_consistent(&app).await;
 
-    let update = |token: &str, limit: i64| {
-        let mut accounts = app.accounts();
-        let request = authed(
-            token,
-            pb::UpdateAccountRequest {
-                account_id: account.account_id.clone(),
-                name: None,
-                overdraft_limit: Some(limit),
-            },
-        );
-        async move {
-            accounts
-                .update_account(request)
-                .await
-                .map(|r| r.into_inner())
-        }
-    };
-    assert_code(update(&customer, 1_000).await, Code::PermissionDenied);
-    refused(update(&banker, 499).await, "INSUFFICIENT_FUNDS");
-    assert_eq!(update(&banker, 600).await.unwrap().overdraft_limit, 600);
-    app.transfer(&customer, &account.account_id, &sink, 100)
-        .await
-        .unwrap();
+    let limit = |token, limit| update_account(&app, token, &account, None, Some(limit));
+    assert_code(limit(&customer, 1_000).await, Code::PermissionDenied);
+    refused(limit(&banker, 499).await, "INSUFFICIENT_FUNDS");
+    assert_eq!(limit(&banker, 600).await.unwrap().overdraft_limit, 600);
+    app.transfer(&customer, &account, &sink, 100).await.unwrap();
     refused(
-        app.transfer(&customer, &account.account_id, &sink, 1).await,
+        app.transfer(&customer, &account, &sink, 1).await,
         "INSUFFICIENT_FUNDS",
     );
     // The owner may rename it.
-    let renamed = accounts
-        .update_account(authed(
-            &customer,
-            pb::UpdateAccountRequest {
-                account_id: account.account_id.clone(),
-                name: Some("renamed".into()),
-                overdraft_limit: None,
-            },
-        ))
+    let renamed = update_account(&app, &customer, &account, Some("renamed"), None)
         .await
-        .unwrap()
-        .into_inner();
+        .unwrap();
     assert_eq!(
         (renamed.name.as_str(), renamed.overdraft_limit),
         ("renamed", 600)
@@ -608,42 +600,16 @@ async fn a_closed_account_refuses_transfers_both_ways_but_stays_readable() {
         close(&mut accounts, &owner, &closing).await.unwrap(),
         closed
     );
-    refused(
+    for moved in [
         app.transfer(&owner, &other, &closing, 1).await,
-        "ACCOUNT_CLOSED",
-    );
-    refused(
         app.transfer(&owner, &closing, &other, 1).await,
-        "ACCOUNT_CLOSED",
-    );
-    refused(
         app.hold(&owner, &other, &closing, 1, MINUTES).await,
-        "ACCOUNT_CLOSED",
-    );
-    let deposit = app
-        .accounts()
-        .deposit(authed(
-            &banker,
-            pb::DepositRequest {
-                account_id: closing.clone(),
-                request_id: Uuid::new_v4().to_string(),
-                amount: 5,
-                memo: None,
-            },
-        ))
-        .await;
-    refused(deposit, "ACCOUNT_CLOSED");
+        app.try_deposit(&banker, &closing, 5).await,
+    ] {
+        refused(moved, "ACCOUNT_CLOSED");
+    }
     refused(
-        accounts
-            .update_account(authed(
-                &banker,
-                pb::UpdateAccountRequest {
-                    account_id: closing.clone(),
-                    name: None,
-                    overdraft_limit: Some(10),
-                },
-            ))
-            .await,
+        update_account(&app, &banker, &closing, None, Some(10)).await,
         "ACCOUNT_CLOSED",
     );
     // Still readable, with its history.
@@ -651,19 +617,7 @@ async fn a_closed_account_refuses_transfers_both_ways_but_stays_readable() {
         app.account(&owner, &closing).await.closed_at,
         closed.closed_at
     );
-    let entries = accounts
-        .list_entries(authed(
-            &owner,
-            pb::ListEntriesRequest {
-                account_id: closing.clone(),
-                page_size: 10,
-                page_token: String::new(),
-            },
-        ))
-        .await
-        .unwrap()
-        .into_inner()
-        .entries;
+    let entries = app.entries(&owner, &closing).await.unwrap();
     assert_eq!(
         entries.len(),
         3,
@@ -672,10 +626,18 @@ async fn a_closed_account_refuses_transfers_both_ways_but_stays_readable() {
     assert_consistent(&app).await;
 }
 
-#[tokio::test]
-async fn reversals_go_up_to_the_original_and_not_past_it_even_concurrently() {
-    const ATTEMPTS: usize = 20;
-    let app = TestApp::spawn().await;
+/// A payer with 1,000 in `from`, and a payee with two empty accounts, `to` and `spent`.
+struct Payment {
+    banker: String,
+    payer: String,
+    payee: String,
+    from: String,
+    to: String,
+    spent: String,
+}
+
+/// The parties of [`Payment`], signed in, with `from` funded.
+async fn payment(app: &TestApp) -> Payment {
     let banker = app.banker().await;
     let payer = app.signed_in(&unique("rpayer"), &[]).await.access_token;
     let payee = app.signed_in(&unique("rpayee"), &[]).await.access_token;
@@ -683,35 +645,39 @@ async fn reversals_go_up_to_the_original_and_not_past_it_even_concurrently() {
     let to = app.open_account(&payee, "USD").await.account_id;
     let spent = app.open_account(&payee, "USD").await.account_id;
     app.deposit(&banker, &from, 1_000).await;
-    let original = app.transfer(&payer, &from, &to, 100).await.unwrap();
-    let mut transfers = app.transfers();
+    Payment {
+        banker,
+        payer,
+        payee,
+        from,
+        to,
+        spent,
+    }
+}
 
-    // The payer cannot claw the payment back; the payee gives it back.
-    assert_code(
-        reverse(
-            &mut transfers,
-            &payer,
-            &original.transfer_id,
-            &Uuid::new_v4().to_string(),
-            None,
-        )
-        .await,
-        Code::PermissionDenied,
-    );
-    let tasks: Vec<_> = (0..ATTEMPTS)
+/// Reverses `amount` of `original` (None: all of it) under a fresh reversal id.
+async fn reverse_anew(
+    client: &mut Transfers,
+    token: &str,
+    original: &str,
+    amount: Option<i64>,
+) -> Result<pb::Transfer, Status> {
+    reverse(client, token, original, &Uuid::new_v4().to_string(), amount).await
+}
+
+/// Sends `attempts` reversals of `amount` of `original` at once; asserts that each refusal is
+/// for exceeding the original and returns the reversals that were made.
+async fn reverse_concurrently(
+    app: &TestApp,
+    token: &str,
+    original: &str,
+    attempts: usize,
+    amount: i64,
+) -> Vec<pb::Transfer> {
+    let tasks: Vec<_> = (0..attempts)
         .map(|_| {
-            let (mut client, payee, id) =
-                (app.transfers(), payee.clone(), original.transfer_id.clone());
-            tokio::spawn(async move {
-                reverse(
-                    &mut client,
-                    &payee,
-                    &id,
-                    &Uuid::new_v4().to_string(),
-                    Some(10),
-                )
-                .await
-            })
+            let (mut client, token, id) = (app.transfers(), token.to_owned(), original.to_owned());
+            tokio::spawn(async move { reverse_anew(&mut client, &token, &id, Some(amount)).await })
         })
         .collect();
     let mut reversed = Vec::new();
@@ -725,6 +691,30 @@ async fn reversals_go_up_to_the_original_and_not_past_it_even_concurrently() {
             ),
         }
     }
+    reversed
+}
+
+#[tokio::test]
+async fn reversals_go_up_to_the_original_and_not_past_it_even_concurrently() {
+    const ATTEMPTS: usize = 20;
+    let app = TestApp::spawn().await;
+    let Payment {
+        banker,
+        payer,
+        payee,
+        from,
+        to,
+        ..
+    } = payment(&app).await;
+    let original = app.transfer(&payer, &from, &to, 100).await.unwrap();
+    let mut transfers = app.transfers();
+
+    // The payer cannot claw the payment back; the payee gives it back.
+    assert_code(
+        reverse_anew(&mut transfers, &payer, &original.transfer_id, None).await,
+        Code::PermissionDenied,
+    );
+    let reversed = reverse_concurrently(&app, &payee, &original.transfer_id, ATTEMPTS, 10).await;
     assert_eq!(reversed.len(), 10, "ten reversals of 10 make up the 100");
     for r in &reversed {
         assert_eq!(r.kind(), pb::TransferKind::Reversal);
@@ -734,7 +724,8 @@ async fn reversals_go_up_to_the_original_and_not_past_it_even_concurrently() {
             (to.as_str(), from.as_str())
         );
     }
-    let after = get_transfer(&mut transfers, &payer, &original.transfer_id)
+    let after = app
+        .get_transfer(&payer, &original.transfer_id)
         .await
         .unwrap();
     assert_eq!(after.reversed_amount, 100);
@@ -743,92 +734,80 @@ async fn reversals_go_up_to_the_original_and_not_past_it_even_concurrently() {
 
     // A reversal is idempotent by its id; a reversal is not itself reversible.
     let first = &reversed[0];
-    let resent = reverse(
-        &mut transfers,
-        &payee,
-        &original.transfer_id,
-        &first.transfer_id,
-        Some(10),
-    )
-    .await
-    .unwrap();
+    let (original, first_id) = (&original.transfer_id, &first.transfer_id);
+    let resent = reverse(&mut transfers, &payee, original, first_id, Some(10))
+        .await
+        .unwrap();
     assert_eq!(&resent, first);
     assert_code(
-        reverse(
-            &mut transfers,
-            &payee,
-            &original.transfer_id,
-            &first.transfer_id,
-            Some(9),
-        )
-        .await,
+        reverse(&mut transfers, &payee, original, first_id, Some(9)).await,
         Code::AlreadyExists,
     );
     refused(
-        reverse(
-            &mut transfers,
-            &banker,
-            &first.transfer_id,
-            &Uuid::new_v4().to_string(),
-            None,
-        )
-        .await,
+        reverse_anew(&mut transfers, &banker, first_id, None).await,
         "TRANSFER_NOT_REVERSIBLE",
     );
+    assert_consistent(&app).await;
+}
+
+#[tokio::test]
+async fn a_reversal_the_payee_can_no_longer_pay_is_recorded_failed_and_reverses_nothing() {
+    let app = TestApp::spawn().await;
+    let Payment {
+        payer,
+        payee,
+        from,
+        to,
+        spent,
+        ..
+    } = payment(&app).await;
+    let mut transfers = app.transfers();
 
     // Recorded FAILED when the payee no longer has the money.
-    let second = app.transfer(&payer, &from, &to, 50).await.unwrap();
+    let paid = app.transfer(&payer, &from, &to, 50).await.unwrap();
     app.transfer(&payee, &to, &spent, 50).await.unwrap();
     let reversal_id = Uuid::new_v4().to_string();
     refused(
         reverse(
             &mut transfers,
             &payee,
-            &second.transfer_id,
+            &paid.transfer_id,
             &reversal_id,
             None,
         )
         .await,
         "INSUFFICIENT_FUNDS",
     );
-    let failed = get_transfer(&mut transfers, &payee, &reversal_id)
-        .await
-        .unwrap();
+    let failed = app.get_transfer(&payee, &reversal_id).await.unwrap();
     assert_eq!(status(&failed), pb::TransferStatus::Failed);
     assert_eq!(failed.amount, 50);
     assert_eq!(
-        get_transfer(&mut transfers, &payee, &second.transfer_id)
+        app.get_transfer(&payee, &paid.transfer_id)
             .await
             .unwrap()
             .reversed_amount,
         0
     );
+    assert_consistent(&app).await;
+}
 
-    // A banker reverses a deposit (the money goes back to the system account); a customer
-    // cannot.
-    let deposit = app.deposit(&banker, &spent, 30).await;
+#[tokio::test]
+async fn a_banker_reverses_a_deposit_and_a_customer_cannot() {
+    let app = TestApp::spawn().await;
+    let (banker, customer, [account]) = app.customer_with_accounts("rdeposit", [0]).await;
+    let mut transfers = app.transfers();
+
+    // The money goes back to the system account.
+    let deposit = app.deposit(&banker, &account, 30).await;
     assert_code(
-        reverse(
-            &mut transfers,
-            &payee,
-            &deposit.transfer_id,
-            &Uuid::new_v4().to_string(),
-            None,
-        )
-        .await,
+        reverse_anew(&mut transfers, &customer, &deposit.transfer_id, None).await,
         Code::PermissionDenied,
     );
-    let undone = reverse(
-        &mut transfers,
-        &banker,
-        &deposit.transfer_id,
-        &Uuid::new_v4().to_string(),
-        None,
-    )
-    .await
-    .unwrap();
+    let undone = reverse_anew(&mut transfers, &banker, &deposit.transfer_id, None)
+        .await
+        .unwrap();
     assert_eq!(undone.amount, 30);
-    assert_eq!(app.balance(&payee, &spent).await, 50);
+    assert_eq!(app.balance(&customer, &account).await, 0);
     assert_consistent(&app).await;
 }
 
@@ -843,26 +822,25 @@ fn at(nanos: i128) -> prost_types::Timestamp {
     }
 }
 
-#[tokio::test]
-async fn the_balance_at_any_past_instant_is_the_running_balance_at_that_instant() {
-    const TASKS: usize = 10;
-    const PER_TASK: usize = 100; // 1,000 transfers, each an entry on the watched account
-    let app = TestApp::spawn().await;
-    let (_, owner, [watched, other]) = app
-        .customer_with_accounts("history", [10_000, 10_000])
-        .await;
-
-    // Both directions, concurrently: some entries share a batch (and its instant).
-    let tasks: Vec<_> = (0..TASKS)
+/// Runs `tasks` tasks at once, each sending `per_task` transfers between `a` and `b`, the
+/// directions alternating, the amounts varying from 1 to 40.
+async fn transfer_both_ways_concurrently(
+    app: &TestApp,
+    owner: &str,
+    (a, b): (&str, &str),
+    tasks: usize,
+    per_task: usize,
+) {
+    let tasks: Vec<_> = (0..tasks)
         .map(|task| {
-            let (mut client, owner) = (app.transfers(), owner.clone());
-            let (watched, other) = (watched.clone(), other.clone());
+            let (mut client, owner) = (app.transfers(), owner.to_owned());
+            let (a, b) = (a.to_owned(), b.to_owned());
             tokio::spawn(async move {
-                for i in 0..PER_TASK {
+                for i in 0..per_task {
                     let (from, to) = if (task + i) % 2 == 0 {
-                        (&watched, &other)
+                        (&a, &b)
                     } else {
-                        (&other, &watched)
+                        (&b, &a)
                     };
                     let amount = 1 + ((task * 7 + i * 13) % 40) as i64;
                     client
@@ -876,17 +854,19 @@ async fn the_balance_at_any_past_instant_is_the_running_balance_at_that_instant(
     for task in tasks {
         task.await.unwrap();
     }
+}
 
-    // The whole statement, oldest first.
+/// Every entry of `account`, oldest first, read page by page.
+async fn statement(app: &TestApp, token: &str, account: &str) -> Vec<pb::Entry> {
     let mut accounts = app.accounts();
     let mut entries = Vec::new();
     let mut page_token = String::new();
     loop {
         let page = accounts
             .list_entries(authed(
-                &owner,
+                token,
                 pb::ListEntriesRequest {
-                    account_id: watched.clone(),
+                    account_id: account.into(),
                     page_size: 1_000,
                     page_token: page_token.clone(),
                 },
@@ -901,6 +881,56 @@ async fn the_balance_at_any_past_instant_is_the_running_balance_at_that_instant(
         page_token = page.next_page_token;
     }
     entries.reverse();
+    entries
+}
+
+/// `GetAccountBalance` of `account` as of `as_of` (None: now) as the holder of `token`.
+async fn balance_as_of(
+    app: &TestApp,
+    token: &str,
+    account: &str,
+    as_of: Option<prost_types::Timestamp>,
+) -> Result<pb::GetAccountBalanceResponse, Status> {
+    app.accounts()
+        .get_account_balance(authed(
+            token,
+            pb::GetAccountBalanceRequest {
+                account_id: account.into(),
+                as_of,
+            },
+        ))
+        .await
+        .map(|r| r.into_inner())
+}
+
+/// The instants to ask for, given the entries' `times` (ascending): 200 random ones between the
+/// first and the last, exactly at entries, a nanosecond before them, before everything and
+/// after everything.
+fn probe_instants(times: &[i128]) -> Vec<i128> {
+    let (first, last) = (times[0], *times.last().unwrap());
+    let mut instants: Vec<i128> = (0..200)
+        .map(|_| first + rand::random_range(0..=(last - first)))
+        .collect();
+    instants.extend(times.iter().step_by(25).copied());
+    instants.extend(times.iter().step_by(25).map(|t| t - 1));
+    instants.extend([first - 1_000_000_000, last + 1]);
+    instants
+}
+
+#[tokio::test]
+async fn the_balance_at_any_past_instant_is_the_running_balance_at_that_instant() {
+    const TASKS: usize = 10;
+    const PER_TASK: usize = 100; // 1,000 transfers, each an entry on the watched account
+    let app = TestApp::spawn().await;
+    let (_, owner, [watched, other]) = app
+        .customer_with_accounts("history", [10_000, 10_000])
+        .await;
+
+    // Both directions, concurrently: some entries share a batch (and its instant).
+    transfer_both_ways_concurrently(&app, &owner, (&watched, &other), TASKS, PER_TASK).await;
+
+    // The whole statement, oldest first.
+    let entries = statement(&app, &owner, &watched).await;
     assert_eq!(entries.len(), 1 + TASKS * PER_TASK);
     let times: Vec<i128> = entries
         .iter()
@@ -921,73 +951,58 @@ async fn the_balance_at_any_past_instant_is_the_running_balance_at_that_instant(
             .find(|(_, at)| **at <= t)
             .map_or(0, |(e, _)| e.balance_after)
     };
-    let (first, last) = (times[0], *times.last().unwrap());
-    let mut instants: Vec<i128> = (0..200)
-        .map(|_| first + rand::random_range(0..=(last - first)))
-        .collect();
-    // Exactly at entries, a nanosecond before them, before everything and after everything.
-    instants.extend(times.iter().step_by(25).copied());
-    instants.extend(times.iter().step_by(25).map(|t| t - 1));
-    instants.extend([first - 1_000_000_000, last + 1]);
-    for t in instants {
-        let answer = accounts
-            .get_account_balance(authed(
-                &owner,
-                pb::GetAccountBalanceRequest {
-                    account_id: watched.clone(),
-                    as_of: Some(at(t)),
-                },
-            ))
+    for t in probe_instants(&times) {
+        let answer = balance_as_of(&app, &owner, &watched, Some(at(t)))
             .await
-            .unwrap()
-            .into_inner();
+            .unwrap();
         assert_eq!(answer.balance, expected(t), "at {t}");
         assert_eq!(answer.as_of, Some(at(t)));
         assert_eq!(answer.currency, "USD");
     }
 
     // Now, when omitted; a future instant is refused; another's account is not found.
-    let now = accounts
-        .get_account_balance(authed(
-            &owner,
-            pb::GetAccountBalanceRequest {
-                account_id: watched.clone(),
-                as_of: None,
-            },
-        ))
-        .await
-        .unwrap()
-        .into_inner();
+    let now = balance_as_of(&app, &owner, &watched, None).await.unwrap();
     assert_eq!(now.balance, entries.last().unwrap().balance_after);
     let future = at(
         instant(&prost_types::Timestamp::from(std::time::SystemTime::now()))
             + 3_600 * 1_000_000_000,
     );
     assert_code(
-        accounts
-            .get_account_balance(authed(
-                &owner,
-                pb::GetAccountBalanceRequest {
-                    account_id: watched.clone(),
-                    as_of: Some(future),
-                },
-            ))
-            .await,
+        balance_as_of(&app, &owner, &watched, Some(future)).await,
         Code::InvalidArgument,
     );
     let stranger = app.signed_in(&unique("peek"), &[]).await.access_token;
     assert_code(
-        accounts
-            .get_account_balance(authed(
-                &stranger,
-                pb::GetAccountBalanceRequest {
-                    account_id: watched.clone(),
-                    as_of: None,
-                },
-            ))
-            .await,
+        balance_as_of(&app, &stranger, &watched, None).await,
         Code::NotFound,
     );
+}
+
+/// `CreateTransfers` of `items`; asserts that every item was recorded and returns them.
+async fn recorded_batch(
+    app: &TestApp,
+    token: &str,
+    items: Vec<pb::CreateTransferRequest>,
+    atomic: bool,
+) -> Vec<pb::Transfer> {
+    app.transfers()
+        .create_transfers(authed(
+            token,
+            pb::CreateTransfersRequest {
+                transfers: items,
+                atomic,
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .results
+        .into_iter()
+        .map(|r| match r.result {
+            Some(pb::create_transfer_result::Result::Transfer(t)) => t,
+            other => panic!("expected a recorded transfer, got {other:?}"),
+        })
+        .collect()
 }
 
 #[tokio::test]
@@ -995,35 +1010,13 @@ async fn holds_work_in_batches_and_linked_chains() {
     let app = TestApp::spawn().await;
     let (_, owner, [source, sink]) = app.customer_with_accounts("chains", [100, 0]).await;
     let mut transfers = app.transfers();
-    let results = |response: pb::CreateTransfersResponse| -> Vec<pb::Transfer> {
-        response
-            .results
-            .into_iter()
-            .map(|r| match r.result {
-                Some(pb::create_transfer_result::Result::Transfer(t)) => t,
-                other => panic!("expected a recorded transfer, got {other:?}"),
-            })
-            .collect()
-    };
 
     // A chain of a hold of 50 and a transfer of 60: the transfer finds only 50 available, so
     // the chain fails as a unit and the hold is recorded FAILED (no expiry: it never held).
     let mut hold = hold_request(&source, &sink, 50, MINUTES);
     hold.linked = true;
     let chain = vec![hold, transfer_request(&source, &sink, 60)];
-    let failed = results(
-        transfers
-            .create_transfers(authed(
-                &owner,
-                pb::CreateTransfersRequest {
-                    transfers: chain.clone(),
-                    atomic: false,
-                },
-            ))
-            .await
-            .unwrap()
-            .into_inner(),
-    );
+    let failed = recorded_batch(&app, &owner, chain.clone(), false).await;
     assert_eq!(
         failed
             .iter()
@@ -1036,10 +1029,7 @@ async fn holds_work_in_batches_and_linked_chains() {
     );
     assert_eq!(failed[0].timeout, Some(MINUTES.try_into().unwrap()));
     assert_eq!(failed[0].expires_at, None);
-    assert_eq!(
-        position(&app.account(&owner, &source).await),
-        (100, 0, 0, 100)
-    );
+    assert_position(&app, &owner, &source, (100, 0, 0, 100)).await;
 
     // An atomic batch of two holds and a transfer that fit together.
     let batch = vec![
@@ -1047,19 +1037,7 @@ async fn holds_work_in_batches_and_linked_chains() {
         hold_request(&source, &sink, 20, MINUTES),
         transfer_request(&source, &sink, 50),
     ];
-    let held = results(
-        transfers
-            .create_transfers(authed(
-                &owner,
-                pb::CreateTransfersRequest {
-                    transfers: batch,
-                    atomic: true,
-                },
-            ))
-            .await
-            .unwrap()
-            .into_inner(),
-    );
+    let held = recorded_batch(&app, &owner, batch, true).await;
     assert_eq!(
         held.iter().map(status).collect::<Vec<_>>(),
         [
@@ -1068,25 +1046,10 @@ async fn holds_work_in_batches_and_linked_chains() {
             pb::TransferStatus::Succeeded
         ]
     );
-    assert_eq!(
-        position(&app.account(&owner, &source).await),
-        (50, 50, 0, 0)
-    );
-    assert_eq!(position(&app.account(&owner, &sink).await), (50, 0, 50, 50));
+    assert_position(&app, &owner, &source, (50, 50, 0, 0)).await;
+    assert_position(&app, &owner, &sink, (50, 0, 50, 50)).await;
     // Resending the failed chain replays it: the same answers, nothing moves.
-    let replayed = results(
-        transfers
-            .create_transfers(authed(
-                &owner,
-                pb::CreateTransfersRequest {
-                    transfers: chain,
-                    atomic: false,
-                },
-            ))
-            .await
-            .unwrap()
-            .into_inner(),
-    );
+    let replayed = recorded_batch(&app, &owner, chain, false).await;
     assert_eq!(replayed, failed);
     post(&mut transfers, &owner, &held[0].transfer_id, None)
         .await
@@ -1094,9 +1057,6 @@ async fn holds_work_in_batches_and_linked_chains() {
     void(&mut transfers, &owner, &held[1].transfer_id)
         .await
         .unwrap();
-    assert_eq!(
-        position(&app.account(&owner, &source).await),
-        (20, 0, 0, 20)
-    );
+    assert_position(&app, &owner, &source, (20, 0, 0, 20)).await;
     assert_consistent(&app).await;
 }

@@ -14,6 +14,62 @@ fn acceptable(code: Code) -> bool {
     matches!(code, Code::Ok | Code::FailedPrecondition)
 }
 
+/// Runs `tasks` tasks of `per_task` transfers among `accounts` as `banker`, tasks 2k and 2k+1
+/// on the same pairs in opposite directions at the same time; returns every call's code and
+/// message.
+async fn transfer_in_opposite_direction_pairs(
+    app: &TestApp,
+    banker: &str,
+    accounts: &[String],
+    tasks: usize,
+    per_task: usize,
+) -> Vec<(Code, String)> {
+    let n = accounts.len();
+    let mut handles = Vec::new();
+    for task in 0..tasks {
+        let (mut client, banker, accounts) =
+            (app.transfers(), banker.to_owned(), accounts.to_vec());
+        handles.push(tokio::spawn(async move {
+            let mut codes = Vec::new();
+            for i in 0..per_task {
+                // Tasks 2k and 2k+1 run the same pair in opposite directions at the same time.
+                let a = (task / 2 + i) % n;
+                let b = (a + 1 + task % 3) % n;
+                let (from, to) = if task % 2 == 0 { (a, b) } else { (b, a) };
+                let amount = 1 + ((task * 31 + i * 17) % 700) as i64;
+                let request = transfer_request(&accounts[from], &accounts[to], amount);
+                codes.push(
+                    match client.create_transfer(authed(&banker, request)).await {
+                        Ok(_) => (Code::Ok, String::new()),
+                        Err(s) => (s.code(), s.message().to_owned()),
+                    },
+                );
+            }
+            codes
+        }));
+    }
+    let mut outcomes = Vec::new();
+    for handle in handles {
+        outcomes.extend(handle.await.unwrap());
+    }
+    outcomes
+}
+
+/// Asserts that the `tally verify` binary finds the ledger of `database_url` consistent.
+fn assert_the_binary_verifies(database_url: &str) {
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_tally"))
+        .args(["verify"])
+        .env("DATABASE_URL", database_url)
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(String::from_utf8_lossy(&output.stdout).contains("ledger consistent"));
+}
+
 #[tokio::test]
 async fn money_is_conserved_under_concurrency_with_opposite_direction_pairs() {
     const ACCOUNTS: usize = 10;
@@ -22,55 +78,12 @@ async fn money_is_conserved_under_concurrency_with_opposite_direction_pairs() {
     const FUNDING: i64 = 10_000;
 
     let app = TestApp::spawn().await;
-    let banker = app.banker().await;
-    let owner = app.signed_in(&unique("owner"), &[]).await.access_token;
-    let mut accounts = Vec::new();
-    for _ in 0..ACCOUNTS {
-        let account = app.open_account(&owner, "USD").await;
-        app.deposit(&banker, &account.account_id, FUNDING).await;
-        accounts.push(account.account_id);
-    }
+    let (banker, _, accounts) = app
+        .customer_with_accounts("owner", [FUNDING; ACCOUNTS])
+        .await;
 
-    let mut tasks = Vec::new();
-    for task in 0..TASKS {
-        let (app_channel, banker, accounts) =
-            (app.channel.clone(), banker.clone(), accounts.clone());
-        tasks.push(tokio::spawn(async move {
-            let mut client = pb::transfer_service_client::TransferServiceClient::new(app_channel);
-            let mut codes = Vec::new();
-            for i in 0..PER_TASK {
-                // Tasks 2k and 2k+1 run the same pair in opposite directions at the same time.
-                let a = (task / 2 + i) % ACCOUNTS;
-                let b = (a + 1 + task % 3) % ACCOUNTS;
-                let (from, to) = if task % 2 == 0 { (a, b) } else { (b, a) };
-                let result = client
-                    .create_transfer(authed(
-                        &banker,
-                        pb::CreateTransferRequest {
-                            transfer_id: Uuid::new_v4().to_string(),
-                            from_account_id: accounts[from].clone(),
-                            to_account_id: accounts[to].clone(),
-                            amount: 1 + ((task * 31 + i * 17) % 700) as i64,
-                            currency: "USD".into(),
-                            memo: None,
-                            linked: false,
-                            pending: false,
-                            timeout: None,
-                        },
-                    ))
-                    .await;
-                codes.push(match result {
-                    Ok(_) => (Code::Ok, String::new()),
-                    Err(s) => (s.code(), s.message().to_owned()),
-                });
-            }
-            codes
-        }));
-    }
-    let mut outcomes = Vec::new();
-    for task in tasks {
-        outcomes.extend(task.await.unwrap());
-    }
+    let outcomes =
+        transfer_in_opposite_direction_pairs(&app, &banker, &accounts, TASKS, PER_TASK).await;
     assert_eq!(outcomes.len(), TASKS * PER_TASK);
     let bad: Vec<_> = outcomes.iter().filter(|(c, _)| !acceptable(*c)).collect();
     assert!(bad.is_empty(), "calls failed unexpectedly: {bad:?}");
@@ -95,17 +108,7 @@ async fn money_is_conserved_under_concurrency_with_opposite_direction_pairs() {
     );
 
     // The binary agrees.
-    let output = std::process::Command::new(env!("CARGO_BIN_EXE_tally"))
-        .args(["verify"])
-        .env("DATABASE_URL", &app.db.url)
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    assert!(String::from_utf8_lossy(&output.stdout).contains("ledger consistent"));
+    assert_the_binary_verifies(&app.db.url);
 }
 
 #[tokio::test]
@@ -167,36 +170,78 @@ async fn of_fifty_concurrent_transfers_of_the_whole_balance_exactly_one_succeeds
     assert!(app.verify().await.is_consistent());
 }
 
+/// Sends `request` `n` times at once as the holder of `token`; returns the answers.
+async fn send_at_once(
+    app: &TestApp,
+    token: &str,
+    request: &pb::CreateTransferRequest,
+    n: usize,
+) -> Vec<Result<pb::Transfer, tonic::Status>> {
+    let tasks: Vec<_> = (0..n)
+        .map(|_| {
+            let (mut client, token, request) = (app.transfers(), token.to_owned(), request.clone());
+            tokio::spawn(async move {
+                client
+                    .create_transfer(authed(&token, request))
+                    .await
+                    .map(|r| r.into_inner())
+            })
+        })
+        .collect();
+    let mut answers = Vec::new();
+    for task in tasks {
+        answers.push(task.await.unwrap());
+    }
+    answers
+}
+
+/// Asserts that `request` under a fresh id and for more than the payer has is refused the
+/// same way twice, and is recorded as a FAILED transfer for insufficient funds.
+async fn assert_a_failed_transfer_replays_as_the_same_failure(
+    app: &TestApp,
+    payer: &str,
+    request: &pb::CreateTransferRequest,
+) {
+    let too_much = pb::CreateTransferRequest {
+        transfer_id: Uuid::new_v4().to_string(),
+        amount: 10_000,
+        ..request.clone()
+    };
+    let first = assert_code(
+        app.create_transfer(payer, too_much.clone()).await,
+        Code::FailedPrecondition,
+    );
+    let again = assert_code(
+        app.create_transfer(payer, too_much.clone()).await,
+        Code::FailedPrecondition,
+    );
+    assert_eq!(first.message(), again.message());
+    assert_eq!(reason(&first), reason(&again));
+    let recorded = app
+        .get_transfer(payer, &too_much.transfer_id)
+        .await
+        .unwrap();
+    assert_eq!(recorded.status, pb::TransferStatus::Failed as i32);
+    assert_eq!(
+        recorded.failure_reason,
+        pb::FailureReason::InsufficientFunds as i32
+    );
+}
+
 #[tokio::test]
 async fn one_transfer_id_sent_twenty_times_at_once_is_one_transfer_with_identical_answers() {
     let app = TestApp::spawn().await;
     let (_, payer, [from, to]) = app.customer_with_accounts("payer", [500, 0]).await;
 
     let request = pb::CreateTransferRequest {
-        transfer_id: Uuid::new_v4().to_string(),
-        from_account_id: from.clone(),
-        to_account_id: to.clone(),
-        amount: 120,
-        currency: "USD".into(),
         memo: Some("rent".into()),
-        linked: false,
-        pending: false,
-        timeout: None,
+        ..transfer_request(&from, &to, 120)
     };
-    let mut tasks = Vec::new();
-    for _ in 0..20 {
-        let (channel, token, request) = (app.channel.clone(), payer.clone(), request.clone());
-        tasks.push(tokio::spawn(async move {
-            pb::transfer_service_client::TransferServiceClient::new(channel)
-                .create_transfer(authed(&token, request))
-                .await
-                .map(|r| r.into_inner())
-        }));
-    }
-    let mut answers = Vec::new();
-    for task in tasks {
-        answers.push(task.await.unwrap().expect("every replay succeeds"));
-    }
+    let answers: Vec<_> = send_at_once(&app, &payer, &request, 20)
+        .await
+        .into_iter()
+        .map(|a| a.expect("every replay succeeds"))
+        .collect();
     assert!(
         answers.iter().all(|a| *a == answers[0]),
         "answers differ: {answers:?}"
@@ -207,65 +252,27 @@ async fn one_transfer_id_sent_twenty_times_at_once_is_one_transfer_with_identica
 
     // Same id, another amount.
     let reused = app
-        .transfers()
-        .create_transfer(authed(
+        .create_transfer(
             &payer,
             pb::CreateTransferRequest {
                 amount: 121,
                 ..request.clone()
             },
-        ))
+        )
         .await;
     let status = assert_code(reused, Code::AlreadyExists);
     assert_eq!(reason(&status).as_deref(), Some("TRANSFER_ID_REUSED"));
 
     // Another user replaying the id learns nothing: the same answer as another payload.
     let other = app.signed_in(&unique("other"), &[]).await.access_token;
-    let foreign = app
-        .transfers()
-        .create_transfer(authed(&other, request.clone()))
-        .await;
+    let foreign = app.create_transfer(&other, request.clone()).await;
     assert_eq!(
         reason(&assert_code(foreign, Code::AlreadyExists)).as_deref(),
         Some("TRANSFER_ID_REUSED")
     );
 
     // A failed transfer replays as the same failure.
-    let too_much = pb::CreateTransferRequest {
-        transfer_id: Uuid::new_v4().to_string(),
-        amount: 10_000,
-        ..request.clone()
-    };
-    let first = assert_code(
-        app.transfers()
-            .create_transfer(authed(&payer, too_much.clone()))
-            .await,
-        Code::FailedPrecondition,
-    );
-    let again = assert_code(
-        app.transfers()
-            .create_transfer(authed(&payer, too_much.clone()))
-            .await,
-        Code::FailedPrecondition,
-    );
-    assert_eq!(first.message(), again.message());
-    assert_eq!(reason(&first), reason(&again));
-    let recorded = app
-        .transfers()
-        .get_transfer(authed(
-            &payer,
-            pb::GetTransferRequest {
-                transfer_id: too_much.transfer_id.clone(),
-            },
-        ))
-        .await
-        .unwrap()
-        .into_inner();
-    assert_eq!(recorded.status, pb::TransferStatus::Failed as i32);
-    assert_eq!(
-        recorded.failure_reason,
-        pb::FailureReason::InsufficientFunds as i32
-    );
+    assert_a_failed_transfer_replays_as_the_same_failure(&app, &payer, &request).await;
     assert!(app.verify().await.is_consistent());
 }
 

@@ -94,11 +94,9 @@ async fn one_batch_answers_each_item_exactly_as_a_single_call_would() {
     let theirs = app.open_account(&stranger, "USD").await.account_id;
     let earlier = item(&p.a, &p.b, 10);
     let earlier_answer = app
-        .transfers()
-        .create_transfer(authed(&p.token, earlier.clone()))
+        .create_transfer(&p.token, earlier.clone())
         .await
-        .unwrap()
-        .into_inner();
+        .unwrap();
 
     let success = item(&p.a, &p.c, 100);
     let too_much = item(&p.a, &p.c, 1_000_000);
@@ -123,15 +121,7 @@ async fn one_batch_answers_each_item_exactly_as_a_single_call_would() {
     );
 
     // Each recorded item replays through CreateTransfer as the same transfer.
-    let single = |r: pb::CreateTransferRequest| {
-        let (channel, token) = (app.channel.clone(), p.token.clone());
-        async move {
-            pb::transfer_service_client::TransferServiceClient::new(channel)
-                .create_transfer(authed(&token, r))
-                .await
-                .map(|r| r.into_inner())
-        }
-    };
+    let single = |r| app.create_transfer(&p.token, r);
     let ok = transfer(&results[0]);
     assert_eq!(ok.status, pb::TransferStatus::Succeeded as i32);
     assert_eq!(single(success).await.unwrap(), *ok);

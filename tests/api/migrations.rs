@@ -91,16 +91,24 @@ async fn the_roles_table_mirrors_the_roles_in_code() {
     assert_eq!(in_db, in_code);
 }
 
+/// The SQLSTATE with which the database refuses `sql` (panics if it does not refuse it).
+async fn sqlstate(pool: &sqlx::PgPool, sql: &str) -> String {
+    let err = sqlx::query(sqlx::AssertSqlSafe(sql.to_owned()))
+        .execute(pool)
+        .await
+        .expect_err("refused");
+    err.as_database_error()
+        .and_then(|e| e.code())
+        .map(|c| c.into_owned())
+        .unwrap_or_default()
+}
+
 /// The references of transfers and entries are checked per statement by triggers
 /// (migration 6), not by foreign keys: they must refuse exactly what the keys refused.
 #[tokio::test]
 async fn the_ledger_references_hold_without_foreign_keys() {
     let app = TestApp::spawn().await;
-    let banker = app.banker().await;
-    let holder = app.signed_in(&unique("holder"), &[]).await.access_token;
-    let from = app.open_account(&holder, "USD").await.account_id;
-    let to = app.open_account(&holder, "USD").await.account_id;
-    app.deposit(&banker, &from, 100).await;
+    let (_, holder, [from, to]) = app.customer_with_accounts("holder", [100, 0]).await;
     let moved = app.transfer(&holder, &from, &to, 10).await.unwrap();
     let requester: uuid::Uuid =
         sqlx::query_scalar("SELECT requested_by FROM transfers WHERE id = $1::uuid")
@@ -109,19 +117,6 @@ async fn the_ledger_references_hold_without_foreign_keys() {
             .await
             .unwrap();
 
-    let sqlstate = |sql: String| {
-        let pool = app.pool.clone();
-        async move {
-            let err = sqlx::query(sqlx::AssertSqlSafe(sql))
-                .execute(&pool)
-                .await
-                .expect_err("refused");
-            err.as_database_error()
-                .and_then(|e| e.code())
-                .map(|c| c.into_owned())
-                .unwrap_or_default()
-        }
-    };
     let insert_transfer = |from: &str, to: &str, requester: &str, currency: &str| {
         format!(
             "INSERT INTO transfers (id, kind, requested_by, from_account_id, to_account_id, \
@@ -129,76 +124,45 @@ async fn the_ledger_references_hold_without_foreign_keys() {
              '{requester}', '{from}', '{to}', 1, '{currency}', 'succeeded', sha256('x'))"
         )
     };
+    let insert_entry = |account: &str, transfer: &str| {
+        format!(
+            "INSERT INTO entries (id, account_id, transfer_id, amount, balance_after) \
+             VALUES (gen_random_uuid(), '{account}', '{transfer}', 1, 1)"
+        )
+    };
     let nobody = uuid::Uuid::new_v4().to_string();
     let requester = requester.to_string();
-    assert_eq!(
-        sqlstate(insert_transfer(&from, &nobody, &requester, "USD")).await,
-        "23503"
-    );
-    assert_eq!(
-        sqlstate(insert_transfer(&from, &to, &nobody, "USD")).await,
-        "23503"
-    );
-    assert_eq!(
-        sqlstate(insert_transfer(&from, &to, &requester, "XXX")).await,
-        "23503"
-    );
-    assert_eq!(
-        sqlstate(format!(
-            "INSERT INTO entries (id, account_id, transfer_id, amount, balance_after) \
-             VALUES (gen_random_uuid(), '{from}', '{nobody}', 1, 1)"
-        ))
-        .await,
-        "23503"
-    );
-    assert_eq!(
-        sqlstate(format!(
-            "INSERT INTO entries (id, account_id, transfer_id, amount, balance_after) \
-             VALUES (gen_random_uuid(), '{nobody}', '{}', 1, 1)",
-            moved.transfer_id
-        ))
-        .await,
-        "23503"
-    );
-    // The referenced side: nothing a transfer names goes away or changes its key.
-    assert_eq!(
-        sqlstate(format!("DELETE FROM accounts WHERE id = '{to}'")).await,
-        "23001"
-    );
-    assert_eq!(
-        sqlstate(format!(
-            "UPDATE accounts SET id = gen_random_uuid() WHERE id = '{to}'"
-        ))
-        .await,
-        "23001"
-    );
-    assert_eq!(
-        sqlstate(format!(
-            "DELETE FROM transfers WHERE id = '{}'",
-            moved.transfer_id
-        ))
-        .await,
-        "23001"
-    );
-    assert_eq!(
-        sqlstate("UPDATE entries SET amount = amount".into()).await,
-        "23001"
-    );
-    assert_eq!(sqlstate("DELETE FROM entries".into()).await, "23001");
-    // The banker owns no account: only the deposit it requested holds its user row.
-    assert_eq!(
-        sqlstate(
+    let moved = &moved.transfer_id;
+    let refusals = [
+        (insert_transfer(&from, &nobody, &requester, "USD"), "23503"),
+        (insert_transfer(&from, &to, &nobody, "USD"), "23503"),
+        (insert_transfer(&from, &to, &requester, "XXX"), "23503"),
+        (insert_entry(&from, &nobody), "23503"),
+        (insert_entry(&nobody, moved), "23503"),
+        // The referenced side: nothing a transfer names goes away or changes its key.
+        (format!("DELETE FROM accounts WHERE id = '{to}'"), "23001"),
+        (
+            format!("UPDATE accounts SET id = gen_random_uuid() WHERE id = '{to}'"),
+            "23001",
+        ),
+        (
+            format!("DELETE FROM transfers WHERE id = '{moved}'"),
+            "23001",
+        ),
+        ("UPDATE entries SET amount = amount".into(), "23001"),
+        ("DELETE FROM entries".into(), "23001"),
+        // The banker owns no account: only the deposit it requested holds its user row.
+        (
             "DELETE FROM users WHERE id = (SELECT requested_by FROM transfers \
              WHERE kind = 'deposit' LIMIT 1)"
-                .into()
-        )
-        .await,
-        "23503"
-    );
-    assert_eq!(
-        sqlstate("DELETE FROM currencies WHERE code = 'USD'".into()).await,
-        "23503"
-    );
+                .into(),
+            "23503",
+        ),
+        ("DELETE FROM currencies WHERE code = 'USD'".into(), "23503"),
+    ];
+    for (sql, code) in refusals {
+        assert_eq!(sqlstate(&app.pool, &sql).await, code, "{sql}");
+    }
     // What the API wrote is still whole.
     assert!(app.verify().await.is_consistent());
 }

@@ -43,6 +43,100 @@ fn cell(text: &str) -> String {
     text.replace('|', "\\|").replace('\n', " ")
 }
 
+/// The document's title and introduction, and the entity-relationship diagram of `foreign`
+/// (the catalog's foreign keys) and of [`TRIGGER_REFERENCES`].
+fn write_head(doc: &mut String, major: u32, foreign: &[Vec<String>]) {
+    writeln!(
+        doc,
+        "# Database schema\n\n\
+         What the migrations in `migrations/` build, read from a freshly migrated PostgreSQL \
+         {major} database. Generated: `make schema-doc` writes this file, and `make test` fails \
+         when it is stale (`tests/api/schema.rs`). The rules behind the CHECK constraints are \
+         in [ledger.md](ledger.md).\n"
+    )
+    .unwrap();
+    writeln!(doc, "## Entity-relationship diagram\n").unwrap();
+    writeln!(
+        doc,
+        "Foreign keys, and (dashed) the references that statement-level triggers check \
+         instead.\n\n```mermaid\nerDiagram"
+    )
+    .unwrap();
+    for row in foreign {
+        writeln!(doc, "    {} }}o--|| {} : \"{}\"", row[0], row[1], row[2]).unwrap();
+    }
+    for (from, to, columns) in TRIGGER_REFERENCES {
+        writeln!(doc, "    {from} }}o..|| {to} : \"{columns}\"").unwrap();
+    }
+    writeln!(doc, "```\n").unwrap();
+}
+
+/// The section of one table (`table`: its name and comment): its columns, then its
+/// constraints, indexes and triggers where it has any.
+async fn write_table(doc: &mut String, pool: &PgPool, table: &[String]) {
+    let name = table[0].as_str();
+    writeln!(doc, "## `{name}`\n").unwrap();
+    if !table[1].is_empty() {
+        writeln!(doc, "{}\n", table[1]).unwrap();
+    }
+    let columns = rows(
+        pool,
+        "SELECT ARRAY[a.attname::text, format_type(a.atttypid, a.atttypmod), \
+           CASE WHEN a.attnotnull THEN 'not null' ELSE 'null' END, \
+           CASE WHEN a.attidentity = 'a' THEN 'generated always as identity' \
+                ELSE pg_get_expr(d.adbin, d.adrelid) END] \
+         FROM pg_attribute a LEFT JOIN pg_attrdef d \
+           ON d.adrelid = a.attrelid AND d.adnum = a.attnum \
+         WHERE a.attrelid = $1::regclass AND a.attnum > 0 AND NOT a.attisdropped \
+         ORDER BY a.attnum",
+        Some(name),
+    )
+    .await;
+    writeln!(doc, "| column | type | null | default |\n|---|---|---|---|").unwrap();
+    for c in &columns {
+        writeln!(
+            doc,
+            "| `{}` | {} | {} | {} |",
+            c[0],
+            cell(&c[1]),
+            c[2],
+            if c[3].is_empty() {
+                String::new()
+            } else {
+                format!("`{}`", cell(&c[3]))
+            }
+        )
+        .unwrap();
+    }
+    for (title, sql) in [
+        (
+            "Constraints",
+            "SELECT ARRAY[conname::text, pg_get_constraintdef(oid)] FROM pg_constraint \
+             WHERE conrelid = $1::regclass ORDER BY conname",
+        ),
+        (
+            "Indexes",
+            "SELECT ARRAY[indexname::text, indexdef] FROM pg_indexes \
+             WHERE schemaname = 'public' AND tablename = $1 ORDER BY indexname",
+        ),
+        (
+            "Triggers",
+            "SELECT ARRAY[tgname::text, pg_get_triggerdef(oid)] FROM pg_trigger \
+             WHERE tgrelid = $1::regclass AND NOT tgisinternal ORDER BY tgname",
+        ),
+    ] {
+        let items = rows(pool, sql, Some(name)).await;
+        if items.is_empty() {
+            continue;
+        }
+        writeln!(doc, "\n{title}:\n").unwrap();
+        for item in &items {
+            writeln!(doc, "- `{}`: `{}`", item[0], item[1].replace('`', "'")).unwrap();
+        }
+    }
+    writeln!(doc).unwrap();
+}
+
 /// The whole document, from the database's catalog.
 async fn render(pool: &PgPool) -> String {
     let version: String = sqlx::query_scalar("SELECT current_setting('server_version_num')")
@@ -71,92 +165,9 @@ async fn render(pool: &PgPool) -> String {
     .await;
 
     let mut doc = String::new();
-    writeln!(
-        doc,
-        "# Database schema\n\n\
-         What the migrations in `migrations/` build, read from a freshly migrated PostgreSQL \
-         {major} database. Generated: `make schema-doc` writes this file, and `make test` fails \
-         when it is stale (`tests/api/schema.rs`). The rules behind the CHECK constraints are \
-         in [ledger.md](ledger.md).\n"
-    )
-    .unwrap();
-    writeln!(doc, "## Entity-relationship diagram\n").unwrap();
-    writeln!(
-        doc,
-        "Foreign keys, and (dashed) the references that statement-level triggers check \
-         instead.\n\n```mermaid\nerDiagram"
-    )
-    .unwrap();
-    for row in &foreign {
-        writeln!(doc, "    {} }}o--|| {} : \"{}\"", row[0], row[1], row[2]).unwrap();
-    }
-    for (from, to, columns) in TRIGGER_REFERENCES {
-        writeln!(doc, "    {from} }}o..|| {to} : \"{columns}\"").unwrap();
-    }
-    writeln!(doc, "```\n").unwrap();
-
+    write_head(&mut doc, major, &foreign);
     for table in &tables {
-        let name = table[0].as_str();
-        writeln!(doc, "## `{name}`\n").unwrap();
-        if !table[1].is_empty() {
-            writeln!(doc, "{}\n", table[1]).unwrap();
-        }
-        let columns = rows(
-            pool,
-            "SELECT ARRAY[a.attname::text, format_type(a.atttypid, a.atttypmod), \
-               CASE WHEN a.attnotnull THEN 'not null' ELSE 'null' END, \
-               CASE WHEN a.attidentity = 'a' THEN 'generated always as identity' \
-                    ELSE pg_get_expr(d.adbin, d.adrelid) END] \
-             FROM pg_attribute a LEFT JOIN pg_attrdef d \
-               ON d.adrelid = a.attrelid AND d.adnum = a.attnum \
-             WHERE a.attrelid = $1::regclass AND a.attnum > 0 AND NOT a.attisdropped \
-             ORDER BY a.attnum",
-            Some(name),
-        )
-        .await;
-        writeln!(doc, "| column | type | null | default |\n|---|---|---|---|").unwrap();
-        for c in &columns {
-            writeln!(
-                doc,
-                "| `{}` | {} | {} | {} |",
-                c[0],
-                cell(&c[1]),
-                c[2],
-                if c[3].is_empty() {
-                    String::new()
-                } else {
-                    format!("`{}`", cell(&c[3]))
-                }
-            )
-            .unwrap();
-        }
-        for (title, sql) in [
-            (
-                "Constraints",
-                "SELECT ARRAY[conname::text, pg_get_constraintdef(oid)] FROM pg_constraint \
-                 WHERE conrelid = $1::regclass ORDER BY conname",
-            ),
-            (
-                "Indexes",
-                "SELECT ARRAY[indexname::text, indexdef] FROM pg_indexes \
-                 WHERE schemaname = 'public' AND tablename = $1 ORDER BY indexname",
-            ),
-            (
-                "Triggers",
-                "SELECT ARRAY[tgname::text, pg_get_triggerdef(oid)] FROM pg_trigger \
-                 WHERE tgrelid = $1::regclass AND NOT tgisinternal ORDER BY tgname",
-            ),
-        ] {
-            let items = rows(pool, sql, Some(name)).await;
-            if items.is_empty() {
-                continue;
-            }
-            writeln!(doc, "\n{title}:\n").unwrap();
-            for item in &items {
-                writeln!(doc, "- `{}`: `{}`", item[0], item[1].replace('`', "'")).unwrap();
-            }
-        }
-        writeln!(doc).unwrap();
+        write_table(&mut doc, pool, table).await;
     }
     doc
 }

@@ -7,6 +7,19 @@ use tonic::Code;
 
 use crate::helpers::*;
 
+/// How long until `app` refuses `token` (`UNAUTHENTICATED`) for `username`'s profile, if it
+/// does within 5 s.
+async fn refused_within_five_seconds(
+    app: &TestApp,
+    token: &str,
+    username: &str,
+) -> Option<Duration> {
+    eventually(Duration::from_secs(5), || async {
+        matches!(app.get_user(token, username).await, Err(s) if s.code() == Code::Unauthenticated)
+    })
+    .await
+}
+
 #[tokio::test]
 async fn the_full_session_story_holds() {
     let app = TestApp::spawn().await;
@@ -19,46 +32,22 @@ async fn the_full_session_story_holds() {
     assert!(login.access_token_expires_at.unwrap().seconds > 0);
 
     let me = app
-        .users()
-        .get_user(authed(
-            &login.access_token,
-            pb::GetUserRequest {
-                username: alice.clone(),
-            },
-        ))
+        .get_user(&login.access_token, &alice)
         .await
-        .expect("GetUser(self)")
-        .into_inner();
+        .expect("GetUser(self)");
     assert_eq!(me.username, alice);
     assert_eq!(me.roles, vec!["customer"]);
 
     // Rotate: a new pair, and a different refresh token.
-    let refreshed = app
-        .sessions()
-        .refresh_session(pb::RefreshSessionRequest {
-            refresh_token: login.refresh_token.clone(),
-        })
-        .await
-        .expect("refresh")
-        .into_inner();
+    let refreshed = app.refresh(&login.refresh_token).await.expect("refresh");
     assert_ne!(refreshed.refresh_token, login.refresh_token);
     assert_ne!(refreshed.access_token, login.access_token);
 
     // The old refresh token now fails; presenting it was reuse, so the session is revoked
     // and even the newest refresh token fails.
-    let reused = app
-        .sessions()
-        .refresh_session(pb::RefreshSessionRequest {
-            refresh_token: login.refresh_token.clone(),
-        })
-        .await;
+    let reused = app.refresh(&login.refresh_token).await;
     assert_code(reused, Code::Unauthenticated);
-    let newest = app
-        .sessions()
-        .refresh_session(pb::RefreshSessionRequest {
-            refresh_token: refreshed.refresh_token,
-        })
-        .await;
+    let newest = app.refresh(&refreshed.refresh_token).await;
     assert_code(newest, Code::Unauthenticated);
     let reason: Option<String> =
         sqlx::query_scalar("SELECT revoked_reason FROM sessions WHERE id = $1::uuid")
@@ -70,29 +59,10 @@ async fn the_full_session_story_holds() {
 
     // A second session, revoked by logout: its access token dies within 5 s.
     let second = app.login(&alice, PASSWORD).await.expect("second login");
-    app.sessions()
-        .revoke_session(authed(
-            &second.access_token,
-            pb::RevokeSessionRequest {
-                session_id: second.session_id.clone(),
-            },
-        ))
+    app.revoke_session(&second.access_token, &second.session_id)
         .await
         .expect("logout");
-    let token = second.access_token.clone();
-    let took = eventually(Duration::from_secs(5), || {
-        let mut users = app.users();
-        let request = authed(
-            &token,
-            pb::GetUserRequest {
-                username: alice.clone(),
-            },
-        );
-        async move {
-            matches!(users.get_user(request).await, Err(s) if s.code() == Code::Unauthenticated)
-        }
-    })
-    .await;
+    let took = refused_within_five_seconds(&app, &second.access_token, &alice).await;
     assert!(
         took.is_some(),
         "the revoked session's access token still works after 5 s"
@@ -130,20 +100,7 @@ async fn a_revocation_reaches_another_replica_within_five_seconds() {
         .await
         .unwrap();
 
-    let token = login.access_token.clone();
-    let took = eventually(Duration::from_secs(5), || {
-        let mut users = replica.users();
-        let request = authed(
-            &token,
-            pb::GetUserRequest {
-                username: bob.clone(),
-            },
-        );
-        async move {
-            matches!(users.get_user(request).await, Err(s) if s.code() == Code::Unauthenticated)
-        }
-    })
-    .await;
+    let took = refused_within_five_seconds(&replica, &login.access_token, &bob).await;
     assert!(
         took.is_some(),
         "the replica still accepts a revoked session after 5 s"

@@ -11,10 +11,9 @@ use serde_json::{Value as Json, json};
 use uuid::Uuid;
 
 use crate::{
-    helpers::{TestApp, assert_code, authed, eventually, unique},
+    helpers::{TestApp, assert_code, eventually, unique},
     mail_harness::{SmtpSink, TestWorker},
 };
-use tally::proto::tally_v1 as pb;
 
 const WAIT: Duration = Duration::from_secs(60);
 
@@ -58,12 +57,69 @@ async fn post_json(app: &TestApp, path: &str, token: &str, body: &Json) -> (u16,
     (status, response.json().await.unwrap_or(Json::Null))
 }
 
-#[tokio::test]
-async fn metrics_count_calls_transfers_pool_outbox_queue_and_jobs_by_their_labels() {
-    let app = TestApp::spawn().await;
-    let smtp = SmtpSink::start(&[]).await;
-    let worker = TestWorker::spawn(&app, &smtp.url(), &[]).await;
+const CREATE_TRANSFER: &str = "tally.v1.TransferService/CreateTransfer";
 
+/// The samples (name and labels) the server's `/metrics` must have after the traffic of
+/// [`traffic_for_metrics`].
+const SERVER_SAMPLES: &[(&str, &[(&str, &str)])] = &[
+    (
+        "tally_rpc_requests_total",
+        &[("method", CREATE_TRANSFER), ("code", "OK")],
+    ),
+    (
+        "tally_rpc_requests_total",
+        &[("method", CREATE_TRANSFER), ("code", "FAILED_PRECONDITION")],
+    ),
+    (
+        "tally_rpc_requests_total",
+        &[
+            ("method", "tally.v1.AccountService/GetAccount"),
+            ("code", "NOT_FOUND"),
+        ],
+    ),
+    (
+        "tally_rpc_requests_total",
+        &[
+            ("method", "tally.v1.UserService/CreateUser"),
+            ("code", "OK"),
+        ],
+    ),
+    (
+        "tally_rpc_duration_seconds_bucket",
+        &[("method", CREATE_TRANSFER), ("le", "+Inf")],
+    ),
+    (
+        "tally_rpc_duration_seconds_count",
+        &[("method", CREATE_TRANSFER)],
+    ),
+    (
+        "tally_transfers_total",
+        &[("kind", "transfer"), ("outcome", "succeeded")],
+    ),
+    (
+        "tally_transfers_total",
+        &[("kind", "transfer"), ("outcome", "failed")],
+    ),
+    (
+        "tally_transfers_total",
+        &[("kind", "deposit"), ("outcome", "succeeded")],
+    ),
+    ("tally_transfer_retries_total", &[]),
+    ("tally_transfer_aborts_total", &[]),
+    ("tally_transfer_batch_postings_bucket", &[("le", "+Inf")]),
+    ("tally_transfer_queue_wait_seconds_count", &[]),
+    ("tally_db_pool_connections", &[("state", "in_use")]),
+    ("tally_db_pool_connections", &[("state", "idle")]),
+    ("tally_db_pool_connections", &[("state", "waiting")]),
+    ("tally_db_pool_connections_max", &[]),
+    ("tally_mail_outbox_backlog", &[]),
+    ("tally_mail_queue_depth", &[]),
+];
+
+/// Traffic of every kind the server counts: a banker's sign-up whose mail the worker sends
+/// (to `smtp`), a deposit, over JSON a transfer that succeeds and one refused for funds, and a
+/// gRPC NOT_FOUND.
+async fn traffic_for_metrics(app: &TestApp, smtp: &SmtpSink) {
     // A sign-up whose mail the worker sends.
     let banker = app.signed_in(&unique("banker"), &["banker"]).await;
     assert_eq!(smtp.wait_for(1, WAIT).await.len(), 1);
@@ -82,91 +138,30 @@ async fn metrics_count_calls_transfers_pool_outbox_queue_and_jobs_by_their_label
             "currency": "USD",
         })
     };
-    let (status, _) = post_json(&app, "/v1/transfers", &alice.access_token, &transfer(200)).await;
+    let (status, _) = post_json(app, "/v1/transfers", &alice.access_token, &transfer(200)).await;
     assert_eq!(status, 200);
-    let (status, _) = post_json(
-        &app,
-        "/v1/transfers",
-        &alice.access_token,
-        &transfer(10_000),
-    )
-    .await;
+    let (status, _) = post_json(app, "/v1/transfers", &alice.access_token, &transfer(10_000)).await;
     assert_eq!(
         status, 400,
         "insufficient funds is FAILED_PRECONDITION, HTTP 400"
     );
     // A gRPC error: an account nobody has.
     assert_code(
-        app.accounts()
-            .get_account(authed(
-                &alice.access_token,
-                pb::GetAccountRequest {
-                    account_id: Uuid::new_v4().to_string(),
-                },
-            ))
+        app.get_account(&alice.access_token, &Uuid::new_v4().to_string())
             .await,
         tonic::Code::NotFound,
     );
+}
+
+#[tokio::test]
+async fn metrics_count_calls_transfers_pool_outbox_queue_and_jobs_by_their_labels() {
+    let app = TestApp::spawn().await;
+    let smtp = SmtpSink::start(&[]).await;
+    let worker = TestWorker::spawn(&app, &smtp.url(), &[]).await;
+    traffic_for_metrics(&app, &smtp).await;
 
     let text = scrape(app.addr).await;
-    let create = "tally.v1.TransferService/CreateTransfer";
-    for (name, labels) in [
-        (
-            "tally_rpc_requests_total",
-            &[("method", create), ("code", "OK")][..],
-        ),
-        (
-            "tally_rpc_requests_total",
-            &[("method", create), ("code", "FAILED_PRECONDITION")][..],
-        ),
-        (
-            "tally_rpc_requests_total",
-            &[
-                ("method", "tally.v1.AccountService/GetAccount"),
-                ("code", "NOT_FOUND"),
-            ][..],
-        ),
-        (
-            "tally_rpc_requests_total",
-            &[
-                ("method", "tally.v1.UserService/CreateUser"),
-                ("code", "OK"),
-            ][..],
-        ),
-        (
-            "tally_rpc_duration_seconds_bucket",
-            &[("method", create), ("le", "+Inf")][..],
-        ),
-        (
-            "tally_rpc_duration_seconds_count",
-            &[("method", create)][..],
-        ),
-        (
-            "tally_transfers_total",
-            &[("kind", "transfer"), ("outcome", "succeeded")][..],
-        ),
-        (
-            "tally_transfers_total",
-            &[("kind", "transfer"), ("outcome", "failed")][..],
-        ),
-        (
-            "tally_transfers_total",
-            &[("kind", "deposit"), ("outcome", "succeeded")][..],
-        ),
-        ("tally_transfer_retries_total", &[][..]),
-        ("tally_transfer_aborts_total", &[][..]),
-        (
-            "tally_transfer_batch_postings_bucket",
-            &[("le", "+Inf")][..],
-        ),
-        ("tally_transfer_queue_wait_seconds_count", &[][..]),
-        ("tally_db_pool_connections", &[("state", "in_use")][..]),
-        ("tally_db_pool_connections", &[("state", "idle")][..]),
-        ("tally_db_pool_connections", &[("state", "waiting")][..]),
-        ("tally_db_pool_connections_max", &[][..]),
-        ("tally_mail_outbox_backlog", &[][..]),
-        ("tally_mail_queue_depth", &[][..]),
-    ] {
+    for (name, labels) in SERVER_SAMPLES {
         let line = sample(&text, name, labels)
             .unwrap_or_else(|| panic!("no {name} {labels:?} in /metrics:\n{text}"));
         assert!(value(line) >= 0.0, "{line}");
@@ -174,7 +169,7 @@ async fn metrics_count_calls_transfers_pool_outbox_queue_and_jobs_by_their_label
     let ok = sample(
         &text,
         "tally_rpc_requests_total",
-        &[("method", create), ("code", "OK")],
+        &[("method", CREATE_TRANSFER), ("code", "OK")],
     )
     .unwrap();
     assert!(value(ok) >= 1.0, "{ok}");
@@ -297,42 +292,13 @@ async fn terminate(child: &mut tokio::process::Child, what: &str) {
     assert!(status.success(), "{what} exit status {status:?}");
 }
 
-#[tokio::test]
-async fn traces_reach_an_otlp_receiver_continuing_traceparent_and_the_trace_that_queued_a_job() {
-    // The real binaries: the tracer provider is global to a process, so each process under
-    // test gets its own, pointed at this test's receiver.
-    let (receiver, spans) = start_receiver().await;
-    let endpoint = format!("http://{receiver}");
-    let app = TestApp::spawn().await; // its database and queue; its own server stays quiet
-    let smtp = SmtpSink::start(&[]).await;
-    let port = free_port();
-    let base = format!("http://127.0.0.1:{port}");
-    let serve_args = [
-        "serve",
-        "--listen-addr",
-        &format!("127.0.0.1:{port}"),
-        "--database-url",
-        &app.db.url,
-        "--redis-url",
-        &app.settings.queue.redis_url,
-        "--mail-queue",
-        &app.settings.queue.queue,
-    ]
-    .map(str::to_owned);
-    let mut serve = spawn_traced(&serve_args, &endpoint);
-    let worker_args = crate::mail_harness::worker_argv(&app, &smtp.url());
-    let mut worker = spawn_traced(&worker_args[1..], &endpoint);
-    let http = reqwest::Client::new();
-    let up = eventually(WAIT, || async {
-        http.get(format!("{base}/healthz"))
-            .send()
-            .await
-            .is_ok_and(|r| r.status().is_success())
-    })
-    .await;
-    assert!(up.is_some(), "tally serve answers /healthz");
-
-    // A sign-up over JSON; its verification mail goes through the worker.
+/// Signs a user up over JSON at `base` (its verification mail reaching `smtp`), logs in and
+/// opens two USD accounts; returns the access token and the two account ids.
+async fn sign_up_with_two_accounts_over_json(
+    http: &reqwest::Client,
+    base: &str,
+    smtp: &SmtpSink,
+) -> (String, Vec<String>) {
     let name = unique("traced");
     let created = http
         .post(format!("{base}/v1/users"))
@@ -374,6 +340,93 @@ async fn traces_reach_an_otlp_receiver_continuing_traceparent_and_the_trace_that
             .unwrap();
         accounts.push(account["accountId"].as_str().unwrap().to_owned());
     }
+    (token, accounts)
+}
+
+/// Asserts that the CreateTransfer span continues the caller's trace `trace_id` under its span
+/// `parent_id`, with a `ledger.transaction` span under it in the same trace.
+fn assert_the_rpc_continues_the_callers_trace(spans: &[Received], trace_id: &str, parent_id: &str) {
+    let find = |name: &'static str| spans.iter().filter(move |s| s.name == name);
+    let rpc = find(CREATE_TRANSFER)
+        .next()
+        .unwrap_or_else(|| panic!("no CreateTransfer span among {spans:#?}"));
+    assert_eq!(
+        rpc.trace_id, trace_id,
+        "the RPC continues the caller's trace"
+    );
+    assert_eq!(
+        rpc.parent_span_id, parent_id,
+        "the caller's span is its parent"
+    );
+    let transaction = find("ledger.transaction")
+        .find(|s| s.parent_span_id == rpc.span_id)
+        .unwrap_or_else(|| panic!("no ledger.transaction under the RPC among {spans:#?}"));
+    assert_eq!(transaction.trace_id, trace_id);
+}
+
+/// Asserts that the worker's `mail.job` span, and the outbox relay's push, are in the trace of
+/// the sign-up call that queued the mail, the job under one of its spans.
+fn assert_the_job_continues_the_sign_up_trace(spans: &[Received]) {
+    let find = |name: &'static str| spans.iter().filter(move |s| s.name == name);
+    let sign_up = find("tally.v1.UserService/CreateUser")
+        .next()
+        .unwrap_or_else(|| panic!("no CreateUser span among {spans:#?}"));
+    let job = find("mail.job")
+        .find(|s| s.trace_id == sign_up.trace_id)
+        .unwrap_or_else(|| panic!("no mail.job in the CreateUser trace among {spans:#?}"));
+    assert!(
+        job.service.contains("tally"),
+        "the job span comes from the worker: {job:?}"
+    );
+    assert!(
+        spans
+            .iter()
+            .any(|s| s.span_id == job.parent_span_id && s.trace_id == sign_up.trace_id),
+        "the job's parent is a span of the sign-up call: {job:?} in {spans:#?}"
+    );
+    assert!(
+        find("outbox.relay").any(|s| s.trace_id == sign_up.trace_id),
+        "the outbox relay push is in the sign-up's trace: {spans:#?}"
+    );
+}
+
+#[tokio::test]
+async fn traces_reach_an_otlp_receiver_continuing_traceparent_and_the_trace_that_queued_a_job() {
+    // The real binaries: the tracer provider is global to a process, so each process under
+    // test gets its own, pointed at this test's receiver.
+    let (receiver, spans) = start_receiver().await;
+    let endpoint = format!("http://{receiver}");
+    let app = TestApp::spawn().await; // its database and queue; its own server stays quiet
+    let smtp = SmtpSink::start(&[]).await;
+    let port = free_port();
+    let base = format!("http://127.0.0.1:{port}");
+    let serve_args = [
+        "serve",
+        "--listen-addr",
+        &format!("127.0.0.1:{port}"),
+        "--database-url",
+        &app.db.url,
+        "--redis-url",
+        &app.settings.queue.redis_url,
+        "--mail-queue",
+        &app.settings.queue.queue,
+    ]
+    .map(str::to_owned);
+    let mut serve = spawn_traced(&serve_args, &endpoint);
+    let worker_args = crate::mail_harness::worker_argv(&app, &smtp.url());
+    let mut worker = spawn_traced(&worker_args[1..], &endpoint);
+    let http = reqwest::Client::new();
+    let up = eventually(WAIT, || async {
+        http.get(format!("{base}/healthz"))
+            .send()
+            .await
+            .is_ok_and(|r| r.status().is_success())
+    })
+    .await;
+    assert!(up.is_some(), "tally serve answers /healthz");
+
+    // A sign-up over JSON; its verification mail goes through the worker.
+    let (token, accounts) = sign_up_with_two_accounts_over_json(&http, &base, &smtp).await;
     // A transfer over JSON inside the caller's trace (refused for funds: it still runs its
     // transaction and records the failure).
     let trace_id = "4bf92f3577b34da6a3ce929d0e0e4736";
@@ -399,39 +452,6 @@ async fn traces_reach_an_otlp_receiver_continuing_traceparent_and_the_trace_that
     terminate(&mut worker, "tally worker").await;
 
     let spans = spans.lock().unwrap().clone();
-    let find = |name: &'static str| spans.iter().filter(move |s| s.name == name);
-    let rpc = find("tally.v1.TransferService/CreateTransfer")
-        .next()
-        .unwrap_or_else(|| panic!("no CreateTransfer span among {spans:#?}"));
-    assert_eq!(
-        rpc.trace_id, trace_id,
-        "the RPC continues the caller's trace"
-    );
-    assert_eq!(
-        rpc.parent_span_id, parent_id,
-        "the caller's span is its parent"
-    );
-    let transaction = find("ledger.transaction")
-        .find(|s| s.parent_span_id == rpc.span_id)
-        .unwrap_or_else(|| panic!("no ledger.transaction under the RPC among {spans:#?}"));
-    assert_eq!(transaction.trace_id, trace_id);
-
-    let sign_up = find("tally.v1.UserService/CreateUser")
-        .next()
-        .unwrap_or_else(|| panic!("no CreateUser span among {spans:#?}"));
-    let job = find("mail.job")
-        .find(|s| s.trace_id == sign_up.trace_id)
-        .unwrap_or_else(|| panic!("no mail.job in the CreateUser trace among {spans:#?}"));
-    assert!(
-        job.service.contains("tally"),
-        "the job span comes from the worker: {job:?}"
-    );
-    assert!(
-        spans
-            .iter()
-            .any(|s| s.span_id == job.parent_span_id && s.trace_id == sign_up.trace_id),
-        "the job's parent is a span of the sign-up call: {job:?} in {spans:#?}"
-    );
     eprintln!("spans received:");
     for s in &spans {
         eprintln!(
@@ -439,10 +459,8 @@ async fn traces_reach_an_otlp_receiver_continuing_traceparent_and_the_trace_that
             s.name, s.trace_id, s.span_id, s.parent_span_id
         );
     }
-    assert!(
-        find("outbox.relay").any(|s| s.trace_id == sign_up.trace_id),
-        "the outbox relay push is in the sign-up's trace: {spans:#?}"
-    );
+    assert_the_rpc_continues_the_callers_trace(&spans, trace_id, parent_id);
+    assert_the_job_continues_the_sign_up_trace(&spans);
 }
 
 #[test]

@@ -30,18 +30,8 @@ fn signup(username: &str, full_name: &str, email: &str, password: &str) -> pb::C
     }
 }
 
-#[tokio::test]
-async fn every_validated_field_answers_invalid_argument_and_writes_nothing() {
-    let app = TestApp::spawn().await;
-    let owner = unique("owner");
-    let token = app.signed_in(&owner, &[]).await.access_token;
-    let admin = app.signed_in(&unique("adm"), &["admin"]).await.access_token;
-    let (users, sessions, roles) = (
-        app.count("users").await,
-        app.count("sessions").await,
-        app.count("user_roles").await,
-    );
-
+/// Asserts that each malformed field of a sign-up is refused, named.
+async fn assert_sign_up_fields_are_validated(app: &TestApp) {
     let ok_email = "new@example.com";
     let cases = [
         (signup("ab", "N", ok_email, PASSWORD), "username"),
@@ -62,137 +52,110 @@ async fn every_validated_field_answers_invalid_argument_and_writes_nothing() {
     for (request, field) in cases {
         assert_invalid(app.users().create_user(request).await, field);
     }
+}
 
-    assert_invalid(
-        app.users()
-            .get_user(authed(
-                &token,
-                pb::GetUserRequest {
-                    username: "NO".into(),
-                },
-            ))
-            .await,
-        "username",
-    );
-    let update = |change: pb::UpdateUserRequest| {
-        let mut users = app.users();
-        let token = token.clone();
-        async move { users.update_user(authed(&token, change)).await }
-    };
+/// Asserts that each malformed field of a change to `owner`'s profile, made with their
+/// `token`, is refused, named (a new password without the current one names the latter).
+async fn assert_profile_change_fields_are_validated(app: &TestApp, owner: &str, token: &str) {
     let base = pb::UpdateUserRequest {
-        username: owner.clone(),
+        username: owner.into(),
         ..Default::default()
     };
+    let cases = [
+        (
+            pb::UpdateUserRequest {
+                username: "x".into(),
+                ..base.clone()
+            },
+            "username",
+        ),
+        (
+            pb::UpdateUserRequest {
+                full_name: Some("a\u{0}b".into()),
+                ..base.clone()
+            },
+            "full_name",
+        ),
+        (
+            pb::UpdateUserRequest {
+                email: Some("nope".into()),
+                ..base.clone()
+            },
+            "email",
+        ),
+        (
+            pb::UpdateUserRequest {
+                password: Some("short".into()),
+                current_password: Some(PASSWORD.into()),
+                ..base.clone()
+            },
+            "password",
+        ),
+        (
+            pb::UpdateUserRequest {
+                password: Some("a brand new password".into()),
+                ..base.clone()
+            },
+            "current_password",
+        ),
+    ];
+    for (change, field) in cases {
+        assert_invalid(app.users().update_user(authed(token, change)).await, field);
+    }
+}
+
+/// Asserts that each malformed field of the session calls (with `owner`'s `token`) and of the
+/// role calls (with `admin`'s) is refused, named.
+async fn assert_session_and_role_fields_are_validated(
+    app: &TestApp,
+    owner: &str,
+    token: &str,
+    admin: &str,
+) {
+    assert_invalid(app.login("NO", PASSWORD).await, "username");
+    assert_invalid(app.login(owner, "").await, "password");
+    assert_invalid(app.refresh("").await, "refresh_token");
+    assert_invalid(app.revoke_session(token, "nope").await, "session_id");
+    let list = pb::ListSessionsRequest {
+        username: "A".into(),
+    };
     assert_invalid(
-        update(pb::UpdateUserRequest {
-            username: "x".into(),
-            ..base.clone()
-        })
-        .await,
+        app.sessions().list_sessions(authed(token, list)).await,
         "username",
     );
-    assert_invalid(
-        update(pb::UpdateUserRequest {
-            full_name: Some("a\u{0}b".into()),
-            ..base.clone()
-        })
-        .await,
-        "full_name",
-    );
-    assert_invalid(
-        update(pb::UpdateUserRequest {
-            email: Some("nope".into()),
-            ..base.clone()
-        })
-        .await,
-        "email",
-    );
-    assert_invalid(
-        update(pb::UpdateUserRequest {
-            password: Some("short".into()),
-            current_password: Some(PASSWORD.into()),
-            ..base.clone()
-        })
-        .await,
-        "password",
-    );
-    assert_invalid(
-        update(pb::UpdateUserRequest {
-            password: Some("a brand new password".into()),
-            ..base.clone()
-        })
-        .await,
-        "current_password",
+    let grant = |username: &str, role: &str| pb::GrantRoleRequest {
+        username: username.into(),
+        role: role.into(),
+    };
+    for (request, field) in [
+        (grant(owner, "root"), "role"),
+        (grant("B", "banker"), "username"),
+    ] {
+        assert_invalid(app.roles().grant_role(authed(admin, request)).await, field);
+    }
+    let revoke = pb::RevokeRoleRequest {
+        username: owner.into(),
+        role: "".into(),
+    };
+    assert_invalid(app.roles().revoke_role(authed(admin, revoke)).await, "role");
+}
+
+#[tokio::test]
+async fn every_validated_field_answers_invalid_argument_and_writes_nothing() {
+    let app = TestApp::spawn().await;
+    let owner = unique("owner");
+    let token = app.signed_in(&owner, &[]).await.access_token;
+    let admin = app.signed_in(&unique("adm"), &["admin"]).await.access_token;
+    let (users, sessions, roles) = (
+        app.count("users").await,
+        app.count("sessions").await,
+        app.count("user_roles").await,
     );
 
-    assert_invalid(app.login("NO", PASSWORD).await, "username");
-    assert_invalid(app.login(&owner, "").await, "password");
-    assert_invalid(
-        app.sessions()
-            .refresh_session(pb::RefreshSessionRequest {
-                refresh_token: String::new(),
-            })
-            .await,
-        "refresh_token",
-    );
-    assert_invalid(
-        app.sessions()
-            .revoke_session(authed(
-                &token,
-                pb::RevokeSessionRequest {
-                    session_id: "nope".into(),
-                },
-            ))
-            .await,
-        "session_id",
-    );
-    assert_invalid(
-        app.sessions()
-            .list_sessions(authed(
-                &token,
-                pb::ListSessionsRequest {
-                    username: "A".into(),
-                },
-            ))
-            .await,
-        "username",
-    );
-    assert_invalid(
-        app.roles()
-            .grant_role(authed(
-                &admin,
-                pb::GrantRoleRequest {
-                    username: owner.clone(),
-                    role: "root".into(),
-                },
-            ))
-            .await,
-        "role",
-    );
-    assert_invalid(
-        app.roles()
-            .grant_role(authed(
-                &admin,
-                pb::GrantRoleRequest {
-                    username: "B".into(),
-                    role: "banker".into(),
-                },
-            ))
-            .await,
-        "username",
-    );
-    assert_invalid(
-        app.roles()
-            .revoke_role(authed(
-                &admin,
-                pb::RevokeRoleRequest {
-                    username: owner.clone(),
-                    role: "".into(),
-                },
-            ))
-            .await,
-        "role",
-    );
+    assert_sign_up_fields_are_validated(&app).await;
+    assert_invalid(app.get_user(&token, "NO").await, "username");
+    assert_profile_change_fields_are_validated(&app, &owner, &token).await;
+    assert_session_and_role_fields_are_validated(&app, &owner, &token, &admin).await;
 
     assert_eq!(app.count("users").await, users, "no user was written");
     assert_eq!(
@@ -201,17 +164,7 @@ async fn every_validated_field_answers_invalid_argument_and_writes_nothing() {
         "no session was written"
     );
     assert_eq!(app.count("user_roles").await, roles, "no role was written");
-    let profile = app
-        .users()
-        .get_user(authed(
-            &token,
-            pb::GetUserRequest {
-                username: owner.clone(),
-            },
-        ))
-        .await
-        .unwrap()
-        .into_inner();
+    let profile = app.get_user(&token, &owner).await.unwrap();
     assert_eq!(
         profile.full_name,
         format!("{owner} tester"),
