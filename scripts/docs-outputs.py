@@ -6,6 +6,9 @@ Usage:
   scripts/docs-outputs.py check RECORD_DIR FILE...   compare every marked block of FILE... with
                                                      the outputs scripts/walkthrough.sh recorded
                                                      in RECORD_DIR (WALKTHROUGH_RECORD)
+  scripts/docs-outputs.py update RECORD_DIR FILE...  rewrite every marked block that differs with
+                                                     what was recorded (then shorten tokens and
+                                                     long lines by hand with … where wanted)
   scripts/docs-outputs.py steps FILE...              the step names the marked blocks use
 
 An example output is a fenced block (```json or ```text) whose opening fence follows a marker
@@ -135,9 +138,29 @@ def check(record_dir, files):
     return 0
 
 
+def update(record_dir, files):
+    """Replaces the body of every marked block that does not match with the recorded text."""
+    for path in files:
+        lines = Path(path).read_text(encoding="utf-8").split("\n")
+        replacements = []
+        for start, steps, _, body in blocks(path):
+            if not steps or steps == ["none"]:
+                continue
+            actual = "".join(recorded(record_dir, step) for step in steps)
+            if not pattern_of(mask(body)).fullmatch(mask(actual)):
+                replacements.append((start, body.count("\n"), actual.rstrip("\n").split("\n")))
+        for start, length, new in reversed(replacements):
+            lines[start:start + length] = new
+        Path(path).write_text("\n".join(lines), encoding="utf-8")
+        print(f"docs-outputs.py: {path}: {len(replacements)} block(s) rewritten")
+    return 0
+
+
 def main(argv):
     if len(argv) >= 3 and argv[1] == "check":
         return check(argv[2], argv[3:])
+    if len(argv) >= 3 and argv[1] == "update":
+        return update(argv[2], argv[3:])
     if len(argv) >= 2 and argv[1] == "steps":
         for path in argv[2:]:
             for _, steps, _, _ in blocks(path):

@@ -22,6 +22,9 @@
 #   REDIS_URL             passed on to the server when set
 #   TALLY_BIN             server binary (default <repo>/target/debug/tally; not built here)
 #   TALLY_READY_TIMEOUT   seconds to wait for /readyz (default 60)
+#   WALKTHROUGH_RECORD    a directory to keep what each walkthrough step printed in (default: a
+#                         temporary one); `scripts/docs-outputs.py update DIR docs/walkthrough.md
+#                         README.md` then rewrites the example outputs that changed
 #
 # Needs: bash, curl, python3, psql, node; buf, schemathesis and the npm gRPC-web client packages
 # are installed by scripts/tools.sh on first use.
@@ -159,11 +162,14 @@ until [[ "$(http_status "http://$ADDR/readyz")" == 200 ]]; do
 done
 log "server ready"
 
-mkdir "$WORK_DIR/outputs"
-WALKTHROUGH_RECORD="$WORK_DIR/outputs" TALLY_ADDR="$ADDR" DATABASE_URL="$TEST_DB_URL" TALLY_BIN="$TALLY_BIN" \
+# What each step printed: kept in WALKTHROUGH_RECORD when the caller names a directory (to
+# update the docs with scripts/docs-outputs.py update), else in the work directory.
+RECORD_DIR="${WALKTHROUGH_RECORD:-$WORK_DIR/outputs}"
+mkdir -p "$RECORD_DIR"
+WALKTHROUGH_RECORD="$RECORD_DIR" TALLY_ADDR="$ADDR" DATABASE_URL="$TEST_DB_URL" TALLY_BIN="$TALLY_BIN" \
   "$SCRIPT_DIR/walkthrough.sh" ||
   die "the walkthrough failed"
-python3 "$SCRIPT_DIR/docs-outputs.py" check "$WORK_DIR/outputs" "$ROOT_DIR/docs/walkthrough.md" \
+python3 "$SCRIPT_DIR/docs-outputs.py" check "$RECORD_DIR" "$ROOT_DIR/docs/walkthrough.md" \
   "$ROOT_DIR/README.md" || die "an example output in the docs is not what the walkthrough saw"
 TALLY_ADDR="$ADDR" "$SCRIPT_DIR/gateway-check.sh" || die "the gateway checks failed"
 

@@ -38,6 +38,13 @@ async fn http_errors_have_the_json_shape_and_the_right_status() {
     check(400, 3)(send(json_post("{\"username\":".into())).await);
     check(400, 3)(send(json_post("{\"noSuchField\": 1}".into())).await);
     check(400, 3)(send(json_post("[1, 2]".into())).await);
+    // Trailing content after the JSON value (grpc-gateway reads the first value and goes on).
+    check(400, 3)(
+        send(json_post(
+            "{\"fullName\": \"x\"} {\"fullName\": \"y\"}".into(),
+        ))
+        .await,
+    );
     check(413, 8)(
         send(json_post(format!(
             "{{\"fullName\": \"{}\"}}",

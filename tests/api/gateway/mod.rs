@@ -4,8 +4,10 @@
 //!
 //! The gRPC side is driven by the descriptor set too (prost-reflect builds the request from
 //! the same JSON), so one table of cases covers every RPC (`parity.rs`; to add a case once an
-//! RPC is implemented, add a row to its `cases`). `http_surface.rs` covers what only HTTP has.
+//! RPC is implemented, add a row to its `cases`). `http_surface.rs` covers what only HTTP has;
+//! `grpc_gateway.rs` what HTTP JSON clients expect from grpc-gateway.
 
+mod grpc_gateway;
 mod http_surface;
 mod parity;
 mod throughput;
