@@ -106,8 +106,8 @@ async fn a_new_user_gets_one_mail_whose_link_verifies_the_email_once() {
         "http://{}/v1/{path_and_query}&utm_source=newsletter&utm_medium=email",
         app.addr
     ))
-        .await
-        .unwrap();
+    .await
+    .unwrap();
     assert_eq!(clicked.status(), 200);
     let body: serde_json::Value = clicked.json().await.unwrap();
     assert_eq!(body["username"], name.as_str());
