@@ -58,9 +58,24 @@ fn http_body(case: &Case, request: &Json) -> Option<Json> {
     }
 }
 
-#[tokio::test]
-async fn every_rpc_answers_the_same_over_json_and_grpc() {
-    let app = TestApp::spawn().await;
+/// What the cases refer to: a customer (`me`) with a funded account, a second and a spare
+/// one, a transfer and a hold between them; another user; an admin.
+struct Fixture {
+    me: String,
+    other: String,
+    tok: String,
+    admin_tok: String,
+    checking: String,
+    savings: String,
+    spare: String,
+    first_transfer: String,
+    hold: String,
+    /// An id nothing has.
+    missing: &'static str,
+}
+
+/// Makes the users, accounts, transfer and hold the cases use, over gRPC.
+async fn fixture(app: &TestApp) -> Fixture {
     let me = unique("gw");
     let other = unique("gwo");
     let admin = unique("gwa");
@@ -90,8 +105,30 @@ async fn every_rpc_answers_the_same_over_json_and_grpc() {
         .await
         .unwrap()
         .transfer_id;
+    Fixture {
+        me,
+        other,
+        tok: tok.to_owned(),
+        admin_tok: admin_tok.to_owned(),
+        checking,
+        savings,
+        spare,
+        first_transfer,
+        hold,
+        missing,
+    }
+}
 
-    let cases = vec![
+/// The cases of UserService.
+fn user_cases(f: &Fixture) -> Vec<Case> {
+    let Fixture {
+        me,
+        other,
+        tok,
+        missing,
+        ..
+    } = f;
+    vec![
         case(
             "tally.v1.UserService/CreateUser",
             "POST",
@@ -150,6 +187,20 @@ async fn every_rpc_answers_the_same_over_json_and_grpc() {
             json!({"username": me}),
         )
         .token(tok),
+    ]
+}
+
+/// The cases of SessionService and RoleService.
+fn session_and_role_cases(f: &Fixture) -> Vec<Case> {
+    let Fixture {
+        me,
+        other,
+        tok,
+        admin_tok,
+        missing,
+        ..
+    } = f;
+    vec![
         case(
             "tally.v1.SessionService/Login",
             "POST",
@@ -215,6 +266,19 @@ async fn every_rpc_answers_the_same_over_json_and_grpc() {
         )
         .token(admin_tok)
         .ok(),
+    ]
+}
+
+/// The cases of AccountService: accounts.
+fn account_cases(f: &Fixture) -> Vec<Case> {
+    let Fixture {
+        tok,
+        checking,
+        savings,
+        missing,
+        ..
+    } = f;
+    vec![
         case(
             "tally.v1.AccountService/CreateAccount",
             "POST",
@@ -276,6 +340,19 @@ async fn every_rpc_answers_the_same_over_json_and_grpc() {
             json!({"accountId": savings, "overdraftLimit": "5"}),
         )
         .token(tok),
+    ]
+}
+
+/// The cases of AccountService: deposits, withdrawals, entries and balances.
+fn account_money_cases(f: &Fixture) -> Vec<Case> {
+    let Fixture {
+        tok,
+        admin_tok,
+        checking,
+        spare,
+        ..
+    } = f;
+    vec![
         case(
             "tally.v1.AccountService/CloseAccount",
             "POST",
@@ -336,6 +413,19 @@ async fn every_rpc_answers_the_same_over_json_and_grpc() {
             json!({"accountId": checking, "requestId": "{id}", "amount": "0"}),
         )
         .token(admin_tok),
+    ]
+}
+
+/// The cases of TransferService: single transfers and batches.
+fn transfer_cases(f: &Fixture) -> Vec<Case> {
+    let Fixture {
+        tok,
+        checking,
+        savings,
+        hold,
+        ..
+    } = f;
+    vec![
         case(
             "tally.v1.TransferService/CreateTransfer",
             "POST",
@@ -397,6 +487,20 @@ async fn every_rpc_answers_the_same_over_json_and_grpc() {
             json!({"transferId": hold}),
         )
         .token(tok),
+    ]
+}
+
+/// The cases of TransferService: holds, reversals, and AuditService.
+fn transfer_settle_cases(f: &Fixture) -> Vec<Case> {
+    let Fixture {
+        tok,
+        admin_tok,
+        checking,
+        first_transfer,
+        missing,
+        ..
+    } = f;
+    vec![
         case(
             "tally.v1.TransferService/ReverseTransfer",
             "POST",
@@ -451,7 +555,24 @@ async fn every_rpc_answers_the_same_over_json_and_grpc() {
             json!({}),
         )
         .token(tok),
-    ];
+    ]
+}
+
+#[tokio::test]
+async fn every_rpc_answers_the_same_over_json_and_grpc() {
+    let app = TestApp::spawn().await;
+    let f = fixture(&app).await;
+    let cases: Vec<Case> = [
+        user_cases(&f),
+        session_and_role_cases(&f),
+        account_cases(&f),
+        account_money_cases(&f),
+        transfer_cases(&f),
+        transfer_settle_cases(&f),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
 
     // Every RPC of the descriptor set has at least one case.
     for service in pool().services().filter(|s| s.package_name() == "tally.v1") {
@@ -465,51 +586,56 @@ async fn every_rpc_answers_the_same_over_json_and_grpc() {
     }
 
     for case in &cases {
-        let (g, j) = (unique("pg"), unique("pj"));
-        // `{id}`: a fresh UUID per transport (idempotency keys).
-        let (gid, jid) = (
-            uuid::Uuid::new_v4().to_string(),
-            uuid::Uuid::new_v4().to_string(),
+        check_case(&app, case).await;
+    }
+}
+
+/// Calls one case over gRPC and over JSON and compares the answers.
+async fn check_case(app: &TestApp, case: &Case) {
+    let (g, j) = (unique("pg"), unique("pj"));
+    // `{id}`: a fresh UUID per transport (idempotency keys).
+    let (gid, jid) = (
+        uuid::Uuid::new_v4().to_string(),
+        uuid::Uuid::new_v4().to_string(),
+    );
+    let over_grpc = grpc(
+        app,
+        case.rpc,
+        &fill(&fill_id(&case.request, &gid), &g),
+        case.token.as_deref(),
+    )
+    .await;
+    let request = fill(&fill_id(&case.request, &jid), &j);
+    let (status, body) = http_json(
+        app,
+        case.http_method,
+        &case.path.replace("{u}", &j),
+        http_body(case, &request).as_ref(),
+        case.token.as_deref(),
+    )
+    .await;
+    let output = output_of(case.rpc);
+    if status == 200 {
+        assert_every_field_present(&output, &body, case.rpc);
+    }
+    let over_json = answer_of(status, body.clone(), &output);
+    if let Answer::Err { code, .. } = &over_json {
+        let expected = tally::error::http_status(tonic::Code::from_i32(*code)).as_u16();
+        assert_eq!(status, expected, "{}: HTTP status of {body}", case.rpc);
+    }
+    let over_grpc = normalise(over_grpc, &[(&g, "{u}"), (&gid, "{id}")]);
+    let over_json = normalise(over_json, &[(&j, "{u}"), (&jid, "{id}")]);
+    assert_eq!(
+        over_json, over_grpc,
+        "{} {}: JSON and gRPC differ",
+        case.http_method, case.path
+    );
+    if case.expect_ok {
+        assert!(
+            matches!(over_json, Answer::Ok(_)),
+            "{}: expected OK, got {over_json:?}",
+            case.rpc
         );
-        let over_grpc = grpc(
-            &app,
-            case.rpc,
-            &fill(&fill_id(&case.request, &gid), &g),
-            case.token.as_deref(),
-        )
-        .await;
-        let request = fill(&fill_id(&case.request, &jid), &j);
-        let (status, body) = http_json(
-            &app,
-            case.http_method,
-            &case.path.replace("{u}", &j),
-            http_body(case, &request).as_ref(),
-            case.token.as_deref(),
-        )
-        .await;
-        let output = output_of(case.rpc);
-        if status == 200 {
-            assert_every_field_present(&output, &body, case.rpc);
-        }
-        let over_json = answer_of(status, body.clone(), &output);
-        if let Answer::Err { code, .. } = &over_json {
-            let expected = tally::error::http_status(tonic::Code::from_i32(*code)).as_u16();
-            assert_eq!(status, expected, "{}: HTTP status of {body}", case.rpc);
-        }
-        let over_grpc = normalise(over_grpc, &[(&g, "{u}"), (&gid, "{id}")]);
-        let over_json = normalise(over_json, &[(&j, "{u}"), (&jid, "{id}")]);
-        assert_eq!(
-            over_json, over_grpc,
-            "{} {}: JSON and gRPC differ",
-            case.http_method, case.path
-        );
-        if case.expect_ok {
-            assert!(
-                matches!(over_json, Answer::Ok(_)),
-                "{}: expected OK, got {over_json:?}",
-                case.rpc
-            );
-        }
     }
 }
 
