@@ -12,6 +12,7 @@ const PROTOS: &[&str] = &[
     "tally/v1/accounts.proto",
     "tally/v1/transfers.proto",
     "tally/v1/audit.proto",
+    "tally/v1/exchange.proto",
     // Error details, so reflection clients and the gateway can decode them.
     "google/rpc/status.proto",
     "google/rpc/error_details.proto",

@@ -89,6 +89,7 @@ expected_services="grpc.health.v1.Health
 grpc.reflection.v1.ServerReflection
 tally.v1.AccountService
 tally.v1.AuditService
+tally.v1.ExchangeService
 tally.v1.RoleService
 tally.v1.SessionService
 tally.v1.TransferService
@@ -115,7 +116,8 @@ for method in \
   TransferService/CreateTransfer TransferService/CreateTransfers TransferService/GetTransfer \
   TransferService/ListTransfers TransferService/PostTransfer TransferService/VoidTransfer \
   TransferService/ReverseTransfer \
-  AuditService/ListAuditEvents; do
+  AuditService/ListAuditEvents ExchangeService/SetRate ExchangeService/ListRates \
+  ExchangeService/WatchRates ExchangeService/CreateQuote; do
   if ! printf '%s\n' "$out" | grep -qxF "tally.v1.$method"; then
     fail "list methods: tally.v1.$method is missing"
   fi

@@ -34,6 +34,7 @@ use crate::{
         token,
     },
     db,
+    exchange::Exchange,
     gateway::{ApiInfo, Gateway, GatewayLayer, GatewayOptions},
     identity::{Identity, IdentitySettings},
     jobs::{self, outbox::Relay},
@@ -43,7 +44,8 @@ use crate::{
         self,
         tally_v1::{
             account_service_server::AccountServiceServer, audit_service_server::AuditServiceServer,
-            role_service_server::RoleServiceServer, session_service_server::SessionServiceServer,
+            exchange_service_server::ExchangeServiceServer, role_service_server::RoleServiceServer,
+            session_service_server::SessionServiceServer,
             transfer_service_server::TransferServiceServer, user_service_server::UserServiceServer,
         },
     },
@@ -87,6 +89,7 @@ pub struct ServeSettings {
     pub rates: crate::limits::RateSettings,
     pub shutdown_drain: Duration,
     pub ledger: crate::ledger::LedgerSettings,
+    pub exchange: crate::exchange::ExchangeSettings,
     /// Origins allowed by CORS; `*` alone means any. Empty: none.
     pub cors_allowed_origins: Vec<String>,
 }
@@ -102,6 +105,7 @@ pub struct Application {
     pool: PgPool,
     authenticator: Arc<Authenticator>,
     gateway: Arc<Gateway>,
+    exchange: Arc<Exchange>,
 }
 
 #[derive(Clone)]
@@ -140,12 +144,19 @@ impl Application {
         let identity = identity(&settings, &pool, &authenticator)?;
         let ledger = Arc::new(Ledger::new(pool.clone(), settings.ledger.clone()));
         ledger.bootstrap().await?;
+        let exchange = Arc::new(Exchange::new(
+            pool.clone(),
+            ledger.currencies().clone(),
+            settings.exchange.clone(),
+        ));
+        exchange.bootstrap().await?;
         // The first unknown-user login must not pay for computing the dummy hash.
         tokio::task::spawn_blocking(password::warm_up).await?;
 
         let state = ApiState {
             identity,
             ledger,
+            exchange: exchange.clone(),
             message_bytes_max: settings.message_bytes_max,
             pool: pool.clone(),
         };
@@ -193,6 +204,7 @@ impl Application {
             pool,
             authenticator,
             gateway,
+            exchange,
         })
     }
 
@@ -221,6 +233,7 @@ impl Application {
             authenticator,
             gateway,
             pool,
+            exchange,
             ..
         } = self;
         // Started here, on the serving runtime; it stops when the server's layers are dropped.
@@ -280,6 +293,8 @@ impl Application {
         );
         draining.store(true, Ordering::Relaxed);
         announce(&health, ServingStatus::NotServing).await;
+        // Live streams end now, cleanly, rather than hold the drain until its deadline.
+        exchange.stop_streams();
         let _ = stop_tx.send(());
         let _ = sampler_stop.send(true);
         let _ = sampler.await;
@@ -362,6 +377,7 @@ fn grpc_routes(
         .add_service(limited!(AccountServiceServer))
         .add_service(limited!(TransferServiceServer))
         .add_service(limited!(AuditServiceServer))
+        .add_service(limited!(ExchangeServiceServer))
 }
 
 /// What health answers for the whole server (`""`), the health service and each tally service.

@@ -59,6 +59,10 @@ pub enum Reason {
     VerificationCodeInvalid,
     VerificationRateLimited,
     EmailAlreadyVerified,
+    /// No exchange rate is set between the two currencies.
+    RateNotSet,
+    /// The caller holds as many live streams as allowed.
+    StreamLimit,
     /// A rate limit of the caller's address or user is spent: retry after the RetryInfo delay.
     RateLimited,
     /// The request is larger than the server accepts (gRPC's code for it).
@@ -105,6 +109,8 @@ impl Reason {
         Reason::VerificationCodeInvalid,
         Reason::VerificationRateLimited,
         Reason::EmailAlreadyVerified,
+        Reason::RateNotSet,
+        Reason::StreamLimit,
         Reason::RateLimited,
         Reason::MessageTooLarge,
         Reason::DeadlineExceeded,
@@ -146,6 +152,8 @@ impl Reason {
             Reason::VerificationCodeInvalid => "VERIFICATION_CODE_INVALID",
             Reason::VerificationRateLimited => "VERIFICATION_RATE_LIMITED",
             Reason::EmailAlreadyVerified => "EMAIL_ALREADY_VERIFIED",
+            Reason::RateNotSet => "RATE_NOT_SET",
+            Reason::StreamLimit => "STREAM_LIMIT",
             Reason::RateLimited => "RATE_LIMITED",
             Reason::MessageTooLarge => "MESSAGE_TOO_LARGE",
             Reason::DeadlineExceeded => "DEADLINE_EXCEEDED",
@@ -168,6 +176,7 @@ impl Reason {
             Reason::LoginRateLimited
             | Reason::VerificationRateLimited
             | Reason::RateLimited
+            | Reason::StreamLimit
             | Reason::MessageTooLarge => Code::ResourceExhausted,
             Reason::LastAdmin
             | Reason::InsufficientFunds
@@ -185,7 +194,8 @@ impl Reason {
             | Reason::TransferNotReversible
             | Reason::ReversalExceedsOriginal
             | Reason::VerificationCodeInvalid
-            | Reason::EmailAlreadyVerified => Code::FailedPrecondition,
+            | Reason::EmailAlreadyVerified
+            | Reason::RateNotSet => Code::FailedPrecondition,
             Reason::NotImplemented => Code::Unimplemented,
             Reason::TransactionConflict => Code::Aborted,
             Reason::DeadlineExceeded => Code::DeadlineExceeded,

@@ -13,6 +13,7 @@ pub mod cli;
 pub mod config;
 pub mod db;
 pub mod error;
+pub mod exchange;
 pub mod gateway;
 pub mod identity;
 pub mod jobs;

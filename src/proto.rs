@@ -72,6 +72,7 @@ pub const TALLY_SERVICES: &[&str] = &[
     "tally.v1.AccountService",
     "tally.v1.TransferService",
     "tally.v1.AuditService",
+    "tally.v1.ExchangeService",
 ];
 
 /// The gRPC path (`/tally.v1.Service/Method`) of every method of tally's own services, from the

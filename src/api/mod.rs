@@ -15,6 +15,7 @@ use crate::{
 
 pub mod accounts;
 pub mod audit;
+pub mod exchange;
 pub mod roles;
 pub mod sessions;
 pub mod transfers;
@@ -25,6 +26,7 @@ pub mod users;
 pub struct ApiState {
     pub identity: Arc<Identity>,
     pub ledger: Arc<Ledger>,
+    pub exchange: Arc<crate::exchange::Exchange>,
     /// The largest message the server sends (`TALLY_MAX_MESSAGE_BYTES`): batch calls whose
     /// answers could exceed it are refused before they write.
     pub message_bytes_max: usize,

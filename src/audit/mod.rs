@@ -110,7 +110,8 @@ async fn writer(pool: PgPool, mut events: mpsc::Receiver<AuditEvent>) {
             }
             Err(err) => {
                 tracing::warn!(
-                    error = format!("{err:#}"),
+                    // The cause too: an internal error's Display hides it from callers, not logs.
+                    error = format!("{err:?}"),
                     events = batch.len(),
                     "audit events not written"
                 );

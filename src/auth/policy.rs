@@ -61,6 +61,10 @@ pub const METHOD_POLICIES: &[(&str, Access)] = &[
         "/tally.v1.AuditService/ListAuditEvents",
         Requires(AuditRead),
     ),
+    ("/tally.v1.ExchangeService/SetRate", Requires(RatesManage)),
+    ("/tally.v1.ExchangeService/ListRates", SignedIn),
+    ("/tally.v1.ExchangeService/WatchRates", SignedIn),
+    ("/tally.v1.ExchangeService/CreateQuote", SignedIn),
 ];
 
 /// The permissions each method's domain code checks beyond its [`Access`] (the resource rules:

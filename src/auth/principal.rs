@@ -31,10 +31,12 @@ pub enum Permission {
     AuditRead,
     /// Set overdraft limits; rename and close anyone's accounts.
     AccountsManage,
+    /// Set exchange rates.
+    RatesManage,
 }
 
 impl Permission {
-    pub const ALL: [Permission; 13] = [
+    pub const ALL: [Permission; 14] = [
         Permission::AccountsOwn,
         Permission::TransfersOwn,
         Permission::AccountsReadAny,
@@ -48,6 +50,7 @@ impl Permission {
         Permission::RolesManage,
         Permission::AuditRead,
         Permission::AccountsManage,
+        Permission::RatesManage,
     ];
 
     pub const fn name(self) -> &'static str {
@@ -65,6 +68,7 @@ impl Permission {
             Permission::RolesManage => "roles.manage",
             Permission::AuditRead => "audit.read",
             Permission::AccountsManage => "accounts.manage",
+            Permission::RatesManage => "rates.manage",
         }
     }
 }
@@ -97,7 +101,7 @@ impl Role {
             Role::Customer => "Every new user: opens accounts and moves money of their own.",
             Role::Banker => {
                 "Reads every account and transfer, deposits, withdraws, opens, limits and closes \
-                 accounts and moves money for anyone."
+                 accounts, moves money for anyone and sets exchange rates."
             }
             Role::Admin => "Everything, including users, sessions and roles.",
         }
@@ -115,6 +119,7 @@ impl Role {
                 TransfersReadAny,
                 TransfersCreateAny,
                 AccountsManage,
+                RatesManage,
             ],
             Role::Admin => &[
                 AccountsReadAny,
@@ -128,6 +133,7 @@ impl Role {
                 RolesManage,
                 AuditRead,
                 AccountsManage,
+                RatesManage,
             ],
         }
     }

@@ -189,6 +189,29 @@ pub struct ServeArgs {
           value_name = "TALLY_HOLD_SWEEP_INTERVAL_MS", default_value_t = 1_000,
           value_parser = clap::value_parser!(u64).range(10..=3_600_000))]
     pub hold_sweep_interval_ms: u64,
+    /// The spread of an exchange rate set without one, in basis points of the mid rate
+    /// (50 = 0.5%).
+    #[arg(long, env = "TALLY_EXCHANGE_SPREAD_BPS", value_name = "TALLY_EXCHANGE_SPREAD_BPS",
+          default_value_t = 50, value_parser = clap::value_parser!(u32).range(0..=5_000))]
+    pub exchange_spread_bps: u32,
+    /// How long a quote holds, in milliseconds.
+    #[arg(long, env = "TALLY_QUOTE_TTL_MS", value_name = "TALLY_QUOTE_TTL_MS",
+          default_value_t = 30_000, value_parser = clap::value_parser!(u64).range(1_000..=600_000))]
+    pub quote_ttl_ms: u64,
+    /// How often each server reads the exchange rates set on other servers, in milliseconds
+    /// (the most a watcher elsewhere lags behind a change).
+    #[arg(long, env = "TALLY_RATES_POLL_MS", value_name = "TALLY_RATES_POLL_MS",
+          default_value_t = 200, value_parser = clap::value_parser!(u64).range(20..=60_000))]
+    pub rates_poll_ms: u64,
+    /// A live stream with nothing to send sends an empty message this often, in milliseconds
+    /// (so clients and proxies can tell a quiet stream from a dead one).
+    #[arg(long, env = "TALLY_STREAM_HEARTBEAT_MS", value_name = "TALLY_STREAM_HEARTBEAT_MS",
+          default_value_t = 15_000, value_parser = clap::value_parser!(u64).range(100..=300_000))]
+    pub stream_heartbeat_ms: u64,
+    /// Live streams (watches) one user may hold at once on one server.
+    #[arg(long, env = "TALLY_STREAMS_PER_USER_MAX", value_name = "TALLY_STREAMS_PER_USER_MAX",
+          default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=1_000))]
+    pub streams_per_user_max: u32,
     /// Origins browsers may call from (CORS), comma-separated: exact origins such as
     /// `https://app.example.com`, or `*` for any. Empty (the default) allows none.
     #[arg(
@@ -253,6 +276,14 @@ impl ServeArgs {
                 retry_backoff_base: Duration::from_millis(self.transfer_retry_backoff_ms),
                 retry_backoff_max: crate::ledger::TRANSFER_RETRY_BACKOFF_MAX,
                 hold_sweep_interval: Duration::from_millis(self.hold_sweep_interval_ms),
+            },
+            exchange: crate::exchange::ExchangeSettings {
+                spread_bps_default: self.exchange_spread_bps,
+                quote_ttl: Duration::from_millis(self.quote_ttl_ms),
+                rates_poll_interval: Duration::from_millis(self.rates_poll_ms),
+                heartbeat_interval: Duration::from_millis(self.stream_heartbeat_ms),
+                // At most 1,000.
+                streams_per_user_max: self.streams_per_user_max as usize,
             },
         })
     }

@@ -348,6 +348,7 @@ where
         received,
     } = call;
     let (parts, body) = request.into_parts();
+    let framing = response::Framing::for_request(&parts.headers);
     // The client's deadline, ended here a little early (see DEADLINE_MARGIN).
     let deadline = crate::proto::grpc_timeout(&parts.headers).map(|timeout| {
         (received + timeout)
@@ -397,7 +398,7 @@ where
         None => answer.await?,
     };
     Ok(if route.server_streaming() {
-        response::streaming(route, gateway.pool.clone(), answer)
+        response::streaming(route, gateway.pool.clone(), answer, framing)
     } else {
         response::unary(&route, &gateway.pool, answer).await
     })

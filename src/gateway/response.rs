@@ -309,11 +309,62 @@ fn forward_metadata(from: &http::HeaderMap, to: &mut http::HeaderMap) {
     }
 }
 
-/// Converts the answer of a server-streaming call into newline-delimited JSON.
+/// How a server-streaming answer is written over HTTP.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Framing {
+    /// `application/x-ndjson`: one message per line; a failure is a last line `{"error": ...}`.
+    Ndjson,
+    /// `text/event-stream` (Server-Sent Events, for `Accept: text/event-stream`): one `data:`
+    /// event per message; a failure is a last `event: error`.
+    EventStream,
+}
+
+impl Framing {
+    /// Server-Sent Events when the client asks for them, else NDJSON.
+    pub fn for_request(headers: &HeaderMap) -> Self {
+        let wants_events = headers
+            .get_all(header::ACCEPT)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .any(|media| {
+                media
+                    .split(';')
+                    .next()
+                    .is_some_and(|t| t.trim().eq_ignore_ascii_case("text/event-stream"))
+            });
+        if wants_events {
+            Framing::EventStream
+        } else {
+            Framing::Ndjson
+        }
+    }
+
+    fn content_type(self) -> &'static str {
+        match self {
+            Framing::Ndjson => "application/x-ndjson",
+            Framing::EventStream => "text/event-stream",
+        }
+    }
+
+    /// One message (or, with `error`, the failure that ends the stream).
+    fn frame(self, json: &Json, error: bool) -> Bytes {
+        let text = serde_json::to_string(json).unwrap_or_default();
+        Bytes::from(match (self, error) {
+            (Framing::Ndjson, false) => format!("{text}\n"),
+            (Framing::Ndjson, true) => format!("{{\"error\":{text}}}\n"),
+            (Framing::EventStream, false) => format!("data: {text}\n\n"),
+            (Framing::EventStream, true) => format!("event: error\ndata: {text}\n\n"),
+        })
+    }
+}
+
+/// Converts the answer of a server-streaming call into NDJSON or Server-Sent Events.
 pub fn streaming(
     route: Route,
     pool: DescriptorPool,
     response: Response<tonic::body::Body>,
+    framing: Framing,
 ) -> Response<tonic::body::Body> {
     let (parts, body) = response.into_parts();
     if let Some(status) = GrpcStatus::from_headers(&parts.headers) {
@@ -329,10 +380,8 @@ pub fn streaming(
         buf: BytesMut::new(),
         done: false,
     };
-    let line = |json: Json| {
-        let mut bytes = serde_json::to_vec(&json).unwrap_or_default();
-        bytes.push(b'\n');
-        Ok::<_, std::convert::Infallible>(http_body::Frame::data(Bytes::from(bytes)))
+    let line = move |json: Json, error: bool| {
+        Ok::<_, std::convert::Infallible>(http_body::Frame::data(framing.frame(&json, error)))
     };
     let stream = futures_util::stream::unfold(state, move |mut state| {
         let (route, pool) = (route.clone(), pool.clone());
@@ -343,19 +392,19 @@ pub fn streaming(
                 }
                 match next_frame(&mut state.buf) {
                     Ok(Some(payload)) => {
-                        let json = match message_json(&route, payload) {
-                            Ok(json) => json,
+                        let frame = match message_json(&route, payload) {
+                            Ok(json) => line(json, false),
                             Err(status) => {
                                 state.done = true;
-                                json!({ "error": status.to_json(&pool) })
+                                line(status.to_json(&pool), true)
                             }
                         };
-                        return Some((line(json), state));
+                        return Some((frame, state));
                     }
                     Ok(None) => {}
                     Err(status) => {
                         state.done = true;
-                        return Some((line(json!({ "error": status.to_json(&pool) })), state));
+                        return Some((line(status.to_json(&pool), true), state));
                     }
                 }
                 let error = match state.body.next().await {
@@ -375,7 +424,7 @@ pub fn streaming(
                 };
                 state.done = true;
                 if let Some(status) = error {
-                    return Some((line(json!({ "error": status.to_json(&pool) })), state));
+                    return Some((line(status.to_json(&pool), true), state));
                 }
                 return None;
             }
@@ -384,10 +433,14 @@ pub fn streaming(
     let mut response = Response::new(tonic::body::Body::new(http_body_util::StreamBody::new(
         stream,
     )));
-    response.headers_mut().insert(
+    let headers = response.headers_mut();
+    headers.insert(
         header::CONTENT_TYPE,
-        HeaderValue::from_static("application/x-ndjson"),
+        HeaderValue::from_static(framing.content_type()),
     );
+    // Every message as it comes: no cache, and no buffering in a proxy (nginx honours this).
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    headers.insert("x-accel-buffering", HeaderValue::from_static("no"));
     response
 }
 

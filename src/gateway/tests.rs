@@ -292,7 +292,12 @@ async fn server_streaming_answers_are_newline_delimited_json_ending_with_any_err
         framed(&thing(&pool, json!({"name": "a"}))),
         framed(&thing(&pool, json!({"name": "b", "size": "2"}))),
     ];
-    let out = response::streaming(route.clone(), pool.clone(), answer(frames, 14, "gone"));
+    let out = response::streaming(
+        route.clone(),
+        pool.clone(),
+        answer(frames.clone(), 14, "gone"),
+        response::Framing::Ndjson,
+    );
     assert_eq!(out.headers()["content-type"], "application/x-ndjson");
     let text = body_text(out).await;
     let lines: Vec<Json> = text
@@ -308,5 +313,30 @@ async fn server_streaming_answers_are_newline_delimited_json_ending_with_any_err
                    "flag": false, "ratio": 0.0, "inner": null, "at": null}),
             json!({"error": {"code": 14, "message": "gone", "details": []}}),
         ]
+    );
+
+    // The same answer as Server-Sent Events: one `data:` event per message, then the error.
+    let mut headers = HeaderMap::new();
+    headers.insert(
+        "accept",
+        HeaderValue::from_static("text/html, text/event-stream;q=0.9"),
+    );
+    let framing = response::Framing::for_request(&headers);
+    assert_eq!(framing, response::Framing::EventStream);
+    let out = response::streaming(route.clone(), pool, answer(frames, 14, "gone"), framing);
+    assert_eq!(out.headers()["content-type"], "text/event-stream");
+    assert_eq!(out.headers()["cache-control"], "no-cache");
+    let text = body_text(out).await;
+    let events: Vec<&str> = text.split_terminator("\n\n").collect();
+    assert_eq!(events.len(), 3, "{text}");
+    assert!(events[0].starts_with("data: {\"name\":\"a\""), "{text}");
+    assert_eq!(
+        events[2],
+        r#"event: error
+data: {"code":14,"message":"gone","details":[]}"#
+    );
+    assert_eq!(
+        response::Framing::for_request(&HeaderMap::new()),
+        response::Framing::Ndjson
     );
 }

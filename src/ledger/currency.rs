@@ -79,6 +79,11 @@ impl Currencies {
         }
     }
 
+    /// The exponent of `code`, if the table has it.
+    pub fn exponent(&self, code: &str) -> Option<u8> {
+        self.exponents.get(code).copied()
+    }
+
     pub fn iter(&self) -> impl Iterator<Item = (&str, u8)> {
         self.exponents.iter().map(|(c, e)| (c.as_str(), *e))
     }

@@ -85,6 +85,11 @@ pub const METHOD_BUDGETS: &[(&str, Budget)] = &[
     ("/tally.v1.TransferService/GetTransfer", Read),
     ("/tally.v1.TransferService/ListTransfers", Read),
     ("/tally.v1.AuditService/ListAuditEvents", Read),
+    ("/tally.v1.ExchangeService/SetRate", Write),
+    ("/tally.v1.ExchangeService/ListRates", Read),
+    ("/tally.v1.ExchangeService/WatchRates", Read),
+    // Each quote writes a row.
+    ("/tally.v1.ExchangeService/CreateQuote", Write),
 ];
 
 fn budget_of(path: &str) -> Budget {

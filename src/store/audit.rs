@@ -73,15 +73,15 @@ pub async fn insert_many(conn: &mut PgConnection, events: &[AuditEvent]) -> Resu
     let ats: Vec<OffsetDateTime> = events.iter().map(|e| e.at).collect();
     let user_ids: Vec<Option<Uuid>> = events.iter().map(|e| e.user_id).collect();
     let usernames: Vec<Option<&str>> = events.iter().map(|e| e.username.as_deref()).collect();
-    let methods: Vec<&str> = events.iter().map(|e| e.method.as_str()).collect();
+    let methods: Vec<String> = events.iter().map(|e| storable(&e.method)).collect();
     let resources: Vec<String> = events
         .iter()
-        .map(|e| e.resource_ids.join(RESOURCE_SEPARATOR))
+        .map(|e| storable(&e.resource_ids.join(RESOURCE_SEPARATOR)))
         .collect();
     let outcomes: Vec<&str> = events.iter().map(|e| e.outcome.as_str()).collect();
     let latencies: Vec<i64> = events.iter().map(|e| e.latency_micros).collect();
-    let addresses: Vec<&str> = events.iter().map(|e| e.client_address.as_str()).collect();
-    let request_ids: Vec<&str> = events.iter().map(|e| e.request_id.as_str()).collect();
+    let addresses: Vec<String> = events.iter().map(|e| storable(&e.client_address)).collect();
+    let request_ids: Vec<String> = events.iter().map(|e| storable(&e.request_id)).collect();
     sqlx::query(
         "INSERT INTO audit_events (id, at, user_id, username, method, resource_ids, outcome, \
            latency_micros, client_address, request_id) \
@@ -107,6 +107,12 @@ pub async fn insert_many(conn: &mut PgConnection, events: &[AuditEvent]) -> Resu
     .execute(conn)
     .await?;
     Ok(())
+}
+
+/// `text` as PostgreSQL can store it: a NUL byte (which a request's id or header may carry
+/// before any validator sees it) would fail the whole batch's insert, losing every event in it.
+fn storable(text: &str) -> String {
+    text.replace('\0', "\u{fffd}")
 }
 
 /// Never part of an id (ids are cut from request strings; a control character is refused by

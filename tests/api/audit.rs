@@ -204,3 +204,37 @@ async fn the_worker_prunes_events_past_retention() {
     assert_eq!(deleted as i64, kept);
     assert_eq!(app.count("audit_events").await, 1);
 }
+
+#[tokio::test]
+async fn a_call_whose_id_holds_a_nul_byte_is_audited_and_loses_no_other_event() {
+    let app = TestApp::spawn().await;
+    let admin = app.signed_in(&unique("an"), &["admin"]).await.access_token;
+    let name = unique("nul");
+    let token = app.signed_in(&name, &[]).await.access_token;
+    // PostgreSQL text cannot hold NUL: a resource id carrying one must not fail the batch of
+    // events written with it.
+    let response = reqwest::Client::new()
+        .get(format!("http://{}/v1/accounts/a%00b", app.addr))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 400);
+    app.get_user(&token, &name).await.unwrap();
+    let mine = pb::ListAuditEventsRequest {
+        username: name.clone(),
+        ..Default::default()
+    };
+    let written = eventually(Duration::from_secs(5), || async {
+        let methods: Vec<String> = events(&app, &admin, mine.clone())
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|e| e.method)
+            .collect();
+        methods.iter().any(|m| m.ends_with("/GetAccount"))
+            && methods.iter().any(|m| m.ends_with("/GetUser"))
+    })
+    .await;
+    assert!(written.is_some(), "both events reach the trail");
+}

@@ -137,7 +137,27 @@ const MATRIX: &[(&str, [Outcome; 4])] = &[
         "tally.v1.TransferService/ListTransfers",
         [Unauth, Allowed, Allowed, Allowed],
     ),
+    (
+        "tally.v1.ExchangeService/SetRate",
+        [Unauth, Denied, Allowed, Allowed],
+    ),
+    (
+        "tally.v1.ExchangeService/ListRates",
+        [Unauth, Allowed, Allowed, Allowed],
+    ),
+    (
+        "tally.v1.ExchangeService/WatchRates",
+        [Unauth, Allowed, Allowed, Allowed],
+    ),
+    (
+        "tally.v1.ExchangeService/CreateQuote",
+        [Unauth, Allowed, Allowed, Allowed],
+    ),
 ];
+
+/// Methods that answer a stream: called as such, and judged by the answer's head (the stream
+/// itself never ends on its own).
+const STREAMING: &[&str] = &["tally.v1.ExchangeService/WatchRates"];
 
 /// Calls `path` with an empty message (valid for every proto3 request type).
 async fn call(channel: &Channel, path: &str, token: Option<&str>) -> Result<(), Status> {
@@ -149,10 +169,16 @@ async fn call(channel: &Channel, path: &str, token: Option<&str>) -> Result<(), 
         Some(t) => authed(t, ()),
         None => Request::new(()),
     };
+    let streaming = STREAMING.contains(&path);
     let path = http::uri::PathAndQuery::try_from(format!("/{path}")).unwrap();
-    grpc.unary(request, path, tonic_prost::ProstCodec::<(), ()>::default())
-        .await
-        .map(|_| ())
+    let codec = tonic_prost::ProstCodec::<(), ()>::default();
+    if streaming {
+        return grpc
+            .server_streaming(request, path, codec)
+            .await
+            .map(|_| ());
+    }
+    grpc.unary(request, path, codec).await.map(|_| ())
 }
 
 fn outcome(result: &Result<(), Status>) -> Outcome {

@@ -11,6 +11,7 @@ mod audit;
 mod authz;
 mod cli;
 mod docs;
+mod exchange;
 mod gateway;
 mod helpers;
 mod holds;

@@ -226,6 +226,7 @@ pub(super) fn normalise(answer: Answer, names: &[(&str, &str)]) -> Answer {
         // Server-assigned per call: a new account's id and every row's change time.
         "accountId",
         "updatedAt",
+        "quoteId",
     ];
     fn walk(v: &mut Json, names: &[(&str, &str)]) {
         match v {
