@@ -22,7 +22,7 @@ prints it. Every json or text block of a checked file must carry a marker (or
 `<!-- output: none -->` when it is not an output of the walkthrough).
 
 What differs on every run is masked on both sides before comparing: UUIDs, RFC 3339 times,
-access and refresh tokens, the run's user names (alice_<epoch>_<n>, bob_…, banker_…). In the
+access, refresh and page tokens, the run's user names (alice_<epoch>_<n>, bob_…, banker_…). In the
 docs, `…` stands for any text within a line and a line `...` for any number of lines.
 """
 
@@ -38,6 +38,9 @@ OUTPUT_LANGS = {"json", "text"}
 
 MASKS = [
     (re.compile(r'"(accessToken|refreshToken)"(\s*:\s*)"[^"]*"'), r'"\1"\2"<token>"'),
+    # A page token names the last item of its page (an id): it differs on every run. An empty
+    # one (the last page) is compared.
+    (re.compile(r'"nextPageToken"(\s*:\s*)"[^"]+"'), r'"nextPageToken"\1"<page-token>"'),
     (re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"), "<uuid>"),
     (re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d+)?Z"), "<time>"),
     (re.compile(r"\b(alice|bob|banker)_\d+(?:_\d+)?\b"), r"\1_<n>"),
@@ -67,7 +70,7 @@ def blocks(path):
                 body.append(lines[i])
                 i += 1
             steps = marker[1] if marker and marker[0] >= start - 2 else None
-            yield start, steps, lang, "\n".join(body) + "\n"
+            yield start, steps, lang, "\n".join(body) + "\n" if body else ""
             marker = None
         elif line.strip():
             marker = None
@@ -148,6 +151,7 @@ def update(record_dir, files):
                 continue
             actual = "".join(recorded(record_dir, step) for step in steps)
             if not pattern_of(mask(body)).fullmatch(mask(actual)):
+                # The body's lines (none for an empty block), not the closing fence.
                 replacements.append((start, body.count("\n"), actual.rstrip("\n").split("\n")))
         for start, length, new in reversed(replacements):
             lines[start:start + length] = new

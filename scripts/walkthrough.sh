@@ -430,6 +430,73 @@ printf '%s\n' "$out"
 record curl-balance-as-of "$out"
 expect_contains "curl GetAccountBalance asOf" "$out" '"balance":"3800"' "\"asOf\":\"$HELD_AT\""
 
+log "curl: a banker sets the USD/EUR rate (POST /v1/rates)"
+out="$(curl -sS --fail-with-body -H "authorization: Bearer $BANKER_TOKEN" -H 'content-type: application/json' \
+  "$TALLY/v1/rates" -d '{"baseCurrency": "USD", "quoteCurrency": "EUR", "rate": "0.92", "spreadBps": 50}')" ||
+  fail "curl: SetRate failed: $out"
+printf '%s\n' "$out"
+record curl-set-rate "$out"
+expect_contains "curl SetRate" "$out" '"rate":"0.92"' '"spreadBps":50'
+
+log "curl: the banker funds the EUR liquidity account (GET /v1/liquidityAccounts, then a deposit)"
+out="$(curl -sS --fail-with-body -H "authorization: Bearer $BANKER_TOKEN" "$TALLY/v1/liquidityAccounts")" ||
+  fail "curl: ListLiquidityAccounts failed: $out"
+EUR_LIQUIDITY="$(printf '%s' "$out" | python3 -c '
+import json, sys
+print(next(a["accountId"] for a in json.load(sys.stdin)["accounts"] if a["currency"] == "EUR"))')" ||
+  fail "curl: no EUR liquidity account"
+curl -sS --fail-with-body -o /dev/null -H "authorization: Bearer $BANKER_TOKEN" -H 'content-type: application/json' \
+  "$TALLY/v1/accounts/$EUR_LIQUIDITY:deposit" -d "{\"requestId\": \"$(new_id)\", \"amount\": \"100000\"}" ||
+  fail "curl: funding the EUR liquidity account failed"
+
+log "curl: a USD wallet with 20.00 USD, then a quote for 10.00 USD in EUR (POST /v1/quotes)"
+WALLET="$(curl -sS --fail-with-body -H "authorization: Bearer $TOKEN" -H 'content-type: application/json' \
+  "$TALLY/v1/accounts" -d '{"currency": "USD", "name": "Wallet"}' | json_field accountId)" ||
+  fail "curl: opening the USD wallet failed"
+curl -sS --fail-with-body -o /dev/null -H "authorization: Bearer $BANKER_TOKEN" -H 'content-type: application/json' \
+  "$TALLY/v1/accounts/$WALLET:deposit" -d "{\"requestId\": \"$(new_id)\", \"amount\": \"2000\"}" ||
+  fail "curl: the USD deposit failed"
+out="$(curl -sS --fail-with-body -H "authorization: Bearer $TOKEN" -H 'content-type: application/json' \
+  "$TALLY/v1/quotes" -d '{"fromCurrency": "USD", "toCurrency": "EUR", "fromAmount": "1000"}')" ||
+  fail "curl: CreateQuote failed: $out"
+printf '%s\n' "$out" | pretty
+record curl-quote "$out"
+expect_contains "curl CreateQuote" "$out" '"fromAmount":"1000"' '"toAmount":"915"' '"rate":"0.9154"'
+QUOTE="$(echo "$out" | json_field quoteId)" || fail "curl CreateQuote: no quoteId"
+
+log "curl: convert at the quote (POST /v1/conversions)"
+out="$(curl -sS --fail-with-body -H "authorization: Bearer $TOKEN" -H 'content-type: application/json' \
+  "$TALLY/v1/conversions" -d "{\"conversionId\": \"$(new_id)\", \"quoteId\": \"$QUOTE\", \"fromAccountId\": \"$WALLET\", \"toAccountId\": \"$TRAVEL\"}")" ||
+  fail "curl: Convert failed: $out"
+printf '%s\n' "$out" | pretty
+record curl-convert "$out"
+expect_contains "curl Convert" "$out" '"kind":"TRANSFER_KIND_CONVERSION"' '"amount":"1000"' '"amount":"915"'
+
+log "curl: both statements (GET /v1/accounts/{account_id}/entries)"
+out="$(curl -sS --fail-with-body -H "authorization: Bearer $TOKEN" "$TALLY/v1/accounts/$WALLET/entries?pageSize=2")" ||
+  fail "curl: the wallet's statement failed: $out"
+printf '%s\n' "$out"
+record curl-wallet-entries "$out"
+python3 - "$out" <<'PY' || fail "curl: expected -1000 (balance 1000) then +2000 on the wallet"
+import json, sys
+entries = json.loads(sys.argv[1])["entries"]
+assert [(e["amount"], e["balanceAfter"]) for e in entries] == [("-1000", "1000"), ("2000", "2000")], entries
+PY
+out="$(curl -sS --fail-with-body -H "authorization: Bearer $TOKEN" "$TALLY/v1/accounts/$TRAVEL/entries?pageSize=1")" ||
+  fail "curl: the travel account's statement failed: $out"
+printf '%s\n' "$out"
+record curl-travel-entries "$out"
+expect_contains "curl travel statement" "$out" '"amount":"915"' '"balanceAfter":"3715"'
+
+log "curl -N: the rates stream as Server-Sent Events (GET /v1/rates:watch, cut after a second)"
+# curl exits 28 when --max-time ends the stream: that is the point here.
+out="$(curl -sS -N --max-time 1 -H 'accept: text/event-stream' -H "authorization: Bearer $TOKEN" \
+  "$TALLY/v1/rates:watch" 2>/dev/null || true)"
+printf '%s\n' "$out"
+record curl-rates-stream "$out"
+expect_contains "curl WatchRates" "$out" 'data: {"rates":[{"baseCurrency":"USD","quoteCurrency":"EUR","rate":"0.92"' \
+  '"snapshot":true'
+
 log "curl: without a token: 401"
 expect_http curl-no-token "curl ListRoles without a token" 401 "$TALLY/v1/roles"
 

@@ -146,7 +146,7 @@ impl Application {
         ledger.bootstrap().await?;
         let exchange = Arc::new(Exchange::new(
             pool.clone(),
-            ledger.currencies().clone(),
+            ledger.clone(),
             settings.exchange.clone(),
         ));
         exchange.bootstrap().await?;

@@ -61,6 +61,12 @@ pub enum Reason {
     EmailAlreadyVerified,
     /// No exchange rate is set between the two currencies.
     RateNotSet,
+    /// The liquidity account of the target currency cannot pay the conversion.
+    InsufficientLiquidity,
+    /// The conversion's quote had expired.
+    QuoteExpired,
+    /// The conversion's quote was used by another conversion.
+    QuoteUsed,
     /// The caller holds as many live streams as allowed.
     StreamLimit,
     /// A rate limit of the caller's address or user is spent: retry after the RetryInfo delay.
@@ -110,6 +116,9 @@ impl Reason {
         Reason::VerificationRateLimited,
         Reason::EmailAlreadyVerified,
         Reason::RateNotSet,
+        Reason::InsufficientLiquidity,
+        Reason::QuoteExpired,
+        Reason::QuoteUsed,
         Reason::StreamLimit,
         Reason::RateLimited,
         Reason::MessageTooLarge,
@@ -153,6 +162,9 @@ impl Reason {
             Reason::VerificationRateLimited => "VERIFICATION_RATE_LIMITED",
             Reason::EmailAlreadyVerified => "EMAIL_ALREADY_VERIFIED",
             Reason::RateNotSet => "RATE_NOT_SET",
+            Reason::InsufficientLiquidity => "INSUFFICIENT_LIQUIDITY",
+            Reason::QuoteExpired => "QUOTE_EXPIRED",
+            Reason::QuoteUsed => "QUOTE_USED",
             Reason::StreamLimit => "STREAM_LIMIT",
             Reason::RateLimited => "RATE_LIMITED",
             Reason::MessageTooLarge => "MESSAGE_TOO_LARGE",
@@ -195,7 +207,10 @@ impl Reason {
             | Reason::ReversalExceedsOriginal
             | Reason::VerificationCodeInvalid
             | Reason::EmailAlreadyVerified
-            | Reason::RateNotSet => Code::FailedPrecondition,
+            | Reason::RateNotSet
+            | Reason::InsufficientLiquidity
+            | Reason::QuoteExpired
+            | Reason::QuoteUsed => Code::FailedPrecondition,
             Reason::NotImplemented => Code::Unimplemented,
             Reason::TransactionConflict => Code::Aborted,
             Reason::DeadlineExceeded => Code::DeadlineExceeded,

@@ -96,9 +96,23 @@ impl AccountService for ApiState {
             .ledger
             .list_accounts(&principal, r.owner.as_deref(), r.page_size, &r.page_token)
             .await?;
+        let valuation = if r.valuation_currency.is_empty() {
+            None
+        } else {
+            Some(
+                self.valuation(
+                    &principal,
+                    r.owner.as_deref(),
+                    &r.valuation_currency,
+                    &page.items,
+                )
+                .await?,
+            )
+        };
         Ok(Response::new(pb::ListAccountsResponse {
             accounts: page.items.into_iter().map(Into::into).collect(),
             next_page_token: page.next_page_token,
+            valuation,
         }))
     }
 
@@ -188,5 +202,57 @@ impl AccountService for ApiState {
             .withdraw(&principal, Movement::try_from(r)?)
             .await?;
         Ok(super::transfers::applied_response(applied))
+    }
+}
+
+impl ApiState {
+    /// The wallet valuation of `ListAccounts`: the page's accounts and every account of the
+    /// owner, in `currency`.
+    async fn valuation(
+        &self,
+        principal: &crate::auth::Principal,
+        owner: Option<&str>,
+        currency: &str,
+        page: &[Account],
+    ) -> Result<pb::Valuation, Error> {
+        let currency = self
+            .ledger
+            .currencies()
+            .require("valuation_currency", currency)?;
+        let sums = self.ledger.balances_by_currency(principal, owner).await?;
+        let priced = self.exchange.value(&currency, &sums)?;
+        let mut total: i128 = 0;
+        let mut unpriced_currencies = Vec::new();
+        for ((held, _), value) in sums.iter().zip(&priced) {
+            match value {
+                Some(value) => total += value,
+                None => unpriced_currencies.push(held.clone()),
+            }
+        }
+        let balances: Vec<(String, i128)> = page
+            .iter()
+            .map(|a| (a.currency.clone(), i128::from(a.balance)))
+            .collect();
+        let accounts = page
+            .iter()
+            .zip(self.exchange.value(&currency, &balances)?)
+            .filter_map(|(account, value)| {
+                Some(pb::AccountValue {
+                    account_id: account.id.to_string(),
+                    value: i64::try_from(value?).ok()?,
+                })
+            })
+            .collect();
+        Ok(pb::Valuation {
+            total: i64::try_from(total).map_err(|_| {
+                Error::invalid(
+                    "valuation_currency",
+                    "the wallet is worth more than this currency counts",
+                )
+            })?,
+            currency,
+            accounts,
+            unpriced_currencies,
+        })
     }
 }

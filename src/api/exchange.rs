@@ -7,7 +7,7 @@ use tonic::{Request, Response, Status};
 
 use super::{ApiState, principal, timestamp};
 use crate::{
-    exchange::{Quote, QuoteAmount, RateView, RatesUpdate},
+    exchange::{Conversion, Quote, QuoteAmount, RateView, RatesUpdate},
     proto::tally_v1::{self as pb, exchange_service_server::ExchangeService},
 };
 
@@ -45,6 +45,17 @@ impl From<Quote> for pb::Quote {
             rate: q.rate,
             created_at: Some(timestamp(q.created_at)),
             expires_at: Some(timestamp(q.expires_at)),
+        }
+    }
+}
+
+impl From<Conversion> for pb::Conversion {
+    fn from(c: Conversion) -> Self {
+        pb::Conversion {
+            conversion_id: c.id.to_string(),
+            quote: Some(c.quote.into()),
+            debit: Some(c.legs.debit.into()),
+            credit: Some(c.legs.credit.into()),
         }
     }
 }
@@ -113,5 +124,35 @@ impl ExchangeService for ApiState {
             .create_quote(&principal, &r.from_currency, &r.to_currency, amount)
             .await?;
         Ok(Response::new(quote.into()))
+    }
+
+    async fn convert(
+        &self,
+        request: Request<pb::ConvertRequest>,
+    ) -> Result<Response<pb::Conversion>, Status> {
+        let principal = principal(&request)?;
+        let r = request.into_inner();
+        let conversion = self
+            .exchange
+            .convert(
+                &principal,
+                &r.conversion_id,
+                &r.quote_id,
+                &r.from_account_id,
+                &r.to_account_id,
+            )
+            .await?;
+        Ok(Response::new(conversion.into()))
+    }
+
+    async fn list_liquidity_accounts(
+        &self,
+        request: Request<pb::ListLiquidityAccountsRequest>,
+    ) -> Result<Response<pb::ListLiquidityAccountsResponse>, Status> {
+        let principal = principal(&request)?;
+        let accounts = self.exchange.liquidity_accounts(&principal).await?;
+        Ok(Response::new(pb::ListLiquidityAccountsResponse {
+            accounts: accounts.into_iter().map(Into::into).collect(),
+        }))
     }
 }

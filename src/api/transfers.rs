@@ -62,6 +62,9 @@ impl From<Transfer> for pb::Transfer {
             Some(FailureReason::CurrencyMismatch) => pb::FailureReason::CurrencyMismatch,
             Some(FailureReason::LinkedTransferFailed) => pb::FailureReason::LinkedTransferFailed,
             Some(FailureReason::AccountClosed) => pb::FailureReason::AccountClosed,
+            Some(FailureReason::InsufficientLiquidity) => pb::FailureReason::InsufficientLiquidity,
+            Some(FailureReason::QuoteExpired) => pb::FailureReason::QuoteExpired,
+            Some(FailureReason::QuoteUsed) => pb::FailureReason::QuoteUsed,
         };
         pb::Transfer {
             transfer_id: t.id.to_string(),
@@ -78,6 +81,7 @@ impl From<Transfer> for pb::Transfer {
                 Kind::Deposit => pb::TransferKind::Deposit,
                 Kind::Withdrawal => pb::TransferKind::Withdrawal,
                 Kind::Reversal => pb::TransferKind::Reversal,
+                Kind::Conversion => pb::TransferKind::Conversion,
             }
             .into(),
             posted_amount: t.posted_amount,

@@ -65,6 +65,11 @@ pub const METHOD_POLICIES: &[(&str, Access)] = &[
     ("/tally.v1.ExchangeService/ListRates", SignedIn),
     ("/tally.v1.ExchangeService/WatchRates", SignedIn),
     ("/tally.v1.ExchangeService/CreateQuote", SignedIn),
+    ("/tally.v1.ExchangeService/Convert", SignedIn),
+    (
+        "/tally.v1.ExchangeService/ListLiquidityAccounts",
+        Requires(AccountsReadAny),
+    ),
 ];
 
 /// The permissions each method's domain code checks beyond its [`Access`] (the resource rules:
@@ -123,6 +128,7 @@ pub const DOMAIN_CHECKS: &[(&str, &[Permission])] = &[
         "/tally.v1.TransferService/ListTransfers",
         &[TransfersReadAny],
     ),
+    ("/tally.v1.ExchangeService/Convert", &[TransfersOwn]),
 ];
 
 /// Infrastructure services that answer anyone: load balancers and tools like grpcurl use them

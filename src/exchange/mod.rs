@@ -8,7 +8,7 @@
 pub mod hub;
 pub mod rate;
 
-use std::{pin::Pin, time::Duration};
+use std::{pin::Pin, sync::Arc, time::Duration};
 
 use futures_util::Stream;
 use sqlx::PgPool;
@@ -23,8 +23,11 @@ use self::{
 use crate::{
     auth::Principal,
     error::{Error, Reason, Result},
-    ledger::Currencies,
-    store,
+    ledger::{
+        Account, Ledger,
+        conversions::{ConversionLegs, ConversionRequest},
+    },
+    store, validate,
 };
 
 /// What `tally serve` configures.
@@ -117,9 +120,17 @@ impl From<store::exchange::QuoteRow> for Quote {
     }
 }
 
+/// A conversion as recorded: its quote and its two legs.
+#[derive(Debug, Clone)]
+pub struct Conversion {
+    pub id: Uuid,
+    pub quote: Quote,
+    pub legs: ConversionLegs,
+}
+
 pub struct Exchange {
     pool: PgPool,
-    currencies: Currencies,
+    ledger: Arc<Ledger>,
     settings: ExchangeSettings,
     hub: Hub,
     streams: StreamSlots,
@@ -129,13 +140,14 @@ pub struct Exchange {
 
 impl Exchange {
     /// Starts the rates poller (needs a tokio runtime); [`Exchange::bootstrap`] loads the rates.
-    pub fn new(pool: PgPool, currencies: Currencies, settings: ExchangeSettings) -> Self {
+    /// Conversions go through `ledger`, which must be bootstrapped (its liquidity accounts).
+    pub fn new(pool: PgPool, ledger: Arc<Ledger>, settings: ExchangeSettings) -> Self {
         Self {
             hub: Hub::spawn(pool.clone(), settings.rates_poll_interval),
             streams: StreamSlots::new(settings.streams_per_user_max),
             stopping: watch::channel(false).0,
             pool,
-            currencies,
+            ledger,
             settings,
         }
     }
@@ -284,6 +296,101 @@ impl Exchange {
         Ok(quote.into())
     }
 
+    /// Converts at the terms of the caller's quote between two of the caller's accounts (in the
+    /// quote's currencies: another is `INVALID_ARGUMENT`, with nothing written). Another user's
+    /// quote or account looks like a missing one.
+    pub async fn convert(
+        &self,
+        principal: &Principal,
+        conversion_id: &str,
+        quote_id: &str,
+        from_account_id: &str,
+        to_account_id: &str,
+    ) -> Result<Conversion> {
+        let id = validate::uuid("conversion_id", conversion_id)?;
+        let quote_id = validate::uuid("quote_id", quote_id)?;
+        let from_account = validate::uuid("from_account_id", from_account_id)?;
+        let to_account = validate::uuid("to_account_id", to_account_id)?;
+        let mut conn = crate::db::acquire(&self.pool).await?;
+        let quote = store::exchange::quote_of(&mut conn, quote_id, principal.user_id)
+            .await?
+            .ok_or(Error::NotFound("quote"))?;
+        for (field, account, currency) in [
+            ("from_account_id", from_account, &quote.from_currency),
+            ("to_account_id", to_account, &quote.to_currency),
+        ] {
+            let row = store::accounts::by_id(&mut conn, account)
+                .await?
+                .filter(|row| row.owner_id == Some(principal.user_id))
+                .ok_or(Error::NotFound("account"))?;
+            if row.currency != *currency {
+                return Err(Error::invalid(
+                    field,
+                    format!(
+                        "is a {} account; the quote converts {} into {}",
+                        row.currency, quote.from_currency, quote.to_currency
+                    ),
+                ));
+            }
+        }
+        drop(conn);
+        let request = ConversionRequest {
+            conversion_id: id,
+            quote_id,
+            from_account,
+            to_account,
+            from_currency: quote.from_currency.clone(),
+            to_currency: quote.to_currency.clone(),
+            from_amount: quote.from_amount,
+            to_amount: quote.to_amount,
+        };
+        let legs = self.ledger.convert(principal, &request).await?;
+        Ok(Conversion {
+            id,
+            quote: quote.into(),
+            legs,
+        })
+    }
+
+    /// The liquidity account of every currency, as `principal` may read them (bankers).
+    pub async fn liquidity_accounts(&self, principal: &Principal) -> Result<Vec<Account>> {
+        let mut accounts = Vec::new();
+        for (_, id) in self.ledger.liquidity_accounts() {
+            accounts.push(self.ledger.get_account(principal, &id.to_string()).await?);
+        }
+        accounts.sort_by(|a, b| a.currency.cmp(&b.currency));
+        Ok(accounts)
+    }
+
+    /// What `balances` (currency, minor units) are worth in `currency` at the mid rates this
+    /// replica holds (no spread), each rounded toward zero; `None` for a currency with no rate
+    /// to `currency` (or an amount too large to price).
+    pub fn value(&self, currency: &str, balances: &[(String, i128)]) -> Result<Vec<Option<i128>>> {
+        let to_exponent = self.exponent(currency)?;
+        let rates = self.hub.snapshot().rates;
+        balances
+            .iter()
+            .map(|(held, units)| {
+                if held == currency {
+                    return Ok(Some(*units));
+                }
+                let pair = rates
+                    .get(&(held.clone(), currency.to_owned()))
+                    .map(|r| (r, true))
+                    .or_else(|| {
+                        rates
+                            .get(&(currency.to_owned(), held.clone()))
+                            .map(|r| (r, false))
+                    });
+                let Some((rate, direct)) = pair else {
+                    return Ok(None);
+                };
+                let pricing = Pricing::new(rate.rate, direct, 0, self.exponent(held)?, to_exponent);
+                Ok(pricing.ok().and_then(|p| p.value(*units)))
+            })
+            .collect()
+    }
+
     /// Two known, different currencies.
     fn pair(
         &self,
@@ -292,8 +399,8 @@ impl Exchange {
         second_field: &'static str,
         second: &str,
     ) -> Result<(String, String)> {
-        let first = self.currencies.require(first_field, first)?;
-        let second = self.currencies.require(second_field, second)?;
+        let first = self.ledger.currencies().require(first_field, first)?;
+        let second = self.ledger.currencies().require(second_field, second)?;
         if first == second {
             return Err(Error::invalid(
                 second_field,
@@ -304,7 +411,8 @@ impl Exchange {
     }
 
     fn exponent(&self, code: &str) -> Result<u8> {
-        self.currencies
+        self.ledger
+            .currencies()
             .exponent(code)
             .ok_or_else(|| Error::invalid("currency", "unknown currency"))
     }

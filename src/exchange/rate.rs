@@ -202,6 +202,15 @@ impl Pricing {
         Self::amount(from)
     }
 
+    /// What `units` (signed: an overdrawn balance is negative) are worth, rounded toward zero;
+    /// `None` when the exact arithmetic would not fit.
+    pub fn value(&self, units: i128) -> Option<i128> {
+        let exact =
+            units.unsigned_abs().checked_mul(self.factor.numerator)? / self.factor.denominator;
+        let exact = i128::try_from(exact).ok()?;
+        Some(if units < 0 { -exact } else { exact })
+    }
+
     /// The effective rate in major units, spread included, for display.
     pub fn major_unit_rate(&self, from_exponent: u8, to_exponent: u8) -> String {
         // minor factor × 10^from_exponent / 10^to_exponent.

@@ -167,6 +167,31 @@ impl Ledger {
     }
 
     /// The caller's accounts, or any owner's for holders of `accounts.read_any`; oldest first.
+    /// The balances of every account of `owner` (the caller by default), summed by currency:
+    /// who may list the accounts may read this.
+    pub async fn balances_by_currency(
+        &self,
+        principal: &Principal,
+        owner: Option<&str>,
+    ) -> Result<Vec<(String, i128)>> {
+        let owner = owner
+            .filter(|o| !o.is_empty())
+            .map(|o| validate::username("owner", o))
+            .transpose()?;
+        let mut conn = crate::db::acquire(&self.pool).await?;
+        let owner_id = listed_owner(&mut conn, principal, owner).await?;
+        store::accounts::balances_by_currency(&mut conn, owner_id)
+            .await?
+            .into_iter()
+            .map(|(currency, sum)| {
+                let sum = sum
+                    .parse::<i128>()
+                    .map_err(|e| Error::internal(anyhow::anyhow!("balance sum {sum:?}: {e}")))?;
+                Ok((currency, sum))
+            })
+            .collect()
+    }
+
     pub async fn list_accounts(
         &self,
         principal: &Principal,
@@ -180,17 +205,7 @@ impl Ledger {
             .transpose()?;
         let limit = page::page_size(page_size)?;
         let mut conn = crate::db::acquire(&self.pool).await?;
-        let owner_id = match owner {
-            None => principal.user_id,
-            Some(o) if principal.is(&o) => principal.user_id,
-            Some(o) if principal.can(Permission::AccountsReadAny) => {
-                store::users::by_username(&mut conn, &o)
-                    .await?
-                    .ok_or(Error::NotFound("user"))?
-                    .id
-            }
-            Some(_) => return Err(Error::NotFound("user")),
-        };
+        let owner_id = listed_owner(&mut conn, principal, owner).await?;
         let after = page::cursor(owner_id, page_token)?
             .map(|c| Uuid::parse_str(&c))
             .transpose()
@@ -409,4 +424,24 @@ impl Ledger {
             .filter(|a| a.owner_id == Some(principal.user_id) || principal.can(read_any))
             .ok_or(Error::NotFound("account"))
     }
+}
+
+/// Whose accounts a listing shows: the caller's own, or, with `accounts.read_any`, the named
+/// owner's; another user's name is `NOT_FOUND` like a missing one.
+async fn listed_owner(
+    conn: &mut sqlx::PgConnection,
+    principal: &Principal,
+    owner: Option<String>,
+) -> Result<Uuid> {
+    Ok(match owner {
+        None => principal.user_id,
+        Some(o) if principal.is(&o) => principal.user_id,
+        Some(o) if principal.can(Permission::AccountsReadAny) => {
+            store::users::by_username(conn, &o)
+                .await?
+                .ok_or(Error::NotFound("user"))?
+                .id
+        }
+        Some(_) => return Err(Error::NotFound("user")),
+    })
 }

@@ -355,11 +355,32 @@ async fn attempt_batch(
         store::accounts::lock(&mut tx, &accounts).await?
     };
     let expired = expire_holds(&mut tx, &mut locked).await?;
-    let plan = plan::plan(chains, recorded, locked, &expired);
+    let quotes = quotes_to_lock(chains);
+    let quotes = if quotes.is_empty() {
+        Vec::new()
+    } else {
+        store::exchange::lock_quotes(&mut tx, &quotes).await?
+    };
+    let expired_count = expired.len();
+    let plan = plan::plan(
+        chains,
+        plan::Loaded {
+            recorded,
+            accounts: locked,
+            expired,
+            quotes,
+        },
+    );
     let created_at = store::transfers::insert_many(&mut tx, &plan.transfers).await?;
     store::transfers::change_many(&mut tx, &plan.changes).await?;
     store::accounts::set_positions(&mut tx, &plan.positions).await?;
     store::transfers::insert_entries(&mut tx, &plan.entries).await?;
+    let claims: Vec<(Uuid, Uuid)> = plan
+        .claims
+        .iter()
+        .map(|c| (c.quote_id, c.conversion_id))
+        .collect();
+    store::exchange::mark_used(&mut tx, &claims).await?;
     // The committer may start the next batch now: it will queue behind this one's lock.
     if let Some(committing) = committing.take() {
         let _ = committing.send(());
@@ -367,10 +388,25 @@ async fn attempt_batch(
     // 40001 can surface here: the commit is part of the retried unit.
     tx.commit().await?;
     count_recorded(&plan);
-    if !expired.is_empty() {
-        metrics::counter!("tally_holds_expired_total").increment(expired.len() as u64);
+    if expired_count > 0 {
+        metrics::counter!("tally_holds_expired_total").increment(expired_count as u64);
     }
     Ok(resolve(plan, created_at))
+}
+
+/// The quotes the conversions of a batch use, in id order.
+fn quotes_to_lock(chains: &[&[Op]]) -> Vec<Uuid> {
+    let mut quotes: Vec<Uuid> = chains
+        .iter()
+        .flat_map(|c| c.iter())
+        .filter_map(|op| match op {
+            Op::Create(p) => p.claim.map(|claim| claim.quote_id),
+            _ => None,
+        })
+        .collect();
+    quotes.sort_unstable();
+    quotes.dedup();
+    quotes
 }
 
 /// The accounts a batch locks, in id order: both sides of every new transfer, of every hold it

@@ -31,6 +31,7 @@ use crate::{
 };
 
 pub mod accounts;
+pub mod conversions;
 pub mod currency;
 pub mod engine;
 pub mod holds;
@@ -80,6 +81,8 @@ pub struct Ledger {
     /// The system account of each currency, read once at [`Ledger::bootstrap`] (they never
     /// change).
     system_accounts: std::sync::OnceLock<HashMap<String, Uuid>>,
+    /// The liquidity account of each currency (the counterparty of conversions), likewise.
+    liquidity_accounts: std::sync::OnceLock<HashMap<String, Uuid>>,
     /// Dropped with the ledger, which stops the hold sweeper.
     _sweeper: tokio::sync::oneshot::Sender<()>,
 }
@@ -105,6 +108,7 @@ impl Ledger {
             pool,
             settings,
             system_accounts: std::sync::OnceLock::new(),
+            liquidity_accounts: std::sync::OnceLock::new(),
             _sweeper: sweeper,
         }
     }
@@ -116,6 +120,7 @@ impl Ledger {
     /// Syncs the currency table and makes sure every currency has its system account. Refuses
     /// to start when a stored exponent differs from the configured one.
     pub async fn bootstrap(&self) -> anyhow::Result<()> {
+        use crate::store::accounts::HouseAccount;
         let mut tx = crate::db::begin(&self.pool).await?;
         for (code, exponent) in self.settings.currencies.iter() {
             let stored =
@@ -125,12 +130,17 @@ impl Ledger {
                 "TALLY_CURRENCIES: {code} has exponent {exponent}, but the database stores \
                  {stored}; changing it would change the value of every {code} amount"
             );
-            crate::store::accounts::ensure_system_account(&mut tx, code).await?;
+            for kind in [HouseAccount::System, HouseAccount::Liquidity] {
+                crate::store::accounts::ensure_house_account(&mut tx, code, kind).await?;
+            }
         }
-        let system = crate::store::accounts::system_accounts(&mut tx).await?;
+        let system = crate::store::accounts::house_accounts(&mut tx, HouseAccount::System).await?;
+        let liquidity =
+            crate::store::accounts::house_accounts(&mut tx, HouseAccount::Liquidity).await?;
         tx.commit().await?;
         // A second bootstrap finds the same accounts: they are never replaced.
         let _ = self.system_accounts.set(system.into_iter().collect());
+        let _ = self.liquidity_accounts.set(liquidity.into_iter().collect());
         Ok(())
     }
 }
@@ -258,6 +268,18 @@ fn refusal(failure: FailureReason) -> (crate::error::Reason, &'static str) {
         FailureReason::AccountClosed => (
             crate::error::Reason::AccountClosed,
             "an account of the transfer is closed",
+        ),
+        FailureReason::InsufficientLiquidity => (
+            crate::error::Reason::InsufficientLiquidity,
+            "the liquidity account of the target currency cannot pay this conversion now",
+        ),
+        FailureReason::QuoteExpired => (
+            crate::error::Reason::QuoteExpired,
+            "the quote has expired; ask for a new one",
+        ),
+        FailureReason::QuoteUsed => (
+            crate::error::Reason::QuoteUsed,
+            "the quote was used by another conversion; ask for a new one",
         ),
     }
 }

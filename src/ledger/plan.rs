@@ -25,6 +25,11 @@
 //! A reversal is a new transfer from the original's destination back to its source; the
 //! original's `reversed_amount` grows by it and never passes what the original moved.
 //!
+//! A conversion is a chain of two legs through the liquidity accounts of its two currencies;
+//! its first leg carries the quote, which must be the requester's, unexpired and unused by any
+//! other conversion (`QUOTE_EXPIRED`, `QUOTE_USED` otherwise), and is marked used when the
+//! chain holds. A liquidity account never goes below zero (`INSUFFICIENT_LIQUIDITY`).
+//!
 //! A chain of several operations succeeds or fails as a unit (TigerBeetle's linked events):
 //! - if a member is rejected (nothing could be written for it), nothing is written for the
 //!   chain: that member answers its error, the others `LINKED_TRANSFER_FAILED`;
@@ -41,12 +46,13 @@ use uuid::Uuid;
 
 use super::{
     FailureReason, Kind, Status,
-    posting::{Op, Posting, Reversal, Settle, Settlement},
+    posting::{Op, Posting, QuoteClaim, Reversal, Settle, Settlement},
 };
 use crate::{
     error::{Error, Reason},
     store::{
         accounts::{LockedAccount, Position},
+        exchange::QuoteState,
         transfers::{ExpiredHold, NewEntry, NewTransfer, TransferChange, TransferRow},
     },
 };
@@ -76,18 +82,31 @@ pub struct Plan {
     pub positions: Vec<(Uuid, Position)>,
     /// What changed in transfers recorded before this batch (holds settled, reversed sums).
     pub changes: Vec<TransferChange>,
+    /// The quotes conversions of this batch used.
+    pub claims: Vec<QuoteClaim>,
 }
 
-/// Decides a batch. `recorded` holds the transfers already stored under the ids the operations
-/// name; `accounts` the accounts they touch, as locked; `expired` the holds the engine has just
-/// marked expired (their reservations are released here).
-pub fn plan(
-    chains: &[&[Op]],
-    recorded: Vec<TransferRow>,
-    accounts: Vec<LockedAccount>,
-    expired: &[ExpiredHold],
-) -> Plan {
-    let mut batch = Batch::new(recorded, accounts, expired);
+/// What a batch reads besides its operations: the transfers already stored under the ids the
+/// operations name, the accounts they touch (as locked), the holds the engine has just marked
+/// expired (their reservations are released here), and the quotes conversions name (locked).
+#[derive(Debug, Default)]
+pub struct Loaded {
+    pub recorded: Vec<TransferRow>,
+    pub accounts: Vec<LockedAccount>,
+    pub expired: Vec<ExpiredHold>,
+    pub quotes: Vec<QuoteState>,
+}
+
+/// Decides a batch.
+pub fn plan(chains: &[&[Op]], loaded: Loaded) -> Plan {
+    let Loaded {
+        recorded,
+        accounts,
+        expired,
+        quotes,
+    } = loaded;
+    let mut batch = Batch::new(recorded, accounts, &expired);
+    batch.quotes = quotes.into_iter().map(|q| (q.id, q)).collect();
     for chain in chains {
         batch.chain(chain);
     }
@@ -149,6 +168,8 @@ struct Batch {
     /// (transfer, state before) for every change of a known transfer, newest last.
     undo: Vec<(Uuid, Settled)>,
     ledger: Balances,
+    /// The quotes conversions name, as locked; used ones are marked as chains hold.
+    quotes: HashMap<Uuid, QuoteState>,
     plan: Plan,
 }
 
@@ -179,6 +200,7 @@ impl Batch {
             loaded,
             undo: Vec::new(),
             ledger,
+            quotes: HashMap::new(),
             plan: Plan::default(),
         }
     }
@@ -379,7 +401,10 @@ impl Batch {
                     Member::New {
                         posting, reverses, ..
                     },
-                ) => self.create(posting, *reverses, entries).map(|()| None),
+                ) => self
+                    .quote_usable(posting)
+                    .and_then(|()| self.create(posting, *reverses, entries))
+                    .map(|()| None),
                 _ => unreachable!("only new members and settlements remain"),
             };
             answers.push(applied.map_err(|why| (i, why))?);
@@ -399,7 +424,15 @@ impl Batch {
                         reverses,
                     },
                     None,
-                ) => self.record(&posting, fingerprint, reverses, None),
+                ) => {
+                    if let Some(claim) = posting.claim {
+                        self.quotes
+                            .entry(claim.quote_id)
+                            .and_modify(|q| q.conversion_id = Some(claim.conversion_id));
+                        self.plan.claims.push(claim);
+                    }
+                    self.record(&posting, fingerprint, reverses, None);
+                }
                 _ => unreachable!("a settlement answers, a new transfer is recorded"),
             }
         }
@@ -437,6 +470,15 @@ impl Batch {
                 let fingerprint = p.fingerprint();
                 if let Some(replay) = self.replay(p.id, p.requested_by, &fingerprint) {
                     return replay;
+                }
+                // Another user's quote looks like a missing one.
+                if let Some(claim) = &p.claim
+                    && self
+                        .quotes
+                        .get(&claim.quote_id)
+                        .is_none_or(|q| q.owner_id != p.requested_by)
+                {
+                    return Member::Reject(Error::NotFound("quote"));
                 }
                 match (self.ledger.get(p.from), self.ledger.get(p.to)) {
                     (Some(from), Some(to)) if visible(p, from, to) => Member::New {
@@ -530,7 +572,9 @@ impl Batch {
                 Error::NotFound("transfer")
             });
         }
-        if original.kind == Kind::Reversal
+        // A conversion leg is one half of an exchange at a quoted rate: reversing one side alone
+        // would leave the other.
+        if matches!(original.kind, Kind::Reversal | Kind::Conversion)
             || !matches!(original.state.status, Status::Succeeded | Status::Posted)
         {
             return Member::Reject(Error::refused(
@@ -556,10 +600,30 @@ impl Batch {
                 currency: original.currency,
                 memo: r.memo.clone(),
                 hold_ms: None,
+                claim: None,
             },
             fingerprint,
             reverses: Some(r.original),
         }
+    }
+
+    /// A conversion's quote is unexpired and unused by any other conversion (checked when its
+    /// chain applies, so a quote used by an earlier chain of this batch counts as used).
+    fn quote_usable(&self, p: &Posting) -> Result<(), Stop> {
+        let Some(claim) = &p.claim else {
+            return Ok(());
+        };
+        let quote = self.quotes.get(&claim.quote_id).expect("checked");
+        if quote
+            .conversion_id
+            .is_some_and(|used_by| used_by != claim.conversion_id)
+        {
+            return Err(Stop::Refused(FailureReason::QuoteUsed));
+        }
+        if quote.expired {
+            return Err(Stop::Refused(FailureReason::QuoteExpired));
+        }
+        Ok(())
     }
 
     /// Applies a new transfer (a hold reserves, anything else moves); a reversal also adds to
@@ -723,12 +787,24 @@ fn exceeds_original(remaining: i64) -> Error {
 /// through a plain transfer (system accounts move money only by deposit and withdrawal, and by
 /// reversals of those, which [`Batch::check_reversal`] allows to bankers and admins).
 fn visible(p: &Posting, from: &Account, to: &Account) -> bool {
+    let customer = |a: &Account| !a.is_system && !a.is_liquidity;
     match p.kind {
         Kind::Transfer => {
-            !from.is_system
-                && !to.is_system
+            customer(from)
+                && customer(to)
                 && (p.may_move_any || from.owner_id == Some(p.requested_by))
         }
+        // Built by the ledger's conversions, never from a request: one side the requester's
+        // account, the other a liquidity account.
+        Kind::Conversion => match (from.is_liquidity, to.is_liquidity) {
+            (false, true) => {
+                customer(from) && (p.may_move_any || from.owner_id == Some(p.requested_by))
+            }
+            (true, false) => {
+                customer(to) && (p.may_move_any || to.owner_id == Some(p.requested_by))
+            }
+            _ => false,
+        },
         Kind::Deposit => from.is_system && !to.is_system,
         Kind::Withdrawal => !from.is_system && to.is_system,
         // Built by `check_reversal` from a transfer it checked.
@@ -749,6 +825,7 @@ pub(super) fn linked_failed(message: &str) -> Error {
 struct Account {
     owner_id: Option<Uuid>,
     is_system: bool,
+    is_liquidity: bool,
     currency: String,
     closed: bool,
     overdraft_limit: i64,
@@ -795,6 +872,7 @@ impl Balances {
                         Account {
                             owner_id: a.owner_id,
                             is_system: a.is_system,
+                            is_liquidity: a.is_liquidity,
                             currency: a.currency,
                             closed: a.closed,
                             overdraft_limit: a.overdraft_limit,
@@ -843,7 +921,11 @@ impl Balances {
             return Err(Stop::Refused(FailureReason::AccountClosed));
         }
         if !from.is_system && from.spendable() < i128::from(p.amount) {
-            return Err(Stop::Refused(FailureReason::InsufficientFunds));
+            return Err(Stop::Refused(if from.is_liquidity {
+                FailureReason::InsufficientLiquidity
+            } else {
+                FailureReason::InsufficientFunds
+            }));
         }
         if p.hold_ms.is_none() {
             return self.transfer(p.id, p.from, p.to, p.amount, entries);

@@ -24,6 +24,16 @@ pub struct Posting {
     pub memo: String,
     /// A hold: reserve the amount for this many milliseconds instead of moving it.
     pub hold_ms: Option<i64>,
+    /// The first leg of a conversion: the quote it uses, checked unexpired and unused and
+    /// marked used in the same transaction.
+    pub claim: Option<QuoteClaim>,
+}
+
+/// A conversion's use of its quote.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QuoteClaim {
+    pub quote_id: Uuid,
+    pub conversion_id: Uuid,
 }
 
 /// Posts or voids a hold.
@@ -113,6 +123,10 @@ impl Posting {
             parts.push(b"hold");
             parts.push(hold);
         }
+        if let Some(claim) = &self.claim {
+            parts.push(b"quote");
+            parts.push(claim.quote_id.as_bytes());
+        }
         digest(&parts)
     }
 }
@@ -149,6 +163,7 @@ mod tests {
             currency: "USD".into(),
             memo: String::new(),
             hold_ms: None,
+            claim: None,
         }
     }
 
@@ -205,6 +220,13 @@ mod tests {
             },
             Posting {
                 hold_ms: Some(1_000),
+                ..p.clone()
+            },
+            Posting {
+                claim: Some(QuoteClaim {
+                    quote_id: Uuid::now_v7(),
+                    conversion_id: Uuid::now_v7(),
+                }),
                 ..p.clone()
             },
         ];

@@ -305,6 +305,7 @@ impl Ledger {
             currency: account.currency,
             memo: m.memo,
             hold_ms: None,
+            claim: None,
         };
         self.run_one(Op::Create(posting)).await
     }
@@ -338,6 +339,7 @@ impl Ledger {
             currency: self.currencies().require("currency", &t.currency)?,
             memo: t.memo,
             hold_ms: t.hold.map(|d| d.as_millis() as i64),
+            claim: None,
         })
     }
 

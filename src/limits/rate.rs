@@ -90,6 +90,8 @@ pub const METHOD_BUDGETS: &[(&str, Budget)] = &[
     ("/tally.v1.ExchangeService/WatchRates", Read),
     // Each quote writes a row.
     ("/tally.v1.ExchangeService/CreateQuote", Write),
+    ("/tally.v1.ExchangeService/Convert", Write),
+    ("/tally.v1.ExchangeService/ListLiquidityAccounts", Read),
 ];
 
 fn budget_of(path: &str) -> Budget {

@@ -41,6 +41,8 @@ pub struct LockedAccount {
     pub id: Uuid,
     pub owner_id: Option<Uuid>,
     pub is_system: bool,
+    /// The currency's liquidity account: the counterparty of conversions, never negative.
+    pub is_liquidity: bool,
     pub currency: String,
     pub balance: i64,
     pub pending_debits: i64,
@@ -51,8 +53,8 @@ pub struct LockedAccount {
 
 macro_rules! locked_columns {
     () => {
-        "SELECT id, owner_id, is_system, currency, balance, pending_debits, pending_credits, \
-         overdraft_limit, closed_at IS NOT NULL AS closed FROM accounts "
+        "SELECT id, owner_id, is_system, is_liquidity, currency, balance, pending_debits, \
+         pending_credits, overdraft_limit, closed_at IS NOT NULL AS closed FROM accounts "
     };
 }
 
@@ -80,18 +82,49 @@ pub async fn ensure_currency(conn: &mut PgConnection, code: &str, exponent: i16)
     )
 }
 
-/// Creates the system account of `currency` unless one exists (replicas may race here).
-pub async fn ensure_system_account(conn: &mut PgConnection, currency: &str) -> Result<()> {
+/// The accounts owned by nobody that every currency has one of.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HouseAccount {
+    /// The counterparty of deposits and withdrawals; may go negative.
+    System,
+    /// The counterparty of conversions; never negative.
+    Liquidity,
+}
+
+/// Creates the `kind` account of `currency` unless one exists (replicas may race here).
+pub async fn ensure_house_account(
+    conn: &mut PgConnection,
+    currency: &str,
+    kind: HouseAccount,
+) -> Result<()> {
+    let (is_system, is_liquidity, name) = match kind {
+        HouseAccount::System => (true, false, format!("{currency} system account")),
+        HouseAccount::Liquidity => (false, true, format!("{currency} liquidity")),
+    };
     sqlx::query(
-        "INSERT INTO accounts (id, owner_id, is_system, name, currency) \
-         VALUES ($1, NULL, true, $2, $3) ON CONFLICT DO NOTHING",
+        "INSERT INTO accounts (id, owner_id, is_system, is_liquidity, name, currency) \
+         VALUES ($1, NULL, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
     )
     .bind(Uuid::now_v7())
-    .bind(format!("{currency} system account"))
+    .bind(is_system)
+    .bind(is_liquidity)
+    .bind(name)
     .bind(currency)
     .execute(conn)
     .await?;
     Ok(())
+}
+
+/// Every `kind` account, by currency (they never change once created).
+pub async fn house_accounts(
+    conn: &mut PgConnection,
+    kind: HouseAccount,
+) -> Result<Vec<(String, Uuid)>> {
+    let query = match kind {
+        HouseAccount::System => "SELECT currency, id FROM accounts WHERE is_system",
+        HouseAccount::Liquidity => "SELECT currency, id FROM accounts WHERE is_liquidity",
+    };
+    Ok(sqlx::query_as(query).fetch_all(conn).await?)
 }
 
 pub async fn system_account_id(conn: &mut PgConnection, currency: &str) -> Result<Option<Uuid>> {
@@ -240,11 +273,16 @@ pub async fn set_positions(conn: &mut PgConnection, positions: &[(Uuid, Position
     Ok(())
 }
 
-/// Every system account, by currency (they never change once created).
-pub async fn system_accounts(conn: &mut PgConnection) -> Result<Vec<(String, Uuid)>> {
-    Ok(
-        sqlx::query_as("SELECT currency, id FROM accounts WHERE is_system")
-            .fetch_all(conn)
-            .await?,
+/// The balances of `owner`'s accounts summed by currency (as text: a sum may pass `bigint`).
+pub async fn balances_by_currency(
+    conn: &mut PgConnection,
+    owner: Uuid,
+) -> Result<Vec<(String, String)>> {
+    Ok(sqlx::query_as(
+        "SELECT currency, sum(balance)::text FROM accounts WHERE owner_id = $1 \
+         GROUP BY currency ORDER BY currency",
     )
+    .bind(owner)
+    .fetch_all(conn)
+    .await?)
 }

@@ -132,3 +132,56 @@ pub async fn insert_quote(conn: &mut PgConnection, quote: &NewQuote<'_>) -> Resu
     .fetch_one(conn)
     .await?)
 }
+
+/// A quote as a conversion's batch reads it, locked.
+#[derive(Debug, Clone, FromRow, PartialEq, Eq)]
+pub struct QuoteState {
+    pub id: Uuid,
+    pub owner_id: Uuid,
+    /// Past `expires_at` by the database's clock.
+    pub expired: bool,
+    /// The conversion that used it.
+    pub conversion_id: Option<Uuid>,
+}
+
+/// Locks the quotes `ids` (in id order, like accounts) and reads their state.
+pub async fn lock_quotes(conn: &mut PgConnection, ids: &[Uuid]) -> Result<Vec<QuoteState>> {
+    Ok(sqlx::query_as::<_, QuoteState>(
+        "SELECT id, owner_id, expires_at <= now() AS expired, conversion_id FROM quotes \
+         WHERE id = ANY($1) ORDER BY id FOR UPDATE",
+    )
+    .bind(ids)
+    .fetch_all(conn)
+    .await?)
+}
+
+/// Marks each quote used by its conversion (only a quote no conversion used yet).
+pub async fn mark_used(conn: &mut PgConnection, claims: &[(Uuid, Uuid)]) -> Result<()> {
+    if claims.is_empty() {
+        return Ok(());
+    }
+    let quotes: Vec<Uuid> = claims.iter().map(|(quote, _)| *quote).collect();
+    let conversions: Vec<Uuid> = claims.iter().map(|(_, conversion)| *conversion).collect();
+    sqlx::query(
+        "UPDATE quotes SET conversion_id = c.conversion_id \
+         FROM UNNEST($1::uuid[], $2::uuid[]) AS c(quote_id, conversion_id) \
+         WHERE quotes.id = c.quote_id AND quotes.conversion_id IS NULL",
+    )
+    .bind(quotes)
+    .bind(conversions)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// A quote of `owner`, if it exists.
+pub async fn quote_of(conn: &mut PgConnection, id: Uuid, owner: Uuid) -> Result<Option<QuoteRow>> {
+    Ok(sqlx::query_as::<_, QuoteRow>(
+        "SELECT id, owner_id, from_currency, to_currency, from_amount, to_amount, rate, \
+             created_at, expires_at FROM quotes WHERE id = $1 AND owner_id = $2",
+    )
+    .bind(id)
+    .bind(owner)
+    .fetch_optional(conn)
+    .await?)
+}

@@ -79,6 +79,8 @@ text_enum! {
         Withdrawal => "withdrawal",
         /// Back from the destination of an earlier transfer to its source.
         Reversal => "reversal",
+        /// One leg of a currency conversion: into or out of a liquidity account.
+        Conversion => "conversion",
     }
 }
 
@@ -108,6 +110,12 @@ text_enum! {
         LinkedTransferFailed => "linked_transfer_failed",
         /// One of its accounts is closed.
         AccountClosed => "account_closed",
+        /// A conversion leg the currency's liquidity account could not pay.
+        InsufficientLiquidity => "insufficient_liquidity",
+        /// The conversion's quote had expired.
+        QuoteExpired => "quote_expired",
+        /// The conversion's quote was used by another conversion.
+        QuoteUsed => "quote_used",
     }
 }
 

@@ -153,6 +153,16 @@ const MATRIX: &[(&str, [Outcome; 4])] = &[
         "tally.v1.ExchangeService/CreateQuote",
         [Unauth, Allowed, Allowed, Allowed],
     ),
+    // Anyone signed in with `transfers.own` (every user holds `customer`) converts between
+    // their own accounts; nobody converts for another.
+    (
+        "tally.v1.ExchangeService/Convert",
+        [Unauth, Allowed, Allowed, Allowed],
+    ),
+    (
+        "tally.v1.ExchangeService/ListLiquidityAccounts",
+        [Unauth, Denied, Allowed, Allowed],
+    ),
 ];
 
 /// Methods that answer a stream: called as such, and judged by the answer's head (the stream

@@ -416,3 +416,269 @@ async fn a_watch_lives_a_minute_on_heartbeats_and_still_delivers() {
     let change = next_rates(&mut stream, "the change after a minute").await;
     assert_eq!(change.rates[0].quote_currency, "JPY");
 }
+
+/// A customer with a funded USD account and an empty EUR one, the rate USD/EUR 0.92 (50 bps),
+/// and the EUR liquidity account funded with `liquidity` cents.
+struct Market {
+    banker: String,
+    customer: String,
+    username: String,
+    usd: String,
+    eur: String,
+    eur_liquidity: String,
+}
+
+async fn market(app: &TestApp, usd: i64, liquidity: i64) -> Market {
+    let banker = app.banker().await;
+    let username = unique("cv");
+    let customer = app.signed_in(&username, &[]).await.access_token;
+    let usd_account = app.open_account(&customer, "USD").await.account_id;
+    let eur_account = app.open_account(&customer, "EUR").await.account_id;
+    app.deposit(&banker, &usd_account, usd).await;
+    set_rate(app, &banker, "USD", "EUR", "0.92", Some(50))
+        .await
+        .unwrap();
+    let liquidity_accounts = exchange(app)
+        .list_liquidity_accounts(authed(&banker, pb::ListLiquidityAccountsRequest {}))
+        .await
+        .unwrap()
+        .into_inner()
+        .accounts;
+    let eur_liquidity = liquidity_accounts
+        .iter()
+        .find(|a| a.currency == "EUR")
+        .expect("an EUR liquidity account")
+        .account_id
+        .clone();
+    if liquidity > 0 {
+        app.deposit(&banker, &eur_liquidity, liquidity).await;
+    }
+    Market {
+        banker,
+        customer,
+        username,
+        usd: usd_account,
+        eur: eur_account,
+        eur_liquidity,
+    }
+}
+
+async fn convert(
+    app: &TestApp,
+    token: &str,
+    conversion_id: &str,
+    quote_id: &str,
+    from: &str,
+    to: &str,
+) -> Result<pb::Conversion, tonic::Status> {
+    let request = pb::ConvertRequest {
+        conversion_id: conversion_id.into(),
+        quote_id: quote_id.into(),
+        from_account_id: from.into(),
+        to_account_id: to.into(),
+    };
+    exchange(app)
+        .convert(authed(token, request))
+        .await
+        .map(|r| r.into_inner())
+}
+
+async fn usd_quote(app: &TestApp, token: &str, cents: i64) -> pb::Quote {
+    quote(
+        app,
+        token,
+        "USD",
+        "EUR",
+        pb::create_quote_request::Amount::FromAmount(cents),
+    )
+    .await
+    .unwrap()
+}
+
+#[tokio::test]
+async fn a_quote_converts_once_and_expired_reused_or_foreign_quotes_are_refused() {
+    let app = TestApp::spawn_with(&["--quote-ttl-ms", "1000"]).await;
+    let m = market(&app, 30_000, 1_000_000).await;
+    let q = usd_quote(&app, &m.customer, 10_000).await;
+    let id = uuid::Uuid::new_v4().to_string();
+    let done = convert(&app, &m.customer, &id, &q.quote_id, &m.usd, &m.eur)
+        .await
+        .unwrap();
+    let (debit, credit) = (done.debit.unwrap(), done.credit.unwrap());
+    assert_eq!((debit.amount, debit.currency.as_str()), (10_000, "USD"));
+    assert_eq!((credit.amount, credit.currency.as_str()), (9_154, "EUR"));
+    assert_eq!(debit.kind(), pb::TransferKind::Conversion);
+    assert_eq!(app.balance(&m.customer, &m.usd).await, 20_000);
+    assert_eq!(app.balance(&m.customer, &m.eur).await, 9_154);
+    assert_eq!(
+        app.balance(&m.banker, &m.eur_liquidity).await,
+        1_000_000 - 9_154
+    );
+    // Resent with its id: the same conversion, nothing moves again.
+    let again = convert(&app, &m.customer, &id, &q.quote_id, &m.usd, &m.eur)
+        .await
+        .unwrap();
+    assert_eq!(again.debit.unwrap().transfer_id, debit.transfer_id);
+    assert_eq!(app.balance(&m.customer, &m.usd).await, 20_000);
+
+    // The same quote under a new conversion id: used.
+    let reused = convert(
+        &app,
+        &m.customer,
+        &uuid::Uuid::new_v4().to_string(),
+        &q.quote_id,
+        &m.usd,
+        &m.eur,
+    )
+    .await;
+    let status = assert_code(reused, Code::FailedPrecondition);
+    assert_eq!(reason(&status).as_deref(), Some("QUOTE_USED"));
+    // Past its expiry: refused, recorded FAILED, and the replay answers the same.
+    let stale = usd_quote(&app, &m.customer, 5_000).await;
+    tokio::time::sleep(Duration::from_millis(1_200)).await;
+    let late = uuid::Uuid::new_v4().to_string();
+    for _ in 0..2 {
+        let expired = convert(&app, &m.customer, &late, &stale.quote_id, &m.usd, &m.eur).await;
+        let status = assert_code(expired, Code::FailedPrecondition);
+        assert_eq!(reason(&status).as_deref(), Some("QUOTE_EXPIRED"));
+    }
+    // Another user's quote looks missing; an account in the wrong currency is refused by name.
+    let other = app.signed_in(&unique("cw"), &[]).await.access_token;
+    let theirs = usd_quote(&app, &other, 1_000).await;
+    let foreign = convert(
+        &app,
+        &m.customer,
+        &uuid::Uuid::new_v4().to_string(),
+        &theirs.quote_id,
+        &m.usd,
+        &m.eur,
+    )
+    .await;
+    assert_code(foreign, Code::NotFound);
+    let fresh = usd_quote(&app, &m.customer, 1_000).await;
+    let wrong = convert(
+        &app,
+        &m.customer,
+        &uuid::Uuid::new_v4().to_string(),
+        &fresh.quote_id,
+        &m.eur,
+        &m.usd,
+    )
+    .await;
+    let status = assert_code(wrong, Code::InvalidArgument);
+    assert!(
+        status.message().starts_with("from_account_id"),
+        "{}",
+        status.message()
+    );
+    assert_eq!(
+        app.balance(&m.customer, &m.usd).await,
+        20_000,
+        "{}",
+        m.username
+    );
+    let report = app.verify().await;
+    assert!(report.is_consistent(), "{report:?}");
+}
+
+#[tokio::test]
+async fn sixty_four_concurrent_conversions_against_thin_liquidity_pay_only_what_it_holds() {
+    let app = TestApp::spawn().await;
+    // Ten conversions of 100.00 USD (91.54 EUR each) and a little more.
+    let m = market(&app, 64 * 10_000, 10 * 9_154 + 100).await;
+    let mut quotes = Vec::new();
+    for _ in 0..64 {
+        quotes.push(usd_quote(&app, &m.customer, 10_000).await.quote_id);
+    }
+    let tasks: Vec<_> = quotes
+        .into_iter()
+        .map(|quote_id| {
+            let (channel, token) = (app.channel.clone(), m.customer.clone());
+            let (usd, eur) = (m.usd.clone(), m.eur.clone());
+            tokio::spawn(async move {
+                let request = pb::ConvertRequest {
+                    conversion_id: uuid::Uuid::new_v4().to_string(),
+                    quote_id,
+                    from_account_id: usd,
+                    to_account_id: eur,
+                };
+                ExchangeServiceClient::new(channel)
+                    .convert(authed(&token, request))
+                    .await
+                    .map(|_| ())
+            })
+        })
+        .collect();
+    let (mut converted, mut short) = (0, 0);
+    for task in tasks {
+        match task.await.unwrap() {
+            Ok(()) => converted += 1,
+            Err(status) => {
+                assert_eq!(status.code(), Code::FailedPrecondition, "{status:?}");
+                assert_eq!(reason(&status).as_deref(), Some("INSUFFICIENT_LIQUIDITY"));
+                short += 1;
+            }
+        }
+    }
+    assert_eq!((converted, short), (10, 54));
+    assert_eq!(app.balance(&m.banker, &m.eur_liquidity).await, 100);
+    assert_eq!(app.balance(&m.customer, &m.eur).await, 10 * 9_154);
+    assert_eq!(app.balance(&m.customer, &m.usd).await, 54 * 10_000);
+    let report = app.verify().await;
+    assert!(
+        report.is_consistent(),
+        "every currency sums to zero, nothing negative: {report:?}"
+    );
+}
+
+#[tokio::test]
+async fn list_accounts_values_the_wallet_in_one_currency_at_mid_rates() {
+    let app = TestApp::spawn().await;
+    let m = market(&app, 10_000, 0).await;
+    app.deposit(&m.banker, &m.eur, 9_154).await;
+    let yen = app.open_account(&m.customer, "JPY").await.account_id;
+    app.deposit(&m.banker, &yen, 500).await;
+    let listed = tally::proto::tally_v1::account_service_client::AccountServiceClient::new(
+        app.channel.clone(),
+    )
+    .list_accounts(authed(
+        &m.customer,
+        pb::ListAccountsRequest {
+            valuation_currency: "USD".into(),
+            ..Default::default()
+        },
+    ))
+    .await
+    .unwrap()
+    .into_inner();
+    let valuation = listed.valuation.expect("asked for");
+    // 100.00 USD, and 91.54 EUR at the mid rate 0.92 (no spread): 99.50 USD. No JPY rate.
+    assert_eq!(
+        (valuation.currency.as_str(), valuation.total),
+        ("USD", 10_000 + 9_950)
+    );
+    assert_eq!(valuation.unpriced_currencies, ["JPY"]);
+    let value_of = |id: &str| {
+        valuation
+            .accounts
+            .iter()
+            .find(|v| v.account_id == id)
+            .map(|v| v.value)
+    };
+    assert_eq!(
+        (value_of(&m.usd), value_of(&m.eur), value_of(&yen)),
+        (Some(10_000), Some(9_950), None)
+    );
+    let unknown = tally::proto::tally_v1::account_service_client::AccountServiceClient::new(
+        app.channel.clone(),
+    )
+    .list_accounts(authed(
+        &m.customer,
+        pb::ListAccountsRequest {
+            valuation_currency: "XYZ".into(),
+            ..Default::default()
+        },
+    ))
+    .await;
+    assert_code(unknown, Code::InvalidArgument);
+}

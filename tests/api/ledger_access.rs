@@ -230,6 +230,7 @@ async fn assert_account_fields_are_validated(app: &TestApp, user: &str) {
         owner: owner.map(Into::into),
         page_size,
         page_token: page_token.into(),
+        valuation_currency: String::new(),
     };
     for (request, field) in [
         (list(Some("BAD"), 0, ""), "owner"),

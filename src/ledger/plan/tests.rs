@@ -21,6 +21,7 @@ impl World {
                 id: Uuid::now_v7(),
                 owner_id: Some(owner),
                 is_system: false,
+                is_liquidity: false,
                 currency: USD.into(),
                 balance: *b,
                 pending_debits: 0,
@@ -33,6 +34,7 @@ impl World {
             id: Uuid::now_v7(),
             owner_id: None,
             is_system: true,
+            is_liquidity: false,
             currency: USD.into(),
             balance: -balances.iter().sum::<i64>(),
             pending_debits: 0,
@@ -63,6 +65,7 @@ impl World {
             currency: USD.into(),
             memo: String::new(),
             hold_ms: None,
+            claim: None,
         }
     }
 
@@ -113,7 +116,14 @@ impl World {
 
     fn plan_ops(&self, chains: &[Vec<Op>], recorded: Vec<TransferRow>) -> Plan {
         let chains: Vec<&[Op]> = chains.iter().map(Vec::as_slice).collect();
-        plan(&chains, recorded, self.accounts.clone(), &[])
+        plan(
+            &chains,
+            Loaded {
+                recorded,
+                accounts: self.accounts.clone(),
+                ..Loaded::default()
+            },
+        )
     }
 }
 
@@ -502,7 +512,15 @@ fn an_expired_hold_is_released_and_can_be_neither_posted_nor_voided() {
         vec![w.transfer(0, 1, 100).into()],
     ];
     let chains: Vec<&[Op]> = ops.iter().map(Vec::as_slice).collect();
-    let plan = plan(&chains, vec![row], w.accounts.clone(), &expired);
+    let plan = plan(
+        &chains,
+        Loaded {
+            recorded: vec![row],
+            accounts: w.accounts.clone(),
+            expired: expired.to_vec(),
+            quotes: Vec::new(),
+        },
+    );
     assert_eq!(rejected_reason(&plan, 0), Reason::PendingTransferExpired);
     assert_eq!(
         recorded(&plan, 1).status,
@@ -587,4 +605,136 @@ fn reversals_are_made_by_the_payee_and_never_pass_the_original() {
     assert_eq!(plan.changes.len(), 1);
     assert_eq!(plan.changes[0].reversed_amount, 100);
     assert_eq!(balance(&plan, w.id(0)), Some(100));
+}
+
+/// Customer accounts 0 and 1 (100 and 0), a liquidity account holding `liquidity`, and a quote of
+/// the owner; `convert` builds the two legs of a conversion of 10 into `credit` (9) at that
+/// quote. (One currency and one liquidity account for both legs: the rules are per leg.)
+struct Exchange {
+    world: World,
+    liquidity: Uuid,
+    quote: QuoteState,
+    credit: i64,
+}
+
+impl Exchange {
+    fn new(liquidity: i64) -> Self {
+        let mut world = World::new(&[100, 0]);
+        let id = Uuid::now_v7();
+        world.accounts.push(LockedAccount {
+            id,
+            owner_id: None,
+            is_system: false,
+            is_liquidity: true,
+            currency: USD.into(),
+            balance: liquidity,
+            pending_debits: 0,
+            pending_credits: 0,
+            overdraft_limit: 0,
+            closed: false,
+        });
+        let quote = QuoteState {
+            id: Uuid::now_v7(),
+            owner_id: world.owner,
+            expired: false,
+            conversion_id: None,
+        };
+        Self {
+            world,
+            liquidity: id,
+            quote,
+            credit: 9,
+        }
+    }
+
+    fn convert(&self, conversion_id: Uuid) -> Vec<Op> {
+        let base = self.world.transfer(0, 1, 10);
+        let debit = Posting {
+            kind: Kind::Conversion,
+            to: self.liquidity,
+            claim: Some(QuoteClaim {
+                quote_id: self.quote.id,
+                conversion_id,
+            }),
+            ..base.clone()
+        };
+        let credit = Posting {
+            id: Uuid::now_v7(),
+            kind: Kind::Conversion,
+            from: self.liquidity,
+            amount: self.credit,
+            ..base
+        };
+        vec![debit.into(), credit.into()]
+    }
+
+    fn plan(&self, chains: &[Vec<Op>]) -> Plan {
+        let chains: Vec<&[Op]> = chains.iter().map(Vec::as_slice).collect();
+        plan(
+            &chains,
+            Loaded {
+                accounts: self.world.accounts.clone(),
+                quotes: vec![self.quote.clone()],
+                ..Loaded::default()
+            },
+        )
+    }
+}
+
+#[test]
+fn a_quote_serves_one_conversion_even_when_two_share_a_batch() {
+    let x = Exchange::new(50);
+    let (first, second) = (Uuid::now_v7(), Uuid::now_v7());
+    let plan = x.plan(&[x.convert(first), x.convert(second)]);
+    assert_eq!(recorded(&plan, 0).status, Status::Succeeded);
+    assert_eq!(recorded(&plan, 1).status, Status::Succeeded);
+    assert_eq!(
+        recorded(&plan, 2).failure_reason,
+        Some(FailureReason::QuoteUsed)
+    );
+    assert_eq!(
+        recorded(&plan, 3).failure_reason,
+        Some(FailureReason::LinkedTransferFailed)
+    );
+    assert_eq!(
+        plan.claims,
+        [QuoteClaim {
+            quote_id: x.quote.id,
+            conversion_id: first
+        }]
+    );
+    // The liquidity account received 10 and paid 9.
+    assert_eq!(balance(&plan, x.liquidity), Some(51));
+}
+
+#[test]
+fn a_short_liquidity_account_or_an_expired_quote_records_the_conversion_failed() {
+    // 5, plus the 10 the debit leg brings, cannot pay 20.
+    let mut x = Exchange::new(5);
+    x.credit = 20;
+    let plan = x.plan(&[x.convert(Uuid::now_v7())]);
+    assert_eq!(
+        recorded(&plan, 0).failure_reason,
+        Some(FailureReason::LinkedTransferFailed)
+    );
+    assert_eq!(
+        recorded(&plan, 1).failure_reason,
+        Some(FailureReason::InsufficientLiquidity)
+    );
+    assert!(plan.claims.is_empty() && plan.entries.is_empty());
+
+    let mut x = Exchange::new(50);
+    x.quote.expired = true;
+    let plan = x.plan(&[x.convert(Uuid::now_v7())]);
+    assert_eq!(
+        recorded(&plan, 0).failure_reason,
+        Some(FailureReason::QuoteExpired)
+    );
+    assert!(plan.claims.is_empty());
+    // Another user's quote looks missing, and nothing is written.
+    let mut x = Exchange::new(50);
+    x.quote.owner_id = Uuid::now_v7();
+    let plan = x.plan(&[x.convert(Uuid::now_v7())]);
+    assert_eq!(rejected_reason(&plan, 0), Reason::NotFound);
+    assert!(plan.transfers.is_empty());
 }

@@ -560,7 +560,14 @@ fn transfer_settle_cases(f: &Fixture) -> Vec<Case> {
 
 /// The cases of ExchangeService (its unary methods).
 fn exchange_cases(f: &Fixture) -> Vec<Case> {
-    let Fixture { tok, admin_tok, .. } = f;
+    let Fixture {
+        tok,
+        admin_tok,
+        checking,
+        savings,
+        missing,
+        ..
+    } = f;
     let rate = json!({"baseCurrency": "USD", "quoteCurrency": "EUR", "rate": "0.92"});
     vec![
         case(
@@ -608,6 +615,23 @@ fn exchange_cases(f: &Fixture) -> Vec<Case> {
             json!({"fromCurrency": "USD", "toCurrency": "JPY", "toAmount": "500"}),
         )
         .token(tok),
+        // A quote that does not exist: the same NOT_FOUND both ways.
+        case(
+            "tally.v1.ExchangeService/Convert",
+            "POST",
+            "/v1/conversions".into(),
+            json!({"conversionId": "{id}", "quoteId": missing, "fromAccountId": checking,
+                   "toAccountId": savings}),
+        )
+        .token(tok),
+        case(
+            "tally.v1.ExchangeService/ListLiquidityAccounts",
+            "GET",
+            "/v1/liquidityAccounts".into(),
+            json!({}),
+        )
+        .token(admin_tok)
+        .ok(),
     ]
 }
 
