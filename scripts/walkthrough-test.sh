@@ -170,7 +170,7 @@ WALKTHROUGH_RECORD="$RECORD_DIR" TALLY_ADDR="$ADDR" DATABASE_URL="$TEST_DB_URL" 
   "$SCRIPT_DIR/walkthrough.sh" ||
   die "the walkthrough failed"
 python3 "$SCRIPT_DIR/docs-outputs.py" check "$RECORD_DIR" "$ROOT_DIR/docs/walkthrough.md" \
-  "$ROOT_DIR/README.md" || die "an example output in the docs is not what the walkthrough saw"
+  "$ROOT_DIR/docs/exchange.md" "$ROOT_DIR/README.md" || die "an example output in the docs is not what the walkthrough saw"
 TALLY_ADDR="$ADDR" "$SCRIPT_DIR/gateway-check.sh" || die "the gateway checks failed"
 
 log "sending SIGTERM to the server (pid $SERVER_PID)"
