@@ -274,7 +274,13 @@ pub enum Error {
         retry_after: Duration,
     },
     /// The database or another dependency is unreachable right now; the call may be retried.
-    #[error("service unavailable")]
+    /// The connection may have gone while a transaction committed, so the client cannot know
+    /// whether it applied: the message says to retry with the same idempotency key, whose replay
+    /// answers what happened.
+    #[error(
+        "the database is unreachable right now; retry the call (with the same id, for a call that \
+         takes one: a retry never applies it twice)"
+    )]
     Unavailable(#[source] anyhow::Error),
     /// A bug or an unexpected dependency failure. The cause is logged, never returned.
     #[error("internal error")]
@@ -374,12 +380,10 @@ impl From<sqlx::Error> for Error {
         if is_retryable(&err) {
             return Error::Conflict(err);
         }
-        match err {
-            sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) => {
-                Error::Unavailable(err.into())
-            }
-            other => Error::Internal(other.into()),
+        if is_unavailable(&err) {
+            return Error::Unavailable(err.into());
         }
+        Error::Internal(err.into())
     }
 }
 
@@ -400,6 +404,28 @@ pub fn grpc_rejection(
 }
 
 /// Whether PostgreSQL certainly aborted the transaction that produced `err`.
+/// SQLSTATEs of a database that is going away, starting, or out of connections (class 08:
+/// connection exceptions; 57P01-57P03: shutdown, crash, not yet accepting; 53300: too many
+/// connections). Not a bug: the call may succeed once the database is back.
+fn is_unavailable_sqlstate(code: &str) -> bool {
+    code.starts_with("08") || matches!(code, "57P01" | "57P02" | "57P03" | "53300")
+}
+
+/// Whether `err` means the database cannot be reached or talked to now (the connection broke,
+/// the pool has none to give, the server is restarting) rather than a bug.
+pub fn is_unavailable(err: &sqlx::Error) -> bool {
+    match err {
+        sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::Protocol(_)
+        | sqlx::Error::WorkerCrashed => true,
+        sqlx::Error::Database(db) => db.code().is_some_and(|code| is_unavailable_sqlstate(&code)),
+        _ => false,
+    }
+}
+
 pub fn is_retryable(err: &sqlx::Error) -> bool {
     match err {
         sqlx::Error::Database(db) => db
@@ -503,5 +529,31 @@ mod tests {
         let status = Status::from(Error::internal(anyhow::anyhow!("password=hunter2 leaked")));
         assert_eq!(status.code(), Code::Internal);
         assert!(!status.message().contains("hunter2"));
+    }
+
+    /// A database that is gone or going is not a bug: `UNAVAILABLE`, with the advice to retry
+    /// with the same id (the commit may have happened).
+    #[test]
+    fn a_lost_database_is_unavailable_with_the_advice_to_retry_with_the_same_id() {
+        let io = || std::io::Error::new(std::io::ErrorKind::ConnectionReset, "reset");
+        for err in [
+            sqlx::Error::Io(io()),
+            sqlx::Error::PoolTimedOut,
+            sqlx::Error::PoolClosed,
+            sqlx::Error::Protocol("unexpected message".into()),
+            sqlx::Error::WorkerCrashed,
+        ] {
+            let status = Status::from(Error::from(err));
+            assert_eq!(status.code(), Code::Unavailable);
+            assert!(status.message().contains("retry") && status.message().contains("same id"));
+        }
+        for code in ["08006", "08001", "57P01", "57P02", "57P03", "53300"] {
+            assert!(is_unavailable_sqlstate(code), "{code}");
+        }
+        for code in ["40001", "23505", "42P01", "XX000"] {
+            assert!(!is_unavailable_sqlstate(code), "{code}");
+        }
+        let status = Status::from(Error::from(sqlx::Error::RowNotFound));
+        assert_eq!(status.code(), Code::Internal);
     }
 }

@@ -26,7 +26,7 @@ pub const TEST_KEY: [u8; 32] = [7; 32];
 pub const PASSWORD: &str = "correct horse battery";
 
 /// The server that holds test databases: `DATABASE_URL`'s server, or the local default.
-fn server_url() -> String {
+pub fn server_url() -> String {
     std::env::var("DATABASE_URL")
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned())
 }
@@ -164,6 +164,29 @@ impl TestApp {
         tally::db::migrate_up(&pool)
             .await
             .expect("migrations apply");
+        Self::spawn_on(std::sync::Arc::new(db), pool, extra).await
+    }
+
+    /// A migrated fresh database and a server whose pool reaches it through `127.0.0.1:port`
+    /// (a proxy the test controls), giving up on a connection after a second.
+    pub async fn spawn_through(port: u16, extra: &[&str]) -> Self {
+        use std::str::FromStr as _;
+        let db = TestDatabase::create().await;
+        let direct = db.pool().await;
+        tally::db::migrate_up(&direct)
+            .await
+            .expect("migrations apply");
+        direct.close().await;
+        let options = sqlx::postgres::PgConnectOptions::from_str(&db.url)
+            .expect("a PostgreSQL URL")
+            .host("127.0.0.1")
+            .port(port);
+        let pool = PgPoolOptions::new()
+            .max_connections(10)
+            .acquire_timeout(Duration::from_secs(1))
+            .connect_with(options)
+            .await
+            .expect("connect through the proxy");
         Self::spawn_on(std::sync::Arc::new(db), pool, extra).await
     }
 

@@ -12,6 +12,7 @@ mod authz;
 mod cli;
 mod docs;
 mod exchange;
+mod faults;
 mod gateway;
 mod helpers;
 mod holds;
