@@ -381,9 +381,15 @@ fn grpc_routes(
 }
 
 /// What health answers for the whole server (`""`), the health service and each tally service.
+/// The health service's own status is liveness (the process works): it stays SERVING while the
+/// others go NOT_SERVING at shutdown (readiness), so a draining replica leaves the load balancer
+/// without being restarted mid-drain.
 async fn announce(health: &HealthReporter, status: ServingStatus) {
     let health_service = <tonic_health::pb::health_server::HealthServer<()> as NamedService>::NAME;
-    for name in ["", health_service].iter().chain(proto::TALLY_SERVICES) {
+    if status == ServingStatus::Serving {
+        health.set_service_status(health_service, status).await;
+    }
+    for name in [""].iter().chain(proto::TALLY_SERVICES) {
         health.set_service_status(*name, status).await;
     }
 }

@@ -10,7 +10,8 @@
 //!   scheduled for a retry, or pushed but not finished within their lease (a job lost with
 //!   Redis or with a killed worker). The sweep lives in the worker because it is the process
 //!   that exists to move mail, and it runs there exactly as long as anything can consume the
-//!   queue; `serve` replicas scale with traffic and stay free of background loops.
+//!   queue; `serve` replicas scale with traffic and keep only the loops their calls need (the
+//!   hold sweeper, the audit writer, the rates poller, the metrics sampler), none of them mail.
 //!
 //! Rows are locked with `FOR UPDATE SKIP LOCKED`, so any number of relays and sweeps run side
 //! by side without pushing one row twice at once. Pushing a row twice over time is harmless:

@@ -188,6 +188,44 @@ async fn shutdown_reports_not_serving_and_returns_after_draining() {
 }
 
 #[tokio::test]
+async fn while_draining_readiness_is_not_serving_but_liveness_stays_serving() {
+    let app = TestApp::spawn().await;
+    let health = HealthClient::new(app.channel.clone());
+    let watch = |service: &str| {
+        let request = HealthCheckRequest {
+            service: service.into(),
+        };
+        let mut health = health.clone();
+        async move { health.watch(request).await.unwrap().into_inner() }
+    };
+    let mut readiness = watch("").await;
+    let mut liveness = watch("grpc.health.v1.Health").await;
+    for stream in [&mut readiness, &mut liveness] {
+        let first = stream.next().await.unwrap().unwrap();
+        assert_eq!(first.status, ServingStatus::Serving as i32);
+    }
+    // The open watches hold the drain open (up to TALLY_SHUTDOWN_DRAIN_SECS).
+    let stopping = tokio::spawn(app.stop());
+    let update = tokio::time::timeout(Duration::from_secs(5), readiness.next())
+        .await
+        .expect("readiness changes at shutdown")
+        .unwrap()
+        .unwrap();
+    assert_eq!(update.status, ServingStatus::NotServing as i32);
+    let liveness_update = tokio::time::timeout(Duration::from_secs(2), liveness.next()).await;
+    assert!(
+        !matches!(&liveness_update, Ok(Some(Ok(u))) if u.status != ServingStatus::Serving as i32),
+        "liveness must not go NOT_SERVING while draining: {liveness_update:?}"
+    );
+    drop((readiness, liveness));
+    tokio::time::timeout(Duration::from_secs(10), stopping)
+        .await
+        .expect("drained within the bound")
+        .unwrap()
+        .expect("stopped cleanly");
+}
+
+#[tokio::test]
 async fn the_binary_exits_zero_on_sigterm() {
     let ServerProcess { mut child, _db, .. } = ServerProcess::spawn(&[]).await;
     let pid = child.id().unwrap().to_string();
