@@ -4,8 +4,8 @@
 //! - The leaves ([`LEAVES`]: configuration, the error taxonomy, the generated protos, telemetry,
 //!   input validation, the tower helper) import no other module but leaves;
 //! - there is no cycle: the request path reads `main → cli → app → {api, gateway, limits} →
-//!   {audit, identity, ledger} → auth → jobs → store → db → leaves`, and a newcomer can follow
-//!   any arrow down without coming back.
+//!   {audit, exchange → ledger, identity} → auth → jobs → store → db → leaves`, and a newcomer
+//!   can follow any arrow down without coming back.
 //!
 //! `make lint` runs this test; it fails naming the offending arrow (and the file it is in).
 
