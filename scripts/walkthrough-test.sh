@@ -11,7 +11,9 @@
 #   1. PostgreSQL: DATABASE_URL if set, else whatever `scripts/services.sh env` finds or starts.
 #      A new database tally_walkthrough_<epoch>_<pid> is created on that server (through the
 #      `postgres` database of the same URL) and dropped at the end, pass or fail.
-#   2. `target/debug/tally serve --migrate true` on a free 127.0.0.1 port, waits for /readyz.
+#   2. `target/debug/tally serve --migrate true` on a free 127.0.0.1 port, waits for /readyz;
+#      a `tally worker` on its mail queue writes the mail as .eml files (the walkthrough
+#      verifies an email with the mailed code).
 #   3. scripts/walkthrough.sh, recording what each step printed; scripts/docs-outputs.py then
 #      compares the example outputs of docs/walkthrough.md and the README with those records;
 #      then scripts/gateway-check.sh against the server.
@@ -96,12 +98,18 @@ ADMIN_URL="$(with_database "$DATABASE_URL" postgres)" || die "cannot parse DATAB
 TEST_DB_URL="$(with_database "$DATABASE_URL" "$DB_NAME")"
 WORK_DIR="$(mktemp -d "${TMPDIR:-/tmp}/tally-walkthrough.XXXXXX")"
 SERVER_LOG="$WORK_DIR/server.log"
+WORKER_LOG="$WORK_DIR/worker.log"
 SERVER_PID=""
+WORKER_PID=""
 DB_CREATED=""
 MAIL_QUEUE="tally:walkthrough:$DB_NAME"
 
 cleanup() {
   local rc=$?
+  if [[ -n "$WORKER_PID" ]] && kill -0 "$WORKER_PID" 2>/dev/null; then
+    kill -TERM "$WORKER_PID" 2>/dev/null || true
+    wait "$WORKER_PID" 2>/dev/null || true
+  fi
   if [[ -n "$SERVER_PID" ]] && kill -0 "$SERVER_PID" 2>/dev/null; then
     log "killing the server (pid $SERVER_PID)"
     kill -KILL "$SERVER_PID" 2>/dev/null || true
@@ -143,8 +151,8 @@ DB_CREATED=1
 PORT="$(free_port)"
 ADDR="127.0.0.1:$PORT"
 log "starting $TALLY_BIN serve on $ADDR (log: $SERVER_LOG)"
-# A mail queue of its own: no worker drains it, and no other worker (say, of `make run`) on
-# the same Redis should see these sign-ups. Its keys are deleted at the end.
+# A mail queue of its own: only this test's worker drains it, and no other worker (say, of
+# `make run`) on the same Redis sees these sign-ups. Its keys are deleted at the end.
 # The gateway checks (schemathesis) make hundreds of sign-ups and logins from one address in
 # a minute: the per-address rate limits are raised so that they test the API, not the limits
 # (tests/api/abuse.rs tests those).
@@ -162,15 +170,24 @@ until [[ "$(http_status "http://$ADDR/readyz")" == 200 ]]; do
 done
 log "server ready"
 
+# A worker on the server's mail queue, writing each mail as an .eml file: the walkthrough
+# verifies an email with the mailed code.
+MAIL_DIR="$WORK_DIR/mail"
+mkdir -p "$MAIL_DIR"
+log "starting $TALLY_BIN worker (mail as .eml files in $MAIL_DIR; log: $WORKER_LOG)"
+DATABASE_URL="$TEST_DB_URL" TALLY_ENV=development TALLY_MAIL_QUEUE="$MAIL_QUEUE" \
+  TALLY_MAIL_DIR="$MAIL_DIR" "$TALLY_BIN" worker >"$WORKER_LOG" 2>&1 &
+WORKER_PID=$!
+
 # What each step printed: kept in WALKTHROUGH_RECORD when the caller names a directory (to
 # update the docs with scripts/docs-outputs.py update), else in the work directory.
 RECORD_DIR="${WALKTHROUGH_RECORD:-$WORK_DIR/outputs}"
 mkdir -p "$RECORD_DIR"
-WALKTHROUGH_RECORD="$RECORD_DIR" TALLY_ADDR="$ADDR" DATABASE_URL="$TEST_DB_URL" TALLY_BIN="$TALLY_BIN" \
+WALKTHROUGH_MAIL_DIR="$MAIL_DIR" WALKTHROUGH_RECORD="$RECORD_DIR" TALLY_ADDR="$ADDR" DATABASE_URL="$TEST_DB_URL" TALLY_BIN="$TALLY_BIN" \
   "$SCRIPT_DIR/walkthrough.sh" ||
   die "the walkthrough failed"
 python3 "$SCRIPT_DIR/docs-outputs.py" check "$RECORD_DIR" "$ROOT_DIR/docs/walkthrough.md" \
-  "$ROOT_DIR/docs/exchange.md" "$ROOT_DIR/README.md" || die "an example output in the docs is not what the walkthrough saw"
+  "$ROOT_DIR/docs/exchange.md" "$ROOT_DIR/docs/identity.md" "$ROOT_DIR/README.md" || die "an example output in the docs is not what the walkthrough saw"
 TALLY_ADDR="$ADDR" "$SCRIPT_DIR/gateway-check.sh" || die "the gateway checks failed"
 
 log "sending SIGTERM to the server (pid $SERVER_PID)"

@@ -10,6 +10,8 @@
 #   DATABASE_URL  the server's database: the banker of the ledger steps is created with
 #                 `tally admin`, which talks to the database directly
 #   TALLY_BIN     the tally binary for `tally admin` (default <repo>/target/debug/tally)
+#   WALKTHROUGH_MAIL_DIR  where a `tally worker` writes the server's mail as .eml files; when set,
+#                 the mailed code verifies Alice's email (UserService/VerifyEmail)
 #
 # The commands below are the ones in docs/walkthrough.md; keep the
 # two in step. Every run signs up a new user (alice_<epoch>_<random>), so the script can run
@@ -261,6 +263,34 @@ while buf curl --protocol grpc -H "Authorization: Bearer $TOKEN" \
 done
 expect_unauthenticated after-logout "ListRoles after logout" \
   buf curl --protocol grpc -H "Authorization: Bearer $TOKEN" "$TALLY/tally.v1.RoleService/ListRoles"
+
+if [[ -n "${WALKTHROUGH_MAIL_DIR:-}" ]]; then
+  log "Verify the email with the mailed code (UserService/VerifyEmail)"
+  # The worker writes each mail as an .eml file (TALLY_MAIL_DIR) when it has no SMTP server.
+  mail=""
+  deadline=$((SECONDS + 30))
+  while [[ -z "$mail" ]]; do
+    mail="$(grep -l -r -F "$TALLY_USER@example.com" "$WALKTHROUGH_MAIL_DIR" 2>/dev/null | head -n 1 || true)"
+    [[ -n "$mail" ]] && break
+    ((SECONDS < deadline)) || fail "no verification mail for $TALLY_USER within 30 s"
+    sleep 0.2
+  done
+  # verification_id and code, from the text part (decoded: it may be quoted-printable).
+  read -r VERIFICATION_ID CODE < <(python3 - "$mail" <<'PY'
+import email, sys
+message = email.message_from_binary_file(open(sys.argv[1], "rb"))
+text = next(p for p in message.walk() if p.get_content_type() == "text/plain")
+lines = text.get_payload(decode=True).decode().splitlines()
+field = lambda name: next(l[len(name):].strip() for l in lines if l.startswith(name))
+print(field("verification_id: "), field("code: "))
+PY
+  ) || fail "VerifyEmail: no verification_id and code in $mail"
+  out="$(buf curl --protocol grpc "$TALLY/tally.v1.UserService/VerifyEmail" \
+    -d "{\"verificationId\": \"$VERIFICATION_ID\", \"code\": \"$CODE\"}")" || fail "VerifyEmail failed"
+  printf '%s\n' "$out"
+  record verify-email "$out"
+  expect_contains "VerifyEmail" "$out" "\"username\": \"$TALLY_USER\"" '"emailVerified": true'
+fi
 
 # expect_http KEY STEP STATUS CURL_ARGS... — the call must answer STATUS with a JSON error body;
 # the body and status line, as docs/walkthrough.md prints them, are recorded as KEY.

@@ -27,7 +27,12 @@ const OUTSIDE_REFERENCES: &[&str] = &["../shared", "ARCHITECTURE.md", "STYLE.md"
 const CONFIG_ROW_PREFIX: &str = "| `";
 
 /// The pages whose example outputs come from `scripts/walkthrough.sh`.
-const WALKTHROUGH_PAGES: &[&str] = &["README.md", "docs/walkthrough.md", "docs/exchange.md"];
+const WALKTHROUGH_PAGES: &[&str] = &[
+    "README.md",
+    "docs/walkthrough.md",
+    "docs/exchange.md",
+    "docs/identity.md",
+];
 
 /// How a page marks an example output (scripts/docs-outputs.py reads the same marker).
 const OUTPUT_MARKER: (&str, &str) = ("<!-- output: ", " -->");
