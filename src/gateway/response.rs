@@ -3,10 +3,11 @@
 //! The status comes from the trailers, or from the headers of a trailers-only response (the
 //! auth layer rejects that way). `grpc-message` is percent-decoded; `grpc-status-details-bin`
 //! is decoded as a `google.rpc.Status` from the descriptor pool, so its details come out as
-//! JSON with `@type` (ErrorInfo, BadRequest, ...). Success bodies are the canonical proto3
-//! JSON of the response message (or of its `response_body` field); server-streaming answers
-//! are newline-delimited JSON, one message per line, and a failure after the first message is
-//! a last line `{"error": {...}}`.
+//! JSON with `@type` (ErrorInfo, BadRequest, ...). Success bodies are the proto3 JSON of the
+//! response message (or of its `response_body` field) with every field emitted; server-streaming
+//! answers are newline-delimited JSON, one message per line, with a failure after the first
+//! message as a last line `{"error": {...}}`, or Server-Sent Events for a client that accepts
+//! `text/event-stream` ([`Framing`]).
 
 use base64::Engine as _;
 use bytes::{Buf, Bytes, BytesMut};

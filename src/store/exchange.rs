@@ -100,6 +100,14 @@ pub struct QuoteRow {
     pub expires_at: OffsetDateTime,
 }
 
+/// The columns of a [`QuoteRow`].
+macro_rules! quote_columns {
+    () => {
+        "id, owner_id, from_currency, to_currency, from_amount, to_amount, rate, created_at, \
+         expires_at"
+    };
+}
+
 /// A new quote, living `ttl_ms` from the database's now.
 #[derive(Debug, Clone)]
 pub struct NewQuote<'a> {
@@ -114,13 +122,13 @@ pub struct NewQuote<'a> {
 }
 
 pub async fn insert_quote(conn: &mut PgConnection, quote: &NewQuote<'_>) -> Result<QuoteRow> {
-    Ok(sqlx::query_as::<_, QuoteRow>(
+    Ok(sqlx::query_as::<_, QuoteRow>(concat!(
         "INSERT INTO quotes (id, owner_id, from_currency, to_currency, from_amount, to_amount, \
              rate, expires_at) \
          VALUES ($1, $2, $3, $4, $5, $6, $7, now() + $8 * interval '1 millisecond') \
-         RETURNING id, owner_id, from_currency, to_currency, from_amount, to_amount, rate, \
-             created_at, expires_at",
-    )
+         RETURNING ",
+        quote_columns!()
+    ))
     .bind(quote.id)
     .bind(quote.owner_id)
     .bind(quote.from_currency)
@@ -176,10 +184,11 @@ pub async fn mark_used(conn: &mut PgConnection, claims: &[(Uuid, Uuid)]) -> Resu
 
 /// A quote of `owner`, if it exists.
 pub async fn quote_of(conn: &mut PgConnection, id: Uuid, owner: Uuid) -> Result<Option<QuoteRow>> {
-    Ok(sqlx::query_as::<_, QuoteRow>(
-        "SELECT id, owner_id, from_currency, to_currency, from_amount, to_amount, rate, \
-             created_at, expires_at FROM quotes WHERE id = $1 AND owner_id = $2",
-    )
+    Ok(sqlx::query_as::<_, QuoteRow>(concat!(
+        "SELECT ",
+        quote_columns!(),
+        " FROM quotes WHERE id = $1 AND owner_id = $2"
+    ))
     .bind(id)
     .bind(owner)
     .fetch_optional(conn)
