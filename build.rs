@@ -13,6 +13,7 @@ const PROTOS: &[&str] = &[
     "tally/v1/transfers.proto",
     "tally/v1/audit.proto",
     "tally/v1/exchange.proto",
+    "tally/v1/events.proto",
     // Error details, so reflection clients and the gateway can decode them.
     "google/rpc/status.proto",
     "google/rpc/error_details.proto",

@@ -35,6 +35,7 @@ use crate::{
     },
     db,
     exchange::Exchange,
+    feed::{Feed, FeedSettings},
     gateway::{ApiInfo, Gateway, GatewayLayer, GatewayOptions},
     identity::{Identity, IdentitySettings},
     jobs::{self, outbox::Relay},
@@ -44,11 +45,14 @@ use crate::{
         self,
         tally_v1::{
             account_service_server::AccountServiceServer, audit_service_server::AuditServiceServer,
+            event_service_server::EventServiceServer,
             exchange_service_server::ExchangeServiceServer, role_service_server::RoleServiceServer,
             session_service_server::SessionServiceServer,
             transfer_service_server::TransferServiceServer, user_service_server::UserServiceServer,
         },
     },
+    relay::{self, RelaySettings},
+    streams::StreamSlots,
     telemetry,
 };
 
@@ -90,6 +94,12 @@ pub struct ServeSettings {
     pub shutdown_drain: Duration,
     pub ledger: crate::ledger::LedgerSettings,
     pub exchange: crate::exchange::ExchangeSettings,
+    /// How often the change feed's tail (and its Redis relay) look for events other replicas
+    /// committed.
+    pub feed_poll_interval: Duration,
+    /// The change feed's Redis stream, and about how many events it keeps.
+    pub feed_stream: String,
+    pub events_stream_max_len: u64,
     /// Origins allowed by CORS; `*` alone means any. Empty: none.
     pub cors_allowed_origins: Vec<String>,
 }
@@ -106,6 +116,9 @@ pub struct Application {
     authenticator: Arc<Authenticator>,
     gateway: Arc<Gateway>,
     exchange: Arc<Exchange>,
+    feed: Arc<Feed>,
+    /// The ledger's commit signal, which wakes the Redis relay.
+    commits: Arc<tokio::sync::Notify>,
 }
 
 #[derive(Clone)]
@@ -144,10 +157,23 @@ impl Application {
         let identity = identity(&settings, &pool, &authenticator)?;
         let ledger = Arc::new(Ledger::new(pool.clone(), settings.ledger.clone()));
         ledger.bootstrap().await?;
+        // One bound on each user's live streams, whichever they watch.
+        let streams = StreamSlots::new(settings.exchange.streams_per_user_max);
         let exchange = Arc::new(Exchange::new(
             pool.clone(),
             ledger.clone(),
             settings.exchange.clone(),
+            streams.clone(),
+        ));
+        let commits = ledger.commits();
+        let feed = Arc::new(Feed::spawn(
+            pool.clone(),
+            ledger.clone(),
+            FeedSettings {
+                poll_interval: settings.feed_poll_interval,
+                heartbeat_interval: settings.exchange.heartbeat_interval,
+            },
+            streams,
         ));
         exchange.bootstrap().await?;
         // The first unknown-user login must not pay for computing the dummy hash.
@@ -157,6 +183,7 @@ impl Application {
             identity,
             ledger,
             exchange: exchange.clone(),
+            feed: feed.clone(),
             message_bytes_max: settings.message_bytes_max,
             pool: pool.clone(),
         };
@@ -205,6 +232,8 @@ impl Application {
             authenticator,
             gateway,
             exchange,
+            feed,
+            commits,
         })
     }
 
@@ -234,8 +263,22 @@ impl Application {
             gateway,
             pool,
             exchange,
+            feed,
+            commits,
             ..
         } = self;
+        let (relay_stop, relay_stopping) = tokio::sync::watch::channel(false);
+        let relay = tokio::spawn(relay::run(
+            pool.clone(),
+            RelaySettings {
+                redis_url: settings.queue.redis_url.clone(),
+                stream: settings.feed_stream.clone(),
+                stream_max_len: settings.events_stream_max_len,
+                interval: settings.feed_poll_interval,
+            },
+            Some(commits),
+            relay_stopping,
+        ));
         // Started here, on the serving runtime; it stops when the server's layers are dropped.
         let audit = AuditSink::spawn(pool.clone());
         let incoming = limits::cap_per_peer(
@@ -295,6 +338,10 @@ impl Application {
         announce(&health, ServingStatus::NotServing).await;
         // Live streams end now, cleanly, rather than hold the drain until its deadline.
         exchange.stop_streams();
+        feed.stop_streams();
+        // The relay finishes its round (what it leaves, the next relay publishes).
+        let _ = relay_stop.send(true);
+        let _ = tokio::time::timeout(settings.shutdown_drain, relay).await;
         let _ = stop_tx.send(());
         let _ = sampler_stop.send(true);
         let _ = sampler.await;
@@ -378,6 +425,7 @@ fn grpc_routes(
         .add_service(limited!(TransferServiceServer))
         .add_service(limited!(AuditServiceServer))
         .add_service(limited!(ExchangeServiceServer))
+        .add_service(limited!(EventServiceServer))
 }
 
 /// What health answers for the whole server (`""`), the health service and each tally service.

@@ -22,6 +22,7 @@ const LEAVES: &[&str] = &[
     "error",
     "proto",
     "service",
+    "streams",
     "telemetry",
     "validate",
 ];

@@ -93,6 +93,25 @@ pub struct QueueArgs {
     pub outbox_lease_secs: u64,
 }
 
+/// The change feed's Redis stream (see `relay`); `serve` relays to it and `worker` sweeps.
+#[derive(Debug, Clone, Args)]
+pub struct FeedArgs {
+    /// The change feed's Redis stream. Pinned (the `v1` is the payload's version); distinct
+    /// names let environments share one Redis.
+    #[arg(long, env = "TALLY_EVENTS_STREAM", value_name = "TALLY_EVENTS_STREAM",
+          default_value = EVENTS_STREAM_DEFAULT)]
+    pub events_stream: String,
+    /// About how many events the change feed's Redis stream keeps (`XADD … MAXLEN ~`): a
+    /// consumer further behind reads the rest with WatchAccount, from the database.
+    #[arg(long, env = "TALLY_EVENTS_STREAM_MAXLEN", value_name = "TALLY_EVENTS_STREAM_MAXLEN",
+          default_value_t = 1_000_000,
+          value_parser = clap::value_parser!(u64).range(1_000..=1_000_000_000))]
+    pub events_stream_maxlen: u64,
+}
+
+/// The change feed's stream unless told otherwise.
+pub const EVENTS_STREAM_DEFAULT: &str = "tally:events:v1";
+
 /// The queue every deployment uses unless told otherwise.
 pub const MAIL_QUEUE_DEFAULT: &str = "tally:mail:v1";
 

@@ -69,6 +69,9 @@ pub enum Reason {
     QuoteUsed,
     /// The caller holds as many live streams as allowed.
     StreamLimit,
+    /// A live stream's client read more slowly than its events came, and the stream was cut:
+    /// resume from the `after_sequence` of the ErrorInfo metadata.
+    SlowConsumer,
     /// A rate limit of the caller's address or user is spent: retry after the RetryInfo delay.
     RateLimited,
     /// The request is larger than the server accepts (gRPC's code for it).
@@ -120,6 +123,7 @@ impl Reason {
         Reason::QuoteExpired,
         Reason::QuoteUsed,
         Reason::StreamLimit,
+        Reason::SlowConsumer,
         Reason::RateLimited,
         Reason::MessageTooLarge,
         Reason::DeadlineExceeded,
@@ -166,6 +170,7 @@ impl Reason {
             Reason::QuoteExpired => "QUOTE_EXPIRED",
             Reason::QuoteUsed => "QUOTE_USED",
             Reason::StreamLimit => "STREAM_LIMIT",
+            Reason::SlowConsumer => "SLOW_CONSUMER",
             Reason::RateLimited => "RATE_LIMITED",
             Reason::MessageTooLarge => "MESSAGE_TOO_LARGE",
             Reason::DeadlineExceeded => "DEADLINE_EXCEEDED",
@@ -189,6 +194,7 @@ impl Reason {
             | Reason::VerificationRateLimited
             | Reason::RateLimited
             | Reason::StreamLimit
+            | Reason::SlowConsumer
             | Reason::MessageTooLarge => Code::ResourceExhausted,
             Reason::LastAdmin
             | Reason::InsufficientFunds

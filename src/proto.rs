@@ -73,6 +73,7 @@ pub const TALLY_SERVICES: &[&str] = &[
     "tally.v1.TransferService",
     "tally.v1.AuditService",
     "tally.v1.ExchangeService",
+    "tally.v1.EventService",
 ];
 
 /// The gRPC path (`/tally.v1.Service/Method`) of every method of tally's own services, from the

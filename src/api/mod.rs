@@ -15,6 +15,7 @@ use crate::{
 
 pub mod accounts;
 pub mod audit;
+pub mod events;
 pub mod exchange;
 pub mod roles;
 pub mod sessions;
@@ -27,6 +28,8 @@ pub struct ApiState {
     pub identity: Arc<Identity>,
     pub ledger: Arc<Ledger>,
     pub exchange: Arc<crate::exchange::Exchange>,
+    /// The change feed's live watches.
+    pub feed: Arc<crate::feed::Feed>,
     /// The largest message the server sends (`TALLY_MAX_MESSAGE_BYTES`): batch calls whose
     /// answers could exceed it are refused before they write.
     pub message_bytes_max: usize,

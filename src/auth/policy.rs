@@ -70,6 +70,7 @@ pub const METHOD_POLICIES: &[(&str, Access)] = &[
         "/tally.v1.ExchangeService/ListLiquidityAccounts",
         Requires(AccountsReadAny),
     ),
+    ("/tally.v1.EventService/WatchAccount", SignedIn),
 ];
 
 /// The permissions each method's domain code checks beyond its [`Access`] (the resource rules:
@@ -129,6 +130,7 @@ pub const DOMAIN_CHECKS: &[(&str, &[Permission])] = &[
         &[TransfersReadAny],
     ),
     ("/tally.v1.ExchangeService/Convert", &[TransfersOwn]),
+    ("/tally.v1.EventService/WatchAccount", &[AccountsReadAny]),
 ];
 
 /// Infrastructure services that answer anyone: load balancers and tools like grpcurl use them

@@ -9,6 +9,7 @@ use crate::{
     config::{DatabaseArgs, GlobalArgs, WorkerArgs},
     db,
     jobs::worker::Worker,
+    relay::{self, RelaySettings},
 };
 
 pub mod admin;
@@ -110,7 +111,24 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Worker(args) => {
             let settings = args.settings(cli.global.environment)?;
             let worker = Worker::build(settings).await?;
-            worker.run_until_stopped(shutdown_signal()).await
+            // The change feed's sweep: publishes what no server's relay did (none running, or
+            // Redis was away when they tried).
+            let (stop, stopping) = tokio::sync::watch::channel(false);
+            let sweep = tokio::spawn(relay::run(
+                worker.pool().clone(),
+                RelaySettings {
+                    redis_url: worker.settings().queue.redis_url.clone(),
+                    stream: worker.settings().events_stream.clone(),
+                    stream_max_len: worker.settings().events_stream_max_len,
+                    interval: relay::SWEEP_INTERVAL,
+                },
+                None,
+                stopping,
+            ));
+            let stopped = worker.run_until_stopped(shutdown_signal()).await;
+            let _ = stop.send(true);
+            let _ = tokio::time::timeout(relay::SWEEP_INTERVAL, sweep).await;
+            stopped
         }
         Command::Migrate { action, database } => {
             let pool = db::connect(&database.settings()?).await?;

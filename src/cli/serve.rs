@@ -12,8 +12,8 @@ use crate::{
         token::TOKEN_KEY_BYTES,
     },
     config::{
-        ConfigError, DatabaseArgs, Environment, QueueArgs, TokenFormat, TokenKey, TokenSettings,
-        config_error,
+        ConfigError, DatabaseArgs, Environment, FeedArgs, QueueArgs, TokenFormat, TokenKey,
+        TokenSettings, config_error,
     },
 };
 
@@ -31,6 +31,8 @@ pub struct ServeArgs {
     pub listen_addr: SocketAddr,
     #[command(flatten)]
     pub queue: QueueArgs,
+    #[command(flatten)]
+    pub feed: FeedArgs,
     /// How long a verification code stays valid, in seconds.
     #[arg(long, env = "TALLY_VERIFICATION_TTL_SECS", value_name = "TALLY_VERIFICATION_TTL_SECS",
           default_value_t = 86_400, value_parser = clap::value_parser!(u64).range(60..=604_800))]
@@ -203,6 +205,12 @@ pub struct ServeArgs {
     #[arg(long, env = "TALLY_RATES_POLL_MS", value_name = "TALLY_RATES_POLL_MS",
           default_value_t = 200, value_parser = clap::value_parser!(u64).range(20..=60_000))]
     pub rates_poll_ms: u64,
+    /// How often each server looks for change-feed events other servers committed, in
+    /// milliseconds (the most a watch elsewhere lags behind a commit; this server's own commits
+    /// reach its watches at once).
+    #[arg(long, env = "TALLY_FEED_POLL_MS", value_name = "TALLY_FEED_POLL_MS",
+          default_value_t = 50, value_parser = clap::value_parser!(u64).range(5..=60_000))]
+    pub feed_poll_ms: u64,
     /// A live stream with nothing to send sends an empty message this often, in milliseconds
     /// (so clients and proxies can tell a quiet stream from a dead one).
     #[arg(long, env = "TALLY_STREAM_HEARTBEAT_MS", value_name = "TALLY_STREAM_HEARTBEAT_MS",
@@ -277,6 +285,9 @@ impl ServeArgs {
                 retry_backoff_max: crate::ledger::TRANSFER_RETRY_BACKOFF_MAX,
                 hold_sweep_interval: Duration::from_millis(self.hold_sweep_interval_ms),
             },
+            feed_poll_interval: Duration::from_millis(self.feed_poll_ms),
+            feed_stream: self.feed.events_stream.clone(),
+            events_stream_max_len: self.feed.events_stream_maxlen,
             exchange: crate::exchange::ExchangeSettings {
                 spread_bps_default: self.exchange_spread_bps,
                 quote_ttl: Duration::from_millis(self.quote_ttl_ms),

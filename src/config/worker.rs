@@ -5,7 +5,7 @@ use std::{net::SocketAddr, path::PathBuf, str::FromStr as _, time::Duration};
 use clap::Args;
 
 use super::{
-    ConfigError, DatabaseArgs, DatabaseSettings, Environment, QueueArgs, QueueSettings,
+    ConfigError, DatabaseArgs, DatabaseSettings, Environment, FeedArgs, QueueArgs, QueueSettings,
     config_error,
 };
 
@@ -15,6 +15,8 @@ pub struct WorkerArgs {
     pub database: DatabaseArgs,
     #[command(flatten)]
     pub queue: QueueArgs,
+    #[command(flatten)]
+    pub feed: FeedArgs,
     /// SMTP server: smtp://host:port (plain), smtp://host:port?tls=required (STARTTLS) or
     /// smtps://host:port (TLS), with user:password@ for credentials. Unset in development:
     /// mail is written as .eml files to TALLY_MAIL_DIR.
@@ -128,6 +130,10 @@ pub struct WorkerSettings {
     pub backoff_max: Duration,
     pub sweep_interval: Duration,
     pub audit_retention: Duration,
+    /// The change feed's Redis stream, and about how many events it keeps (the worker's sweep
+    /// relays).
+    pub events_stream: String,
+    pub events_stream_max_len: u64,
     pub shutdown_drain: Duration,
     pub metrics_addr: SocketAddr,
 }
@@ -199,6 +205,8 @@ impl WorkerArgs {
             backoff_max: Duration::from_millis(self.mail_backoff_max_ms),
             sweep_interval: Duration::from_millis(self.outbox_sweep_interval_ms),
             audit_retention: Duration::from_secs(self.audit_retention_days * 86_400),
+            events_stream: self.feed.events_stream.clone(),
+            events_stream_max_len: self.feed.events_stream_maxlen,
             shutdown_drain: Duration::from_secs(self.shutdown_drain_secs),
             metrics_addr: self.metrics_addr,
         })

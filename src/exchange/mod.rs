@@ -17,7 +17,7 @@ use tokio::sync::{broadcast, watch};
 use uuid::Uuid;
 
 use self::{
-    hub::{Hub, Snapshot, StreamSlots},
+    hub::{Hub, Snapshot},
     rate::{ConvertError, Pricing, Rate},
 };
 use crate::{
@@ -133,7 +133,7 @@ pub struct Exchange {
     ledger: Arc<Ledger>,
     settings: ExchangeSettings,
     hub: Hub,
-    streams: StreamSlots,
+    streams: crate::streams::StreamSlots,
     /// Flips to `true` when the server begins to shut down: every watch ends.
     stopping: watch::Sender<bool>,
 }
@@ -141,10 +141,16 @@ pub struct Exchange {
 impl Exchange {
     /// Starts the rates poller (needs a tokio runtime); [`Exchange::bootstrap`] loads the rates.
     /// Conversions go through `ledger`, which must be bootstrapped (its liquidity accounts).
-    pub fn new(pool: PgPool, ledger: Arc<Ledger>, settings: ExchangeSettings) -> Self {
+    /// `streams` bounds the live streams of each user (shared with the other watches).
+    pub fn new(
+        pool: PgPool,
+        ledger: Arc<Ledger>,
+        settings: ExchangeSettings,
+        streams: crate::streams::StreamSlots,
+    ) -> Self {
         Self {
             hub: Hub::spawn(pool.clone(), settings.rates_poll_interval),
-            streams: StreamSlots::new(settings.streams_per_user_max),
+            streams,
             stopping: watch::channel(false).0,
             pool,
             ledger,
@@ -438,7 +444,7 @@ struct WatchState {
     generation: u64,
     stopping: watch::Receiver<bool>,
     heartbeat: Duration,
-    _slot: hub::StreamSlot,
+    _slot: crate::streams::StreamSlot,
 }
 
 fn update(rates: Vec<RateView>, snapshot: bool) -> RatesUpdate {

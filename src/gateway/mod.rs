@@ -42,6 +42,7 @@ use response::{GrpcStatus, json_response};
 use rules::Route;
 
 pub use openapi::ApiInfo;
+pub use response::json_string;
 
 /// Where the generated documents are served.
 pub const OPENAPI_PATH: &str = "/openapi.json";
@@ -369,12 +370,17 @@ where
             "the request body must be JSON (application/json)",
         ));
     }
-    let message = match request::build_message(&route, variables, parts.uri.query(), &body) {
+    let mut message = match request::build_message(&route, variables, parts.uri.query(), &body) {
         Ok(message) => message,
         Err(request::BadRequest(message)) => {
             return Ok(gateway.error(Code::InvalidArgument, StatusCode::BAD_REQUEST, &message));
         }
     };
+    if let Err(request::BadRequest(message)) =
+        request::resume_after_last_event(&mut message, &parts.headers)
+    {
+        return Ok(gateway.error(Code::InvalidArgument, StatusCode::BAD_REQUEST, &message));
+    }
     let remaining = match deadline {
         None => None,
         Some(deadline) => match deadline.checked_duration_since(tokio::time::Instant::now()) {

@@ -42,6 +42,44 @@ pub const QUERY_IGNORED_METRIC: &str = "tally_gateway_query_parameters_ignored_t
 #[derive(Debug)]
 pub struct BadRequest(pub String);
 
+/// The request field a Server-Sent Events client's `Last-Event-ID` stands for, when the query
+/// left it unset: a stream whose messages carry a `sequence` (written as each event's `id:`)
+/// resumes after the last one the browser's `EventSource` saw.
+pub const RESUME_FIELD: &str = "after_sequence";
+
+/// Sets [`RESUME_FIELD`] from `Last-Event-ID` when the request has that field and it is unset.
+pub fn resume_after_last_event(
+    message: &mut DynamicMessage,
+    headers: &http::HeaderMap,
+) -> Result<(), BadRequest> {
+    let Some(last) = headers.get("last-event-id") else {
+        return Ok(());
+    };
+    use prost_reflect::ReflectMessage as _;
+    let Some(field) = message.descriptor().get_field_by_name(RESUME_FIELD) else {
+        return Ok(());
+    };
+    if message.has_field(&field) {
+        return Ok(()); // the query said where to resume
+    }
+    let text = last.to_str().unwrap_or_default().trim();
+    if text.is_empty() {
+        return Ok(());
+    }
+    let value: u64 = text.parse().map_err(|_| {
+        BadRequest(format!(
+            "Last-Event-ID: {text:?} is not an event id this stream sent (a sequence)"
+        ))
+    })?;
+    match field.kind() {
+        prost_reflect::Kind::Uint64 => {
+            message.set_field(&field, prost_reflect::Value::U64(value));
+            Ok(())
+        }
+        _ => Ok(()),
+    }
+}
+
 /// Builds the request message. `body` is the raw request body (already size-checked).
 pub fn build_message(
     route: &Route,

@@ -138,6 +138,23 @@ fn to_json(message: &DynamicMessage) -> Result<Json, serde_json::Error> {
     Ok(json)
 }
 
+/// The JSON the gateway writes for `message`, a message of tally's protos named `full_name`:
+/// for what publishes messages outside an HTTP answer (the change feed's Redis stream), so
+/// they read exactly like the API's answers.
+pub fn json_string<M: prost::Message>(full_name: &str, message: &M) -> anyhow::Result<String> {
+    use anyhow::Context as _;
+    static POOL: std::sync::OnceLock<DescriptorPool> = std::sync::OnceLock::new();
+    let pool = POOL.get_or_init(|| {
+        DescriptorPool::decode(crate::proto::FILE_DESCRIPTOR_SET)
+            .expect("the embedded descriptor set decodes")
+    });
+    let descriptor = pool
+        .get_message_by_name(full_name)
+        .with_context(|| format!("no message {full_name} in the descriptor set"))?;
+    let dynamic = DynamicMessage::decode(descriptor, message.encode_to_vec().as_slice())?;
+    Ok(serde_json::to_string(&to_json(&dynamic)?)?)
+}
+
 /// Adds `null` for every unset singular message field outside a oneof, through nested messages
 /// (the serializer emits scalar defaults but leaves unset messages out).
 fn null_unset_messages(descriptor: &MessageDescriptor, json: &mut Json) {
@@ -316,7 +333,8 @@ pub enum Framing {
     /// `application/x-ndjson`: one message per line; a failure is a last line `{"error": ...}`.
     Ndjson,
     /// `text/event-stream` (Server-Sent Events, for `Accept: text/event-stream`): one `data:`
-    /// event per message; a failure is a last `event: error`.
+    /// event per message (with `id:` when it carries a `sequence`); a failure is a last
+    /// `event: error`.
     EventStream,
 }
 
@@ -354,10 +372,22 @@ impl Framing {
         Bytes::from(match (self, error) {
             (Framing::Ndjson, false) => format!("{text}\n"),
             (Framing::Ndjson, true) => format!("{{\"error\":{text}}}\n"),
-            (Framing::EventStream, false) => format!("data: {text}\n\n"),
+            (Framing::EventStream, false) => match event_id(json) {
+                Some(id) => format!("id: {id}\ndata: {text}\n\n"),
+                None => format!("data: {text}\n\n"),
+            },
             (Framing::EventStream, true) => format!("event: error\ndata: {text}\n\n"),
         })
     }
+}
+
+/// A streamed message's top-level `sequence` (a uint64, so a JSON string), written as its
+/// Server-Sent Event's `id:`: a reconnecting `EventSource` sends it back as `Last-Event-ID`
+/// (see [`super::request::resume_after_last_event`]).
+fn event_id(json: &Json) -> Option<&str> {
+    json.get("sequence")?
+        .as_str()
+        .filter(|id| !id.is_empty() && id.bytes().all(|b| b.is_ascii_digit()))
 }
 
 /// Converts the answer of a server-streaming call into NDJSON or Server-Sent Events.

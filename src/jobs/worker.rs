@@ -120,6 +120,14 @@ impl Worker {
     }
 
     /// Consumes the queue and sweeps the outbox until `shutdown` resolves; then stops taking
+    pub fn pool(&self) -> &PgPool {
+        &self.context.pool
+    }
+
+    pub fn settings(&self) -> &WorkerSettings {
+        &self.context.settings
+    }
+
     /// jobs, lets the ones in flight finish within `shutdown_drain`, and returns.
     pub async fn run_until_stopped(
         self,

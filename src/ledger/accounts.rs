@@ -8,7 +8,11 @@ use super::{ACCOUNT_NAME_CHARS_MAX, AMOUNT_MAX, Account, Entry, Ledger, Page, pa
 use crate::{
     auth::{Permission, Principal},
     error::{Error, Reason, Result},
-    store::{self, accounts::AccountRow},
+    store::{
+        self,
+        accounts::{AccountRow, Position},
+        events::{EventType, NewEvent},
+    },
     validate,
 };
 
@@ -109,6 +113,8 @@ impl Ledger {
             principal.require(Permission::AccountsManage)?;
         }
         let mut tx = crate::db::begin(&self.pool).await?;
+        // The change feed's event is written here: take its writer lock before any row lock.
+        store::events::lock_writer(&mut tx).await?;
         let owner_id = match &open.owner {
             None => {
                 require_own_or_any(principal)?;
@@ -154,7 +160,17 @@ impl Ledger {
         let row = store::accounts::by_id(&mut tx, id)
             .await?
             .ok_or_else(|| Error::internal(anyhow::anyhow!("inserted account vanished")))?;
+        store::events::insert_many(
+            &mut tx,
+            &[NewEvent::account(
+                EventType::AccountOpened,
+                id,
+                Position::default(),
+            )],
+        )
+        .await?;
         tx.commit().await?;
+        self.committed.notify_one();
         Ok(row.into())
     }
 
@@ -341,6 +357,7 @@ impl Ledger {
             self.engine.touch(vec![id]).await?;
         }
         let mut tx = crate::db::begin(&self.pool).await?;
+        store::events::lock_writer(&mut tx).await?;
         let locked = store::accounts::lock_one(&mut tx, id)
             .await?
             .ok_or(Error::NotFound("account"))?;
@@ -356,11 +373,14 @@ impl Ledger {
                 ));
             }
             store::accounts::close(&mut tx, id).await?;
+            let event = NewEvent::account(EventType::AccountClosed, id, Position::default());
+            store::events::insert_many(&mut tx, &[event]).await?;
         }
         let row = store::accounts::by_id(&mut tx, id)
             .await?
             .ok_or(Error::NotFound("account"))?;
         tx.commit().await?;
+        self.committed.notify_one();
         Ok(row.into())
     }
 

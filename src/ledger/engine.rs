@@ -13,11 +13,12 @@
 //!    only when a locked account holds or expects a pending amount), so an expired hold never
 //!    counts, whatever the sweeper has done;
 //! 4. the rules, in memory and in arrival order ([`super::plan`]);
-//! 5. bulk writes: transfers and entries inserted from `UNNEST`ed arrays, every moved position
-//!    set by one `UPDATE … FROM UNNEST` (and settled holds, reversed sums, by another);
+//! 5. bulk writes: transfers, entries and the change feed's events inserted from `UNNEST`ed
+//!    arrays, every moved position set by one `UPDATE … FROM UNNEST` (and settled holds,
+//!    reversed sums, by another);
 //! 6. one `COMMIT`.
 //!
-//! Seven round trips per batch of plain transfers, whatever its size. (Folding the three writes into one
+//! Eight round trips per batch of plain transfers, whatever its size. (Folding the three writes into one
 //! statement of data-modifying CTEs was measured: it halved throughput, with a p99 of 53 ms
 //! for that one statement, so they stay apart.)
 //!
@@ -82,6 +83,14 @@ pub struct Engine {
     queue: mpsc::Sender<Submission>,
 }
 
+/// What every batch task shares.
+struct Shared {
+    pool: PgPool,
+    settings: LedgerSettings,
+    /// Notified after a commit that wrote change-feed events.
+    committed: Arc<tokio::sync::Notify>,
+}
+
 /// One caller's operations, queued.
 struct Submission {
     chains: Vec<Chain>,
@@ -96,10 +105,20 @@ struct Submission {
 }
 
 impl Engine {
-    /// Starts the committer task on the current runtime.
-    pub fn spawn(pool: PgPool, settings: LedgerSettings) -> Self {
+    /// Starts the committer task on the current runtime; `committed` is notified after each
+    /// commit that wrote change-feed events.
+    pub fn spawn(
+        pool: PgPool,
+        settings: LedgerSettings,
+        committed: Arc<tokio::sync::Notify>,
+    ) -> Self {
         let (queue, submissions) = mpsc::channel(QUEUE_SUBMISSIONS_MAX);
-        tokio::spawn(committer(pool, Arc::new(settings), submissions));
+        let shared = Arc::new(Shared {
+            pool,
+            settings,
+            committed,
+        });
+        tokio::spawn(committer(shared, submissions));
         Self { queue }
     }
 
@@ -136,11 +155,7 @@ impl Engine {
     }
 }
 
-async fn committer(
-    pool: PgPool,
-    settings: Arc<LedgerSettings>,
-    mut queue: mpsc::Receiver<Submission>,
-) {
+async fn committer(shared: Arc<Shared>, mut queue: mpsc::Receiver<Submission>) {
     let mut carried: Option<Submission> = None;
     let in_flight = Arc::new(tokio::sync::Semaphore::new(BATCHES_IN_FLIGHT_MAX));
     loop {
@@ -188,12 +203,7 @@ async fn committer(
             .expect("the in-flight semaphore is never closed");
         let (committing, reached_commit) = oneshot::channel();
         // Its own task, so a panic in one batch fails that batch's callers, not the committer.
-        let run = tokio::spawn(run_batch(
-            pool.clone(),
-            settings.clone(),
-            batch,
-            Some(committing),
-        ));
+        let run = tokio::spawn(run_batch(shared.clone(), batch, Some(committing)));
         tokio::spawn(async move {
             if let Err(err) = run.await {
                 tracing::error!(error = %err, "a transfer batch panicked; its callers were answered INTERNAL");
@@ -206,8 +216,7 @@ async fn committer(
 }
 
 async fn run_batch(
-    pool: PgPool,
-    settings: Arc<LedgerSettings>,
+    shared: Arc<Shared>,
     batch: Vec<Submission>,
     mut committing: Option<oneshot::Sender<()>>,
 ) {
@@ -217,7 +226,7 @@ async fn run_batch(
         metrics::histogram!("tally_transfer_queue_wait_seconds")
             .record(s.enqueued.elapsed().as_secs_f64());
     }
-    match apply_with_retries(&pool, &settings, &batch, &mut committing).await {
+    match apply_with_retries(&shared, &batch, &mut committing).await {
         Ok((mut answers, attempts)) => {
             for s in batch.into_iter().rev() {
                 let outcomes = answers.pop().expect("one answer per submission");
@@ -232,13 +241,12 @@ async fn run_batch(
                 "transfer batch failed; applying each submission alone"
             );
             for s in batch {
-                let answer =
-                    apply_with_retries(&pool, &settings, std::slice::from_ref(&s), &mut None)
-                        .await
-                        .map(|(mut answers, attempts)| Settled {
-                            outcomes: answers.pop().expect("one answer"),
-                            attempts,
-                        });
+                let answer = apply_with_retries(&shared, std::slice::from_ref(&s), &mut None)
+                    .await
+                    .map(|(mut answers, attempts)| Settled {
+                        outcomes: answers.pop().expect("one answer"),
+                        attempts,
+                    });
                 let _ = s.reply.send(answer);
             }
         }
@@ -267,8 +275,7 @@ fn fan_out(err: Error, n: usize) -> Vec<Error> {
 /// Applies `batch`, retrying conflicts; returns the answers of each submission and the
 /// attempts it took.
 async fn apply_with_retries(
-    pool: &PgPool,
-    settings: &LedgerSettings,
+    shared: &Shared,
     batch: &[Submission],
     committing: &mut Option<oneshot::Sender<()>>,
 ) -> Result<(Vec<Vec<Result<Transfer>>>, u32)> {
@@ -296,7 +303,7 @@ async fn apply_with_retries(
         attempt += 1;
         span.record("attempt", attempt);
         span.record("retries", attempt - 1);
-        let outcome = attempt_batch(pool, &chains, &touch, committing)
+        let outcome = attempt_batch(&shared.pool, &chains, &touch, committing)
             .instrument(span.clone())
             .await;
         span.record(
@@ -308,11 +315,16 @@ async fn apply_with_retries(
             },
         );
         match outcome {
-            Ok(outcomes) => return Ok((split(outcomes, batch), attempt)),
-            Err(Error::Conflict(cause)) if attempt < settings.transfer_attempts_max => {
+            Ok((outcomes, wrote_events)) => {
+                if wrote_events {
+                    shared.committed.notify_one();
+                }
+                return Ok((split(outcomes, batch), attempt));
+            }
+            Err(Error::Conflict(cause)) if attempt < shared.settings.transfer_attempts_max => {
                 tracing::debug!(attempt, error = %cause, "transfer batch conflict; retrying");
                 metrics::counter!("tally_transfer_retries_total").increment(1);
-                tokio::time::sleep(backoff(settings, attempt)).await;
+                tokio::time::sleep(backoff(&shared.settings, attempt)).await;
             }
             Err(Error::Conflict(cause)) => {
                 tracing::warn!(attempts = attempt, postings, error = %cause,
@@ -328,13 +340,14 @@ async fn apply_with_retries(
     }
 }
 
-/// One attempt at a batch, in its own transaction; one answer per operation, in order.
+/// One attempt at a batch, in its own transaction; one answer per operation, in order, and
+/// whether it wrote change-feed events.
 async fn attempt_batch(
     pool: &PgPool,
     chains: &[&[Op]],
     touch: &[Uuid],
     committing: &mut Option<oneshot::Sender<()>>,
-) -> Result<Vec<Result<Transfer>>> {
+) -> Result<(Vec<Result<Transfer>>, bool)> {
     let mut ids: Vec<Uuid> = chains
         .iter()
         .flat_map(|c| c.iter().flat_map(Op::transfer_ids))
@@ -375,6 +388,8 @@ async fn attempt_batch(
     store::transfers::change_many(&mut tx, &plan.changes).await?;
     store::accounts::set_positions(&mut tx, &plan.positions).await?;
     store::transfers::insert_entries(&mut tx, &plan.entries).await?;
+    // The change feed's events, in this transaction (under `ledger_writer`: commit order).
+    store::events::insert_many(&mut tx, &plan.events).await?;
     let claims: Vec<(Uuid, Uuid)> = plan
         .claims
         .iter()
@@ -391,7 +406,8 @@ async fn attempt_batch(
     if expired_count > 0 {
         metrics::counter!("tally_holds_expired_total").increment(expired_count as u64);
     }
-    Ok(resolve(plan, created_at))
+    let wrote_events = !plan.events.is_empty();
+    Ok((resolve(plan, created_at), wrote_events))
 }
 
 /// The quotes the conversions of a batch use, in id order.

@@ -83,6 +83,8 @@ pub struct Ledger {
     system_accounts: std::sync::OnceLock<HashMap<String, Uuid>>,
     /// The liquidity account of each currency (the counterparty of conversions), likewise.
     liquidity_accounts: std::sync::OnceLock<HashMap<String, Uuid>>,
+    /// Notified after each commit that wrote change-feed events (the feed's tail waits on it).
+    committed: std::sync::Arc<tokio::sync::Notify>,
     /// Dropped with the ledger, which stops the hold sweeper.
     _sweeper: tokio::sync::oneshot::Sender<()>,
 }
@@ -95,7 +97,8 @@ impl Ledger {
         metrics::counter!("tally_transfer_retries_total").increment(0);
         metrics::counter!("tally_transfer_aborts_total").increment(0);
         metrics::counter!("tally_holds_expired_total").increment(0);
-        let engine = engine::Engine::spawn(pool.clone(), settings.clone());
+        let committed = std::sync::Arc::new(tokio::sync::Notify::new());
+        let engine = engine::Engine::spawn(pool.clone(), settings.clone(), committed.clone());
         let (sweeper, stop) = tokio::sync::oneshot::channel();
         holds::spawn_sweeper(
             pool.clone(),
@@ -109,8 +112,14 @@ impl Ledger {
             settings,
             system_accounts: std::sync::OnceLock::new(),
             liquidity_accounts: std::sync::OnceLock::new(),
+            committed,
             _sweeper: sweeper,
         }
+    }
+
+    /// Notified after each commit of this process that wrote change-feed events.
+    pub fn commits(&self) -> std::sync::Arc<tokio::sync::Notify> {
+        self.committed.clone()
     }
 
     pub fn currencies(&self) -> &Currencies {

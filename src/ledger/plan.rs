@@ -52,6 +52,7 @@ use crate::{
     error::{Error, Reason},
     store::{
         accounts::{LockedAccount, Position},
+        events::{EventType, NewEvent},
         exchange::QuoteState,
         transfers::{ExpiredHold, NewEntry, NewTransfer, TransferChange, TransferRow},
     },
@@ -84,6 +85,10 @@ pub struct Plan {
     pub changes: Vec<TransferChange>,
     /// The quotes conversions of this batch used.
     pub claims: Vec<QuoteClaim>,
+    /// The change feed's events, in the order the changes applied: each new transfer (FAILED
+    /// ones too), each hold posted, voided or expired, with both positions right after it.
+    /// Replays and rejected operations change nothing and have none.
+    pub events: Vec<NewEvent>,
 }
 
 /// What a batch reads besides its operations: the transfers already stored under the ids the
@@ -153,6 +158,12 @@ enum Member {
     Settle,
 }
 
+/// A chain member that applied: a settlement's answer, and the event of what it changed.
+struct Applied {
+    answer: Option<Planned>,
+    event: Option<NewEvent>,
+}
+
 /// Why applying an operation stopped its chain.
 enum Stop {
     /// A ledger rule: the chain's new transfers are recorded FAILED.
@@ -181,8 +192,15 @@ impl Batch {
     ) -> Self {
         let mut ledger = Balances::new(accounts);
         let expired_ids: HashSet<Uuid> = expired.iter().map(|h| h.id).collect();
+        let mut plan = Plan::default();
         for hold in expired {
             ledger.release(hold.from_account_id, hold.to_account_id, hold.amount);
+            plan.events.push(ledger.event(
+                EventType::TransferExpired,
+                (hold.id, Status::Expired, None),
+                hold.from_account_id,
+                hold.to_account_id,
+            ));
         }
         // Expiry is not a change of this plan: the engine has written it already.
         ledger.undo.clear();
@@ -201,7 +219,7 @@ impl Batch {
             undo: Vec::new(),
             ledger,
             quotes: HashMap::new(),
-            plan: Plan::default(),
+            plan,
         }
     }
 
@@ -311,8 +329,8 @@ impl Batch {
         let mark = (self.ledger.mark(), self.undo.len());
         let mut entries = Vec::with_capacity(2 * chain.len());
         match self.apply(chain, &members, &mut entries) {
-            Ok(answers) => {
-                self.conclude(members, answers);
+            Ok(applied) => {
+                self.conclude(members, applied);
                 self.plan.entries.append(&mut entries);
             }
             Err((at, Stop::Refused(reason))) => {
@@ -384,18 +402,19 @@ impl Batch {
         None
     }
 
-    /// Applies the members in order; the answer of each settlement (`None` for a new transfer,
-    /// recorded once the whole chain holds), or where and why the chain stopped.
+    /// Applies the members in order: for each, the answer of a settlement (`None` for a new
+    /// transfer, recorded once the whole chain holds) and the event it makes, if it changed
+    /// anything; or where and why the chain stopped.
     fn apply(
         &mut self,
         chain: &[Op],
         members: &[Member],
         entries: &mut Vec<NewEntry>,
-    ) -> Result<Vec<Option<Planned>>, (usize, Stop)> {
-        let mut answers = Vec::with_capacity(chain.len());
+    ) -> Result<Vec<Applied>, (usize, Stop)> {
+        let mut applied = Vec::with_capacity(chain.len());
         for (i, (op, member)) in chain.iter().zip(members).enumerate() {
-            let applied = match (op, member) {
-                (Op::Settle(s), Member::Settle) => self.settle(s, entries).map(Some),
+            let one = match (op, member) {
+                (Op::Settle(s), Member::Settle) => self.settle_with_event(s, entries),
                 (
                     _,
                     Member::New {
@@ -404,19 +423,59 @@ impl Batch {
                 ) => self
                     .quote_usable(posting)
                     .and_then(|()| self.create(posting, *reverses, entries))
-                    .map(|()| None),
+                    .map(|()| Applied {
+                        answer: None,
+                        event: Some(self.ledger.event(
+                            EventType::TransferCreated,
+                            // The status is the record's, set by `conclude`.
+                            (posting.id, Status::Succeeded, None),
+                            posting.from,
+                            posting.to,
+                        )),
+                    }),
                 _ => unreachable!("only new members and settlements remain"),
             };
-            answers.push(applied.map_err(|why| (i, why))?);
+            applied.push(one.map_err(|why| (i, why))?);
         }
-        Ok(answers)
+        Ok(applied)
     }
 
-    /// The chain held: new transfers are recorded, settlements answered.
-    fn conclude(&mut self, members: Vec<Member>, answers: Vec<Option<Planned>>) {
-        for (member, answer) in members.into_iter().zip(answers) {
+    /// [`Batch::settle`], and the event of a post or void that changed the hold (the same
+    /// settlement again changes nothing and makes none).
+    fn settle_with_event(
+        &mut self,
+        s: &Settlement,
+        entries: &mut Vec<NewEntry>,
+    ) -> Result<Applied, Stop> {
+        let before = self.view(s.id).expect("checked").state;
+        let answer = self.settle(s, entries)?;
+        let hold = self.view(s.id).expect("checked");
+        let kind = match hold.state.status {
+            Status::Posted => EventType::TransferPosted,
+            _ => EventType::TransferVoided,
+        };
+        let event = (hold.state != before).then(|| {
+            self.ledger.event(
+                kind,
+                (s.id, hold.state.status, hold.state.posted_amount),
+                hold.from,
+                hold.to,
+            )
+        });
+        Ok(Applied {
+            answer: Some(answer),
+            event,
+        })
+    }
+
+    /// The chain held: new transfers are recorded, settlements answered, events kept.
+    fn conclude(&mut self, members: Vec<Member>, applied: Vec<Applied>) {
+        for (member, Applied { answer, event }) in members.into_iter().zip(applied) {
             match (member, answer) {
-                (Member::Settle, Some(answer)) => self.plan.outcomes.push(answer),
+                (Member::Settle, Some(answer)) => {
+                    self.plan.outcomes.push(answer);
+                    self.plan.events.extend(event);
+                }
                 (
                     Member::New {
                         posting,
@@ -431,7 +490,11 @@ impl Batch {
                             .and_modify(|q| q.conversion_id = Some(claim.conversion_id));
                         self.plan.claims.push(claim);
                     }
-                    self.record(&posting, fingerprint, reverses, None);
+                    let status = self.record(&posting, fingerprint, reverses, None);
+                    self.plan.events.extend(event.map(|mut e| {
+                        e.transfer = Some((posting.id, status, None));
+                        e
+                    }));
                 }
                 _ => unreachable!("a settlement answers, a new transfer is recorded"),
             }
@@ -454,6 +517,14 @@ impl Batch {
                         FailureReason::LinkedTransferFailed
                     };
                     self.record(&posting, fingerprint, reverses, Some(reason));
+                    // Moved nothing: the positions are those after the rollback.
+                    let event = self.ledger.event(
+                        EventType::TransferCreated,
+                        (posting.id, Status::Failed, None),
+                        posting.from,
+                        posting.to,
+                    );
+                    self.plan.events.push(event);
                 }
                 _ => self
                     .plan
@@ -728,13 +799,14 @@ impl Batch {
         Ok(self.answer(s.id))
     }
 
+    /// Records a new transfer; returns its status.
     fn record(
         &mut self,
         p: &Posting,
         fingerprint: [u8; 32],
         reverses: Option<Uuid>,
         failure: Option<FailureReason>,
-    ) {
+    ) -> Status {
         let index = self.plan.transfers.len();
         let status = match (failure, p.hold_ms) {
             (Some(_), _) => Status::Failed,
@@ -760,6 +832,7 @@ impl Batch {
         });
         self.known.insert(p.id, Known::Planned(index));
         self.plan.outcomes.push(Planned::Recorded(index));
+        status
     }
 }
 
@@ -1036,6 +1109,24 @@ impl Balances {
             *pending -= amount;
             assert!(*pending >= 0, "released more than account {id} held");
             self.set(id, position);
+        }
+    }
+
+    /// An event of transfer `transfer` between `from` and `to`, with their positions now.
+    fn event(
+        &self,
+        kind: EventType,
+        transfer: (Uuid, Status, Option<i64>),
+        from: Uuid,
+        to: Uuid,
+    ) -> NewEvent {
+        let position = |id: Uuid| self.accounts[&id].position;
+        NewEvent {
+            kind,
+            account_id: from,
+            account: position(from),
+            counterparty: Some((to, position(to))),
+            transfer: Some(transfer),
         }
     }
 

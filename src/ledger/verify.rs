@@ -28,6 +28,9 @@ pub struct Report {
     pub closed_not_empty: i64,
     /// Entries whose `balance_after` is not the running sum of the account's entries.
     pub broken_running_balances: i64,
+    /// Transfers recorded since the change feed began without exactly one `transfer.created`
+    /// event, and events naming a transfer or account that is not stored.
+    pub feed_mismatches: i64,
 }
 
 impl Report {
@@ -40,6 +43,7 @@ impl Report {
             && self.pending_mismatches == 0
             && self.reversal_mismatches == 0
             && self.closed_not_empty == 0
+            && self.feed_mismatches == 0
     }
 }
 
@@ -113,6 +117,11 @@ pub async fn run(pool: &PgPool) -> anyhow::Result<Report> {
             "SELECT count(*) FROM (SELECT balance_after, \
                     sum(amount) OVER (PARTITION BY account_id ORDER BY seq) AS running \
                   FROM entries) r WHERE balance_after <> running",
+        )
+        .fetch_one(&mut *tx)
+        .await?,
+        feed_mismatches: count(
+            "SELECT (SELECT count(*) FROM transfers t                      LEFT JOIN (SELECT transfer_id, count(*) AS n FROM ledger_events                                 WHERE type = 'transfer.created' GROUP BY 1) e                        ON e.transfer_id = t.id                      WHERE t.seq > (SELECT after_transfer_seq FROM ledger_feed_start)                        AND e.n IS DISTINCT FROM 1)                   + (SELECT count(*) FROM ledger_events e                      WHERE (e.transfer_id IS NOT NULL                             AND NOT EXISTS (SELECT 1 FROM transfers t WHERE t.id = e.transfer_id))                         OR NOT EXISTS (SELECT 1 FROM accounts a WHERE a.id = e.account_id))",
         )
         .fetch_one(&mut *tx)
         .await?,

@@ -88,6 +88,7 @@ pub const METHOD_BUDGETS: &[(&str, Budget)] = &[
     ("/tally.v1.ExchangeService/SetRate", Write),
     ("/tally.v1.ExchangeService/ListRates", Read),
     ("/tally.v1.ExchangeService/WatchRates", Read),
+    ("/tally.v1.EventService/WatchAccount", Read),
     // Each quote writes a row.
     ("/tally.v1.ExchangeService/CreateQuote", Write),
     ("/tally.v1.ExchangeService/Convert", Write),

@@ -217,6 +217,16 @@ pub async fn by_id(conn: &mut PgConnection, id: Uuid) -> Result<Option<AccountRo
     )
 }
 
+/// The accounts among `ids` (any order; missing ones are left out).
+pub async fn by_ids(conn: &mut PgConnection, ids: &[Uuid]) -> Result<Vec<AccountRow>> {
+    Ok(
+        sqlx::query_as::<_, AccountRow>(concat!(select_account!(), "WHERE a.id = ANY($1)"))
+            .bind(ids)
+            .fetch_all(conn)
+            .await?,
+    )
+}
+
 /// The accounts of `owner_id` after `after` (by id), oldest first.
 pub async fn page_owned(
     conn: &mut PgConnection,

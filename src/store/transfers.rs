@@ -67,6 +67,7 @@ macro_rules! text_enum {
         }
     };
 }
+pub(crate) use text_enum;
 
 text_enum! {
     /// What a transfer row records (`transfers.kind`).

@@ -163,11 +163,19 @@ const MATRIX: &[(&str, [Outcome; 4])] = &[
         "tally.v1.ExchangeService/ListLiquidityAccounts",
         [Unauth, Denied, Allowed, Allowed],
     ),
+    // Signed in; which account is the domain's check (tests/api/feed.rs).
+    (
+        "tally.v1.EventService/WatchAccount",
+        [Unauth, Allowed, Allowed, Allowed],
+    ),
 ];
 
 /// Methods that answer a stream: called as such, and judged by the answer's head (the stream
 /// itself never ends on its own).
-const STREAMING: &[&str] = &["tally.v1.ExchangeService/WatchRates"];
+const STREAMING: &[&str] = &[
+    "tally.v1.ExchangeService/WatchRates",
+    "tally.v1.EventService/WatchAccount",
+];
 
 /// Calls `path` with an empty message (valid for every proto3 request type).
 async fn call(channel: &Channel, path: &str, token: Option<&str>) -> Result<(), Status> {

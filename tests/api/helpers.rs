@@ -107,6 +107,11 @@ impl Drop for TestDatabase {
     }
 }
 
+/// The change feed's Redis stream of the servers on `db`.
+pub fn events_stream(db: &TestDatabase) -> String {
+    format!("tally:test:events:{}", db.name)
+}
+
 /// Serve settings as `tally serve` would parse them, with test-friendly defaults.
 pub fn settings(database_url: &str, extra: &[&str]) -> ServeSettings {
     let key = base64::engine::general_purpose::STANDARD.encode(TEST_KEY);
@@ -197,6 +202,8 @@ impl TestApp {
 
     async fn spawn_on(db: std::sync::Arc<TestDatabase>, pool: PgPool, extra: &[&str]) -> Self {
         let queue = format!("tally:test:{}", Uuid::new_v4().simple());
+        // One change-feed stream per database (its replicas share it, as in production).
+        let stream = events_stream(&db);
         let redis_url = redis_url();
         // A short lease: a job stranded in Redis (a consumer restarted under load) is queued
         // again within seconds rather than the production default of minutes.
@@ -207,6 +214,8 @@ impl TestApp {
             &redis_url,
             "--outbox-lease-secs",
             "10",
+            "--events-stream",
+            &stream,
         ];
         flags.extend_from_slice(extra);
         let settings = settings(&db.url, &flags);

@@ -13,6 +13,7 @@ mod cli;
 mod docs;
 mod exchange;
 mod faults;
+mod feed;
 mod gateway;
 mod helpers;
 mod holds;
