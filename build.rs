@@ -14,6 +14,7 @@ const PROTOS: &[&str] = &[
     "tally/v1/audit.proto",
     "tally/v1/exchange.proto",
     "tally/v1/events.proto",
+    "tally/v1/webhooks.proto",
     // Error details, so reflection clients and the gateway can decode them.
     "google/rpc/status.proto",
     "google/rpc/error_details.proto",

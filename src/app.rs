@@ -49,11 +49,13 @@ use crate::{
             exchange_service_server::ExchangeServiceServer, role_service_server::RoleServiceServer,
             session_service_server::SessionServiceServer,
             transfer_service_server::TransferServiceServer, user_service_server::UserServiceServer,
+            webhook_service_server::WebhookServiceServer,
         },
     },
     relay::{self, RelaySettings},
     streams::StreamSlots,
     telemetry,
+    webhooks::Webhooks,
 };
 
 /// `/readyz` gives the database this long to answer before calling the server unready.
@@ -100,6 +102,8 @@ pub struct ServeSettings {
     /// The change feed's Redis stream, and about how many events it keeps.
     pub feed_stream: String,
     pub events_stream_max_len: u64,
+    /// Whether webhooks may point at private addresses.
+    pub webhook_allow_private: bool,
     /// Origins allowed by CORS; `*` alone means any. Empty: none.
     pub cors_allowed_origins: Vec<String>,
 }
@@ -179,11 +183,17 @@ impl Application {
         // The first unknown-user login must not pay for computing the dummy hash.
         tokio::task::spawn_blocking(password::warm_up).await?;
 
+        let webhooks = Arc::new(Webhooks::new(
+            pool.clone(),
+            ledger.clone(),
+            settings.webhook_allow_private,
+        ));
         let state = ApiState {
             identity,
             ledger,
             exchange: exchange.clone(),
             feed: feed.clone(),
+            webhooks,
             message_bytes_max: settings.message_bytes_max,
             pool: pool.clone(),
         };
@@ -426,6 +436,7 @@ fn grpc_routes(
         .add_service(limited!(AuditServiceServer))
         .add_service(limited!(ExchangeServiceServer))
         .add_service(limited!(EventServiceServer))
+        .add_service(limited!(WebhookServiceServer))
 }
 
 /// What health answers for the whole server (`""`), the health service and each tally service.

@@ -107,6 +107,11 @@ pub struct FeedArgs {
           default_value_t = 1_000_000,
           value_parser = clap::value_parser!(u64).range(1_000..=1_000_000_000))]
     pub events_stream_maxlen: u64,
+    /// Let webhooks point at private, loopback and link-local addresses (development and
+    /// tests; never where the worker can reach internal services).
+    #[arg(long, env = "TALLY_WEBHOOK_ALLOW_PRIVATE", value_name = "TALLY_WEBHOOK_ALLOW_PRIVATE",
+          default_value_t = false, action = clap::ArgAction::Set)]
+    pub webhook_allow_private: bool,
 }
 
 /// The change feed's stream unless told otherwise.

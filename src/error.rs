@@ -37,6 +37,8 @@ pub enum Reason {
     LinkedChainOpen,
     TransactionConflict,
     AccountLimit,
+    /// The caller holds as many webhooks as allowed.
+    WebhookLimit,
     BalanceLimit,
     /// An account of the transfer is closed.
     AccountClosed,
@@ -105,6 +107,7 @@ impl Reason {
         Reason::LinkedChainOpen,
         Reason::TransactionConflict,
         Reason::AccountLimit,
+        Reason::WebhookLimit,
         Reason::BalanceLimit,
         Reason::AccountClosed,
         Reason::AccountNotEmpty,
@@ -152,6 +155,7 @@ impl Reason {
             Reason::LinkedChainOpen => "LINKED_CHAIN_OPEN",
             Reason::TransactionConflict => "TRANSACTION_CONFLICT",
             Reason::AccountLimit => "ACCOUNT_LIMIT",
+            Reason::WebhookLimit => "WEBHOOK_LIMIT",
             Reason::BalanceLimit => "BALANCE_LIMIT",
             Reason::AccountClosed => "ACCOUNT_CLOSED",
             Reason::AccountNotEmpty => "ACCOUNT_NOT_EMPTY",
@@ -201,6 +205,7 @@ impl Reason {
             | Reason::CurrencyMismatch
             | Reason::LinkedTransferFailed
             | Reason::AccountLimit
+            | Reason::WebhookLimit
             | Reason::BalanceLimit
             | Reason::AccountClosed
             | Reason::AccountNotEmpty

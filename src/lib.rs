@@ -27,3 +27,4 @@ pub mod store;
 pub mod streams;
 pub mod telemetry;
 pub mod validate;
+pub mod webhooks;

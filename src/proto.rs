@@ -74,6 +74,7 @@ pub const TALLY_SERVICES: &[&str] = &[
     "tally.v1.AuditService",
     "tally.v1.ExchangeService",
     "tally.v1.EventService",
+    "tally.v1.WebhookService",
 ];
 
 /// The gRPC path (`/tally.v1.Service/Method`) of every method of tally's own services, from the

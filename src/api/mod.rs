@@ -21,6 +21,7 @@ pub mod roles;
 pub mod sessions;
 pub mod transfers;
 pub mod users;
+pub mod webhooks;
 
 /// What every adapter holds.
 #[derive(Clone)]
@@ -30,6 +31,7 @@ pub struct ApiState {
     pub exchange: Arc<crate::exchange::Exchange>,
     /// The change feed's live watches.
     pub feed: Arc<crate::feed::Feed>,
+    pub webhooks: Arc<crate::webhooks::Webhooks>,
     /// The largest message the server sends (`TALLY_MAX_MESSAGE_BYTES`): batch calls whose
     /// answers could exceed it are refused before they write.
     pub message_bytes_max: usize,

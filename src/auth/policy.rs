@@ -71,6 +71,9 @@ pub const METHOD_POLICIES: &[(&str, Access)] = &[
         Requires(AccountsReadAny),
     ),
     ("/tally.v1.EventService/WatchAccount", SignedIn),
+    ("/tally.v1.WebhookService/CreateWebhook", SignedIn),
+    ("/tally.v1.WebhookService/ListWebhooks", SignedIn),
+    ("/tally.v1.WebhookService/DeleteWebhook", SignedIn),
 ];
 
 /// The permissions each method's domain code checks beyond its [`Access`] (the resource rules:
@@ -131,6 +134,7 @@ pub const DOMAIN_CHECKS: &[(&str, &[Permission])] = &[
     ),
     ("/tally.v1.ExchangeService/Convert", &[TransfersOwn]),
     ("/tally.v1.EventService/WatchAccount", &[AccountsReadAny]),
+    ("/tally.v1.WebhookService/CreateWebhook", &[AccountsReadAny]),
 ];
 
 /// Infrastructure services that answer anyone: load balancers and tools like grpcurl use them

@@ -80,17 +80,15 @@ pub async fn run(pool: PgPool, action: AdminAction) -> anyhow::Result<()> {
                 println!("no dead letters");
             }
             for d in letters {
-                let requeued = d
-                    .requeued_at
-                    .map_or_else(|| "-".to_owned(), |t| t.to_string());
-                let error: String = d
-                    .last_error
-                    .chars()
-                    .take(DEAD_LETTER_ERROR_CHARS_SHOWN)
-                    .collect();
                 println!(
                     "{} verification={} to={} attempts={} dead_at={} requeued_at={} error={}",
-                    d.id, d.verification_id, d.email, d.attempts, d.dead_at, requeued, error
+                    d.id,
+                    d.verification_id,
+                    d.email,
+                    d.attempts,
+                    d.dead_at,
+                    shown(d.requeued_at),
+                    shown_error(&d.last_error)
                 );
             }
         }
@@ -101,8 +99,48 @@ pub async fn run(pool: PgPool, action: AdminAction) -> anyhow::Result<()> {
                 None => anyhow::bail!("no dead letter {id} waiting to be requeued"),
             }
         }
+        AdminAction::WebhookDeadLetters { all, limit } => {
+            let mut conn = pool.acquire().await?;
+            let letters = store::webhooks::dead_letters(&mut conn, all, limit).await?;
+            if letters.is_empty() {
+                println!("no webhook dead letters");
+            }
+            for d in letters {
+                println!(
+                    "{} webhook={} url={} sequence={} attempts={} dead_at={} requeued_at={} \
+                     delivered_at={} error={}",
+                    d.id,
+                    d.webhook_id,
+                    d.url,
+                    d.sequence,
+                    d.attempts,
+                    d.dead_at,
+                    shown(d.requeued_at),
+                    shown(d.delivered_at),
+                    shown_error(&d.last_error)
+                );
+            }
+        }
+        AdminAction::RequeueWebhook { id } => {
+            let mut conn = pool.acquire().await?;
+            if store::webhooks::requeue(&mut conn, id).await? {
+                println!("requeued webhook dead letter {id}");
+            } else {
+                anyhow::bail!("no webhook dead letter {id} waiting to be requeued");
+            }
+        }
     }
     Ok(())
+}
+
+/// A moment of a dead letter, or `-`.
+fn shown(t: Option<time::OffsetDateTime>) -> String {
+    t.map_or_else(|| "-".into(), |t| t.to_string())
+}
+
+/// A dead letter's error, cut to [`DEAD_LETTER_ERROR_CHARS_SHOWN`] characters.
+fn shown_error(error: &str) -> String {
+    error.chars().take(DEAD_LETTER_ERROR_CHARS_SHOWN).collect()
 }
 
 async fn read_password_from_stdin() -> anyhow::Result<String> {

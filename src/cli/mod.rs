@@ -98,6 +98,18 @@ pub enum AdminAction {
     },
     /// Put a dead letter back into the mail outbox with a fresh attempt budget.
     RequeueDeadLetter { id: uuid::Uuid },
+    /// List webhook events that failed every delivery attempt, newest first.
+    WebhookDeadLetters {
+        /// Also list dead letters that were requeued already.
+        #[arg(long)]
+        all: bool,
+        /// At most this many lines.
+        #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(i64).range(1..=10_000))]
+        limit: i64,
+    },
+    /// Have the worker deliver a webhook dead letter once more (out of order: its endpoint has
+    /// moved on; the message keeps its webhook-id).
+    RequeueWebhook { id: uuid::Uuid },
 }
 
 /// Runs the parsed command to its end.
@@ -123,11 +135,30 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                     interval: relay::SWEEP_INTERVAL,
                 },
                 None,
+                stopping.clone(),
+            ));
+            let w = worker.settings();
+            let webhooks = tokio::spawn(relay::webhooks::run(
+                worker.pool().clone(),
+                relay::webhooks::DeliverySettings {
+                    attempts_max: w.webhook_attempts_max,
+                    backoff_base: w.webhook_backoff_base,
+                    backoff_max: w.webhook_backoff_max,
+                    timeout: w.webhook_timeout,
+                    concurrency: w.webhook_concurrency,
+                    allow_private: w.webhook_allow_private,
+                },
                 stopping,
             ));
+            let drain = w.shutdown_drain.max(w.webhook_timeout);
             let stopped = worker.run_until_stopped(shutdown_signal()).await;
+            // Deliveries in flight finish (or time out) before the process exits.
             let _ = stop.send(true);
-            let _ = tokio::time::timeout(relay::SWEEP_INTERVAL, sweep).await;
+            let _ = tokio::time::timeout(drain, async {
+                let _ = sweep.await;
+                let _ = webhooks.await;
+            })
+            .await;
             stopped
         }
         Command::Migrate { action, database } => {

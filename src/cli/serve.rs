@@ -288,6 +288,7 @@ impl ServeArgs {
             feed_poll_interval: Duration::from_millis(self.feed_poll_ms),
             feed_stream: self.feed.events_stream.clone(),
             events_stream_max_len: self.feed.events_stream_maxlen,
+            webhook_allow_private: self.feed.webhook_allow_private,
             exchange: crate::exchange::ExchangeSettings {
                 spread_bps_default: self.exchange_spread_bps,
                 quote_ttl: Duration::from_millis(self.quote_ttl_ms),

@@ -85,6 +85,26 @@ pub struct WorkerArgs {
     #[arg(long, env = "TALLY_AUDIT_RETENTION_DAYS", value_name = "TALLY_AUDIT_RETENTION_DAYS",
           default_value_t = 90, value_parser = clap::value_parser!(u64).range(1..=3_650))]
     pub audit_retention_days: u64,
+    /// Attempts at delivering one event to a webhook before it is dead-lettered.
+    #[arg(long, env = "TALLY_WEBHOOK_ATTEMPTS_MAX", value_name = "TALLY_WEBHOOK_ATTEMPTS_MAX",
+          default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=100))]
+    pub webhook_attempts_max: u32,
+    /// Wait before a webhook's second attempt, in milliseconds; doubles per attempt (full
+    /// jitter) up to TALLY_WEBHOOK_BACKOFF_MAX_MS.
+    #[arg(long, env = "TALLY_WEBHOOK_BACKOFF_BASE_MS", value_name = "TALLY_WEBHOOK_BACKOFF_BASE_MS",
+          default_value_t = 1_000, value_parser = clap::value_parser!(u64).range(1..=3_600_000))]
+    pub webhook_backoff_base_ms: u64,
+    #[arg(long, env = "TALLY_WEBHOOK_BACKOFF_MAX_MS", value_name = "TALLY_WEBHOOK_BACKOFF_MAX_MS",
+          default_value_t = 600_000, value_parser = clap::value_parser!(u64).range(1..=86_400_000))]
+    pub webhook_backoff_max_ms: u64,
+    /// One webhook delivery's whole HTTP exchange, in milliseconds.
+    #[arg(long, env = "TALLY_WEBHOOK_TIMEOUT_MS", value_name = "TALLY_WEBHOOK_TIMEOUT_MS",
+          default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(100..=120_000))]
+    pub webhook_timeout_ms: u64,
+    /// Webhook endpoints delivered to at once (each holds a database connection meanwhile).
+    #[arg(long, env = "TALLY_WEBHOOK_CONCURRENCY", value_name = "TALLY_WEBHOOK_CONCURRENCY",
+          default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=64))]
+    pub webhook_concurrency: u32,
     /// On SIGTERM, how long jobs in flight may take to finish before the process exits.
     #[arg(long, env = "TALLY_SHUTDOWN_DRAIN_SECS", value_name = "TALLY_SHUTDOWN_DRAIN_SECS",
           default_value_t = 20, value_parser = clap::value_parser!(u64).range(0..=600))]
@@ -134,6 +154,12 @@ pub struct WorkerSettings {
     /// relays).
     pub events_stream: String,
     pub events_stream_max_len: u64,
+    pub webhook_attempts_max: u32,
+    pub webhook_backoff_base: Duration,
+    pub webhook_backoff_max: Duration,
+    pub webhook_timeout: Duration,
+    pub webhook_concurrency: usize,
+    pub webhook_allow_private: bool,
     pub shutdown_drain: Duration,
     pub metrics_addr: SocketAddr,
 }
@@ -207,6 +233,13 @@ impl WorkerArgs {
             audit_retention: Duration::from_secs(self.audit_retention_days * 86_400),
             events_stream: self.feed.events_stream.clone(),
             events_stream_max_len: self.feed.events_stream_maxlen,
+            webhook_attempts_max: self.webhook_attempts_max,
+            webhook_backoff_base: Duration::from_millis(self.webhook_backoff_base_ms),
+            webhook_backoff_max: Duration::from_millis(self.webhook_backoff_max_ms),
+            webhook_timeout: Duration::from_millis(self.webhook_timeout_ms),
+            // At most 64.
+            webhook_concurrency: self.webhook_concurrency as usize,
+            webhook_allow_private: self.feed.webhook_allow_private,
             shutdown_drain: Duration::from_secs(self.shutdown_drain_secs),
             metrics_addr: self.metrics_addr,
         })

@@ -89,6 +89,9 @@ pub const METHOD_BUDGETS: &[(&str, Budget)] = &[
     ("/tally.v1.ExchangeService/ListRates", Read),
     ("/tally.v1.ExchangeService/WatchRates", Read),
     ("/tally.v1.EventService/WatchAccount", Read),
+    ("/tally.v1.WebhookService/CreateWebhook", Write),
+    ("/tally.v1.WebhookService/ListWebhooks", Read),
+    ("/tally.v1.WebhookService/DeleteWebhook", Write),
     // Each quote writes a row.
     ("/tally.v1.ExchangeService/CreateQuote", Write),
     ("/tally.v1.ExchangeService/Convert", Write),

@@ -22,6 +22,8 @@ use tokio::sync::{Notify, watch};
 
 use crate::{feed, proto::tally_v1 as pb, store};
 
+pub mod webhooks;
+
 /// The stream's key unless `TALLY_EVENTS_STREAM` says otherwise. Pinned: a consumer's
 /// `XREAD` names it, and the `v1` is the payload's version (a change that is not backward
 /// compatible gets a new stream).

@@ -12,6 +12,7 @@ pub mod sessions;
 pub mod transfers;
 pub mod users;
 pub mod verifications;
+pub mod webhooks;
 
 /// The constraint a unique or check violation names, if `err` is one.
 pub(crate) fn violated_constraint(err: &sqlx::Error) -> Option<&str> {

@@ -168,6 +168,19 @@ const MATRIX: &[(&str, [Outcome; 4])] = &[
         "tally.v1.EventService/WatchAccount",
         [Unauth, Allowed, Allowed, Allowed],
     ),
+    // Without an account, every event: bankers and admins only.
+    (
+        "tally.v1.WebhookService/CreateWebhook",
+        [Unauth, Denied, Allowed, Allowed],
+    ),
+    (
+        "tally.v1.WebhookService/ListWebhooks",
+        [Unauth, Allowed, Allowed, Allowed],
+    ),
+    (
+        "tally.v1.WebhookService/DeleteWebhook",
+        [Unauth, Allowed, Allowed, Allowed],
+    ),
 ];
 
 /// Methods that answer a stream: called as such, and judged by the answer's head (the stream

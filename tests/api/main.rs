@@ -29,3 +29,4 @@ mod telemetry;
 mod tokens;
 mod users;
 mod verification;
+mod webhooks;

@@ -1,0 +1,3 @@
+-- No webhooks.
+DROP TABLE webhook_dead_letters;
+DROP TABLE webhooks;
