@@ -39,6 +39,8 @@ pub enum Reason {
     AccountLimit,
     /// The caller holds as many webhooks as allowed.
     WebhookLimit,
+    /// The account has as many balance monitors as allowed.
+    MonitorLimit,
     BalanceLimit,
     /// An account of the transfer is closed.
     AccountClosed,
@@ -108,6 +110,7 @@ impl Reason {
         Reason::TransactionConflict,
         Reason::AccountLimit,
         Reason::WebhookLimit,
+        Reason::MonitorLimit,
         Reason::BalanceLimit,
         Reason::AccountClosed,
         Reason::AccountNotEmpty,
@@ -156,6 +159,7 @@ impl Reason {
             Reason::TransactionConflict => "TRANSACTION_CONFLICT",
             Reason::AccountLimit => "ACCOUNT_LIMIT",
             Reason::WebhookLimit => "WEBHOOK_LIMIT",
+            Reason::MonitorLimit => "MONITOR_LIMIT",
             Reason::BalanceLimit => "BALANCE_LIMIT",
             Reason::AccountClosed => "ACCOUNT_CLOSED",
             Reason::AccountNotEmpty => "ACCOUNT_NOT_EMPTY",
@@ -206,6 +210,7 @@ impl Reason {
             | Reason::LinkedTransferFailed
             | Reason::AccountLimit
             | Reason::WebhookLimit
+            | Reason::MonitorLimit
             | Reason::BalanceLimit
             | Reason::AccountClosed
             | Reason::AccountNotEmpty

@@ -11,6 +11,7 @@ use uuid::Uuid;
 use super::{ApiState, principal, timestamp};
 use crate::{
     feed::{Event, Subject, WatchItem},
+    ledger::monitors::{BalanceMonitor, Condition},
     proto::tally_v1::{self as pb, event_service_server::EventService},
     store::accounts::Position,
 };
@@ -40,6 +41,7 @@ impl From<Event> for pb::LedgerEvent {
             subject: Some(match e.subject {
                 Subject::Transfer(t) => S::Transfer((*t).into()),
                 Subject::Account(a) => S::Account((*a).into()),
+                Subject::Monitor(m) => S::BalanceMonitor((*m).into()),
             }),
             positions: e.positions.into_iter().map(position).collect(),
         }
@@ -64,6 +66,24 @@ impl From<WatchItem> for pb::WatchAccountResponse {
     }
 }
 
+impl From<BalanceMonitor> for pb::BalanceMonitor {
+    fn from(m: BalanceMonitor) -> Self {
+        use pb::BalanceMonitorCondition as C;
+        pb::BalanceMonitor {
+            monitor_id: m.id.to_string(),
+            account_id: m.account_id.to_string(),
+            condition: match m.condition.as_str() {
+                "above" => C::Above,
+                "below" => C::Below,
+                _ => C::Unspecified,
+            } as i32,
+            threshold: m.threshold,
+            triggered: m.triggered,
+            created_at: Some(timestamp(m.created_at)),
+        }
+    }
+}
+
 type WatchAccountStream =
     Pin<Box<dyn Stream<Item = Result<pb::WatchAccountResponse, Status>> + Send>>;
 
@@ -84,5 +104,49 @@ impl EventService for ApiState {
         Ok(Response::new(Box::pin(
             items.map(|item| item.map(Into::into).map_err(Status::from)),
         )))
+    }
+
+    async fn create_balance_monitor(
+        &self,
+        request: Request<pb::CreateBalanceMonitorRequest>,
+    ) -> Result<Response<pb::BalanceMonitor>, Status> {
+        use pb::BalanceMonitorCondition as C;
+        let principal = principal(&request)?;
+        let r = request.into_inner();
+        let condition = match C::try_from(r.condition) {
+            Ok(C::Above) => Some(Condition::Above),
+            Ok(C::Below) => Some(Condition::Below),
+            _ => None,
+        };
+        let monitor = self
+            .ledger
+            .create_monitor(&principal, &r.account_id, condition, r.threshold)
+            .await?;
+        Ok(Response::new(monitor.into()))
+    }
+
+    async fn list_balance_monitors(
+        &self,
+        request: Request<pb::ListBalanceMonitorsRequest>,
+    ) -> Result<Response<pb::ListBalanceMonitorsResponse>, Status> {
+        let principal = principal(&request)?;
+        let monitors = self
+            .ledger
+            .list_monitors(&principal, &request.get_ref().account_id)
+            .await?;
+        Ok(Response::new(pb::ListBalanceMonitorsResponse {
+            monitors: monitors.into_iter().map(Into::into).collect(),
+        }))
+    }
+
+    async fn delete_balance_monitor(
+        &self,
+        request: Request<pb::DeleteBalanceMonitorRequest>,
+    ) -> Result<Response<pb::DeleteBalanceMonitorResponse>, Status> {
+        let principal = principal(&request)?;
+        self.ledger
+            .delete_monitor(&principal, &request.get_ref().monitor_id)
+            .await?;
+        Ok(Response::new(pb::DeleteBalanceMonitorResponse {}))
     }
 }

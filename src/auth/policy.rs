@@ -71,6 +71,9 @@ pub const METHOD_POLICIES: &[(&str, Access)] = &[
         Requires(AccountsReadAny),
     ),
     ("/tally.v1.EventService/WatchAccount", SignedIn),
+    ("/tally.v1.EventService/CreateBalanceMonitor", SignedIn),
+    ("/tally.v1.EventService/ListBalanceMonitors", SignedIn),
+    ("/tally.v1.EventService/DeleteBalanceMonitor", SignedIn),
     ("/tally.v1.WebhookService/CreateWebhook", SignedIn),
     ("/tally.v1.WebhookService/ListWebhooks", SignedIn),
     ("/tally.v1.WebhookService/DeleteWebhook", SignedIn),
@@ -134,6 +137,18 @@ pub const DOMAIN_CHECKS: &[(&str, &[Permission])] = &[
     ),
     ("/tally.v1.ExchangeService/Convert", &[TransfersOwn]),
     ("/tally.v1.EventService/WatchAccount", &[AccountsReadAny]),
+    (
+        "/tally.v1.EventService/CreateBalanceMonitor",
+        &[AccountsReadAny],
+    ),
+    (
+        "/tally.v1.EventService/ListBalanceMonitors",
+        &[AccountsReadAny],
+    ),
+    (
+        "/tally.v1.EventService/DeleteBalanceMonitor",
+        &[AccountsReadAny],
+    ),
     ("/tally.v1.WebhookService/CreateWebhook", &[AccountsReadAny]),
 ];
 

@@ -18,7 +18,7 @@ use uuid::Uuid;
 pub use crate::store::events::EventType;
 use crate::{
     error::{Error, Result},
-    ledger::{Account, Status, Transfer},
+    ledger::{Account, Status, Transfer, monitors::BalanceMonitor},
     store::{self, accounts::Position, events::EventRow},
 };
 pub use hub::{Feed, FeedSettings, WatchItem};
@@ -40,6 +40,8 @@ pub struct Event {
 pub enum Subject {
     Transfer(Box<Transfer>),
     Account(Box<Account>),
+    /// `balance_monitor.triggered`: the monitor (its state as it is now).
+    Monitor(Box<BalanceMonitor>),
 }
 
 impl Event {
@@ -71,9 +73,20 @@ pub async fn load(conn: &mut sqlx::PgConnection, rows: Vec<EventRow>) -> Result<
     transfer_ids.dedup();
     let mut account_ids: Vec<Uuid> = rows
         .iter()
-        .filter(|r| r.transfer_id.is_none())
+        .filter(|r| r.transfer_id.is_none() && r.monitor_id.is_none())
         .map(|r| r.account_id)
         .collect();
+    let monitor_ids: Vec<Uuid> = rows.iter().filter_map(|r| r.monitor_id).collect();
+    // A monitor deleted since is shown by its id and account only.
+    let monitors: HashMap<Uuid, _> = if monitor_ids.is_empty() {
+        HashMap::new()
+    } else {
+        store::monitors::by_ids(&mut *conn, &monitor_ids)
+            .await?
+            .into_iter()
+            .map(|m| (m.id, m))
+            .collect()
+    };
     account_ids.sort_unstable();
     account_ids.dedup();
     let transfers: HashMap<Uuid, _> = if transfer_ids.is_empty() {
@@ -102,8 +115,19 @@ pub async fn load(conn: &mut sqlx::PgConnection, rows: Vec<EventRow>) -> Result<
                     row.sequence
                 ))
             };
-            let subject = match row.transfer_id {
-                Some(id) => {
+            let subject = match (row.transfer_id, row.monitor_id) {
+                (_, Some(id)) => Subject::Monitor(Box::new(monitors.get(&id).cloned().unwrap_or(
+                    BalanceMonitor {
+                        id,
+                        account_id: row.account_id,
+                        created_by: Uuid::nil(),
+                        condition: String::new(),
+                        threshold: 0,
+                        triggered: true,
+                        created_at: row.occurred_at,
+                    },
+                ))),
+                (Some(id), None) => {
                     let mut t = Transfer::try_from(
                         transfers
                             .get(&id)
@@ -116,7 +140,7 @@ pub async fn load(conn: &mut sqlx::PgConnection, rows: Vec<EventRow>) -> Result<
                     t.reversed_amount = 0;
                     Subject::Transfer(Box::new(t))
                 }
-                None => {
+                (None, None) => {
                     let mut a = Account::from(
                         accounts
                             .get(&row.account_id)

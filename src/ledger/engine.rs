@@ -390,6 +390,7 @@ async fn attempt_batch(
     store::transfers::insert_entries(&mut tx, &plan.entries).await?;
     // The change feed's events, in this transaction (under `ledger_writer`: commit order).
     store::events::insert_many(&mut tx, &plan.events).await?;
+    store::monitors::set_triggered(&mut tx, &plan.monitor_changes).await?;
     let claims: Vec<(Uuid, Uuid)> = plan
         .claims
         .iter()

@@ -35,6 +35,7 @@ pub mod conversions;
 pub mod currency;
 pub mod engine;
 pub mod holds;
+pub mod monitors;
 pub mod page;
 mod plan;
 pub mod posting;

@@ -51,7 +51,7 @@ use super::{
 use crate::{
     error::{Error, Reason},
     store::{
-        accounts::{LockedAccount, Position},
+        accounts::{LockedAccount, MonitorState, Position},
         events::{EventType, NewEvent},
         exchange::QuoteState,
         transfers::{ExpiredHold, NewEntry, NewTransfer, TransferChange, TransferRow},
@@ -87,8 +87,11 @@ pub struct Plan {
     pub claims: Vec<QuoteClaim>,
     /// The change feed's events, in the order the changes applied: each new transfer (FAILED
     /// ones too), each hold posted, voided or expired, with both positions right after it.
-    /// Replays and rejected operations change nothing and have none.
+    /// Replays and rejected operations change nothing and have none. A balance monitor whose
+    /// condition comes to hold fires its event right after the change that made it hold.
     pub events: Vec<NewEvent>,
+    /// Balance monitors whose state changed: (monitor, whether its condition holds now).
+    pub monitor_changes: Vec<(Uuid, bool)>,
 }
 
 /// What a batch reads besides its operations: the transfers already stored under the ids the
@@ -181,6 +184,10 @@ struct Batch {
     ledger: Balances,
     /// The quotes conversions name, as locked; used ones are marked as chains hold.
     quotes: HashMap<Uuid, QuoteState>,
+    /// The balance monitors of the locked accounts, states evolving with the events.
+    monitors: HashMap<Uuid, Vec<MonitorState>>,
+    /// Their states as loaded, to tell which changed.
+    monitors_loaded: HashMap<Uuid, Vec<MonitorState>>,
     plan: Plan,
 }
 
@@ -190,12 +197,17 @@ impl Batch {
         accounts: Vec<LockedAccount>,
         expired: &[ExpiredHold],
     ) -> Self {
+        let monitors: HashMap<Uuid, Vec<MonitorState>> = accounts
+            .iter()
+            .filter(|a| !a.monitor_ids.is_empty())
+            .map(|a| (a.id, a.monitors()))
+            .collect();
         let mut ledger = Balances::new(accounts);
         let expired_ids: HashSet<Uuid> = expired.iter().map(|h| h.id).collect();
-        let mut plan = Plan::default();
+        let mut expiries = Vec::with_capacity(expired.len());
         for hold in expired {
             ledger.release(hold.from_account_id, hold.to_account_id, hold.amount);
-            plan.events.push(ledger.event(
+            expiries.push(ledger.event(
                 EventType::TransferExpired,
                 (hold.id, Status::Expired, None),
                 hold.from_account_id,
@@ -213,18 +225,73 @@ impl Batch {
             loaded.insert(row.id, settled_of_row(&row));
             known.insert(row.id, Known::Stored(Box::new(row)));
         }
-        Self {
+        let mut batch = Self {
             known,
             loaded,
             undo: Vec::new(),
             ledger,
             quotes: HashMap::new(),
-            plan,
+            monitors_loaded: monitors.clone(),
+            monitors,
+            plan: Plan::default(),
+        };
+        for event in expiries {
+            batch.push_event(event);
+        }
+        batch
+    }
+
+    /// Records an event of a change that holds, and the events of the balance monitors it
+    /// makes fire: those whose condition did not hold and now does (one that keeps holding
+    /// fires no more; one that stops holding is armed again).
+    fn push_event(&mut self, event: NewEvent) {
+        let moved: Vec<(Uuid, i64)> = std::iter::once((event.account_id, event.account))
+            .chain(event.counterparty)
+            .map(|(id, p)| (id, p.balance))
+            .collect();
+        self.plan.events.push(event);
+        for (account, balance) in moved {
+            let Some(monitors) = self.monitors.get_mut(&account) else {
+                continue;
+            };
+            for monitor in monitors.iter_mut() {
+                let holds = monitor.holds(balance);
+                if holds == monitor.triggered {
+                    continue;
+                }
+                monitor.triggered = holds;
+                if holds {
+                    let position = self.ledger.accounts[&account].position;
+                    self.plan.events.push(NewEvent {
+                        monitor: Some(monitor.id),
+                        ..NewEvent::account(
+                            EventType::BalanceMonitorTriggered,
+                            account,
+                            Position {
+                                balance,
+                                ..position
+                            },
+                        )
+                    });
+                }
+            }
         }
     }
 
     fn finish(mut self) -> Plan {
         self.plan.positions = self.ledger.changed();
+        let mut monitor_changes: Vec<(Uuid, bool)> = Vec::new();
+        for (account, monitors) in &self.monitors {
+            let loaded = self.monitors_loaded.get(account);
+            for m in monitors {
+                let before = loaded.and_then(|l| l.iter().find(|x| x.id == m.id));
+                if before.is_some_and(|b| b.triggered != m.triggered) {
+                    monitor_changes.push((m.id, m.triggered));
+                }
+            }
+        }
+        monitor_changes.sort_unstable();
+        self.plan.monitor_changes = monitor_changes;
         let mut changes: Vec<TransferChange> = self
             .known
             .iter()
@@ -474,7 +541,9 @@ impl Batch {
             match (member, answer) {
                 (Member::Settle, Some(answer)) => {
                     self.plan.outcomes.push(answer);
-                    self.plan.events.extend(event);
+                    if let Some(event) = event {
+                        self.push_event(event);
+                    }
                 }
                 (
                     Member::New {
@@ -491,10 +560,10 @@ impl Batch {
                         self.plan.claims.push(claim);
                     }
                     let status = self.record(&posting, fingerprint, reverses, None);
-                    self.plan.events.extend(event.map(|mut e| {
-                        e.transfer = Some((posting.id, status, None));
-                        e
-                    }));
+                    if let Some(mut event) = event {
+                        event.transfer = Some((posting.id, status, None));
+                        self.push_event(event);
+                    }
                 }
                 _ => unreachable!("a settlement answers, a new transfer is recorded"),
             }
@@ -524,7 +593,7 @@ impl Batch {
                         posting.from,
                         posting.to,
                     );
-                    self.plan.events.push(event);
+                    self.push_event(event);
                 }
                 _ => self
                     .plan
@@ -1127,6 +1196,7 @@ impl Balances {
             account: position(from),
             counterparty: Some((to, position(to))),
             transfer: Some(transfer),
+            monitor: None,
         }
     }
 

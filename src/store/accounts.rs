@@ -36,7 +36,7 @@ pub struct Position {
 }
 
 /// An account row under a `FOR NO KEY UPDATE` lock, as the transfer engine needs it.
-#[derive(Debug, Clone, FromRow)]
+#[derive(Debug, Clone, Default, FromRow)]
 pub struct LockedAccount {
     pub id: Uuid,
     pub owner_id: Option<Uuid>,
@@ -49,12 +49,61 @@ pub struct LockedAccount {
     pub pending_credits: i64,
     pub overdraft_limit: i64,
     pub closed: bool,
+    /// The account's balance monitors, by id: one entry per monitor in each list.
+    pub monitor_ids: Vec<Uuid>,
+    pub monitor_above: Vec<bool>,
+    pub monitor_thresholds: Vec<i64>,
+    pub monitor_triggered: Vec<bool>,
 }
 
+/// A balance monitor as the transfer engine evaluates it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MonitorState {
+    pub id: Uuid,
+    /// ABOVE (the balance exceeds the threshold) or BELOW (it is under it).
+    pub above: bool,
+    pub threshold: i64,
+    /// Whether the condition held after the account's last change.
+    pub triggered: bool,
+}
+
+impl MonitorState {
+    pub fn holds(&self, balance: i64) -> bool {
+        if self.above {
+            balance > self.threshold
+        } else {
+            balance < self.threshold
+        }
+    }
+}
+
+impl LockedAccount {
+    pub fn monitors(&self) -> Vec<MonitorState> {
+        (0..self.monitor_ids.len())
+            .map(|i| MonitorState {
+                id: self.monitor_ids[i],
+                above: self.monitor_above[i],
+                threshold: self.monitor_thresholds[i],
+                triggered: self.monitor_triggered[i],
+            })
+            .collect()
+    }
+}
+
+/// The locked columns, and the account's monitors gathered into lists by one lateral read
+/// (an index probe per account; only the account rows are locked, `FOR … OF a`).
 macro_rules! locked_columns {
     () => {
-        "SELECT id, owner_id, is_system, is_liquidity, currency, balance, pending_debits, \
-         pending_credits, overdraft_limit, closed_at IS NOT NULL AS closed FROM accounts "
+        "SELECT a.id, a.owner_id, a.is_system, a.is_liquidity, a.currency, a.balance, \
+         a.pending_debits, a.pending_credits, a.overdraft_limit, a.closed_at IS NOT NULL AS closed, \
+         COALESCE(m.ids, '{}') AS monitor_ids, COALESCE(m.above, '{}') AS monitor_above, \
+         COALESCE(m.thresholds, '{}') AS monitor_thresholds, \
+         COALESCE(m.triggered, '{}') AS monitor_triggered \
+         FROM accounts a LEFT JOIN LATERAL (SELECT array_agg(id ORDER BY id) AS ids, \
+           array_agg(condition = 'above' ORDER BY id) AS above, \
+           array_agg(threshold ORDER BY id) AS thresholds, \
+           array_agg(triggered ORDER BY id) AS triggered \
+           FROM balance_monitors WHERE account_id = a.id) m ON true "
     };
 }
 
@@ -163,7 +212,7 @@ pub async fn insert(
 pub async fn lock_one(conn: &mut PgConnection, id: Uuid) -> Result<Option<LockedAccount>> {
     Ok(sqlx::query_as::<_, LockedAccount>(concat!(
         locked_columns!(),
-        "WHERE id = $1 FOR NO KEY UPDATE"
+        "WHERE a.id = $1 FOR NO KEY UPDATE OF a"
     ))
     .bind(id)
     .fetch_optional(conn)
@@ -252,7 +301,7 @@ pub async fn page_owned(
 pub async fn lock(conn: &mut PgConnection, ids: &[Uuid]) -> Result<Vec<LockedAccount>> {
     Ok(sqlx::query_as::<_, LockedAccount>(concat!(
         locked_columns!(),
-        "WHERE id = ANY($1) ORDER BY id FOR NO KEY UPDATE"
+        "WHERE a.id = ANY($1) ORDER BY a.id FOR NO KEY UPDATE OF a"
     ))
     .bind(ids)
     .fetch_all(conn)

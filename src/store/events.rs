@@ -28,6 +28,8 @@ text_enum! {
         TransferExpired => "transfer.expired",
         AccountOpened => "account.opened",
         AccountClosed => "account.closed",
+        /// A balance monitor's condition came to hold.
+        BalanceMonitorTriggered => "balance_monitor.triggered",
     }
 }
 
@@ -42,6 +44,8 @@ pub struct NewEvent {
     pub counterparty: Option<(Uuid, Position)>,
     /// A transfer event's transfer, with its status and posted amount right after the event.
     pub transfer: Option<(Uuid, Status, Option<i64>)>,
+    /// A monitor event's monitor.
+    pub monitor: Option<Uuid>,
 }
 
 impl NewEvent {
@@ -52,6 +56,7 @@ impl NewEvent {
             account: position,
             counterparty: None,
             transfer: None,
+            monitor: None,
         }
     }
 }
@@ -73,13 +78,15 @@ pub struct EventRow {
     pub counterparty_balance: Option<i64>,
     pub counterparty_pending_debits: Option<i64>,
     pub counterparty_pending_credits: Option<i64>,
+    pub monitor_id: Option<Uuid>,
 }
 
 macro_rules! event_columns {
     () => {
         "sequence, type, occurred_at, account_id, counterparty_id, transfer_id, status, \
          posted_amount, account_balance, account_pending_debits, account_pending_credits, \
-         counterparty_balance, counterparty_pending_debits, counterparty_pending_credits"
+         counterparty_balance, counterparty_pending_debits, counterparty_pending_credits, \
+         monitor_id"
     };
 }
 
@@ -105,16 +112,19 @@ pub async fn insert_many(conn: &mut PgConnection, events: &[NewEvent]) -> Result
         events.iter().map(|e| e.counterparty.map(|c| c.0)).collect();
     let transfers: Vec<Option<Uuid>> = events.iter().map(|e| e.transfer.map(|t| t.0)).collect();
     let statuses: Vec<Option<Status>> = events.iter().map(|e| e.transfer.map(|t| t.1)).collect();
+    let monitors: Vec<Option<Uuid>> = events.iter().map(|e| e.monitor).collect();
     sqlx::query(
         "INSERT INTO ledger_events (type, account_id, counterparty_id, transfer_id, status, \
            posted_amount, account_balance, account_pending_debits, account_pending_credits, \
-           counterparty_balance, counterparty_pending_debits, counterparty_pending_credits) \
+           counterparty_balance, counterparty_pending_debits, counterparty_pending_credits, \
+           monitor_id) \
          SELECT type, account_id, counterparty_id, transfer_id, status, posted_amount, ab, apd, \
-           apc, cb, cpd, cpc \
+           apc, cb, cpd, cpc, monitor_id \
          FROM UNNEST($1::text[], $2::uuid[], $3::uuid[], $4::uuid[], $5::text[], $6::int8[], \
-           $7::int8[], $8::int8[], $9::int8[], $10::int8[], $11::int8[], $12::int8[]) \
+           $7::int8[], $8::int8[], $9::int8[], $10::int8[], $11::int8[], $12::int8[], \
+           $13::uuid[]) \
            WITH ORDINALITY AS e(type, account_id, counterparty_id, transfer_id, status, \
-             posted_amount, ab, apd, apc, cb, cpd, cpc, n) \
+             posted_amount, ab, apd, apc, cb, cpd, cpc, monitor_id, n) \
          ORDER BY n",
     )
     .bind(kinds)
@@ -129,6 +139,7 @@ pub async fn insert_many(conn: &mut PgConnection, events: &[NewEvent]) -> Result
     .bind(column(&|e| e.counterparty.map(|c| c.1.balance)))
     .bind(column(&|e| e.counterparty.map(|c| c.1.pending_debits)))
     .bind(column(&|e| e.counterparty.map(|c| c.1.pending_credits)))
+    .bind(monitors)
     .execute(conn)
     .await?;
     Ok(())

@@ -7,6 +7,7 @@ pub mod audit;
 pub mod events;
 pub mod exchange;
 pub mod mail;
+pub mod monitors;
 pub mod roles;
 pub mod sessions;
 pub mod transfers;

@@ -168,6 +168,19 @@ const MATRIX: &[(&str, [Outcome; 4])] = &[
         "tally.v1.EventService/WatchAccount",
         [Unauth, Allowed, Allowed, Allowed],
     ),
+    // Which account: the domain's check (tests/api/feed.rs).
+    (
+        "tally.v1.EventService/CreateBalanceMonitor",
+        [Unauth, Allowed, Allowed, Allowed],
+    ),
+    (
+        "tally.v1.EventService/ListBalanceMonitors",
+        [Unauth, Allowed, Allowed, Allowed],
+    ),
+    (
+        "tally.v1.EventService/DeleteBalanceMonitor",
+        [Unauth, Allowed, Allowed, Allowed],
+    ),
     // Without an account, every event: bankers and admins only.
     (
         "tally.v1.WebhookService/CreateWebhook",

@@ -678,3 +678,97 @@ async fn the_workers_sweep_publishes_what_no_server_did() {
         .unwrap();
     assert_eq!(sequences, stored);
 }
+
+#[tokio::test]
+async fn a_balance_monitor_fires_once_on_crossing_and_again_only_after_crossing_back() {
+    let app = TestApp::spawn().await;
+    let (banker, owner, [mine, other]) = app.customer_with_accounts::<2>("fm", [0, 0]).await;
+    let monitor = events(&app)
+        .create_balance_monitor(authed(
+            &owner,
+            pb::CreateBalanceMonitorRequest {
+                account_id: mine.clone(),
+                condition: pb::BalanceMonitorCondition::Above as i32,
+                threshold: 100,
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(!monitor.triggered);
+    let mut stream = watch(&app, &owner, &mine, 0).await.unwrap();
+    app.deposit(&banker, &mine, 150).await; // 150: crosses above — fires
+    app.deposit(&banker, &mine, 10).await; // 160: still above — nothing
+    app.transfer(&owner, &mine, &other, 100).await.unwrap(); // 60: back below — armed
+    app.deposit(&banker, &mine, 50).await; // 110: crosses again — fires
+    let mut seen = Vec::new();
+    while seen.len() < 7 {
+        let event = next_event(&mut stream).await;
+        let balance = event.positions[0].balance;
+        seen.push((event.r#type.clone(), balance));
+        if let Some(pb::ledger_event::Subject::BalanceMonitor(m)) = &event.subject {
+            assert_eq!(
+                (m.monitor_id.as_str(), m.threshold),
+                (monitor.monitor_id.as_str(), 100)
+            );
+        }
+    }
+    let kinds: Vec<(&str, i64)> = seen.iter().map(|(t, b)| (t.as_str(), *b)).collect();
+    assert_eq!(
+        kinds,
+        [
+            ("account.opened", 0),
+            ("transfer.created", 150),
+            ("balance_monitor.triggered", 150),
+            ("transfer.created", 160),
+            ("transfer.created", 60),
+            ("transfer.created", 110),
+            ("balance_monitor.triggered", 110),
+        ]
+    );
+    let listed = events(&app)
+        .list_balance_monitors(authed(
+            &owner,
+            pb::ListBalanceMonitorsRequest {
+                account_id: mine.clone(),
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .monitors;
+    assert_eq!(listed.len(), 1);
+    assert!(listed[0].triggered, "its condition holds now");
+    // Bad input writes nothing; another customer's account looks missing.
+    let stranger = app.signed_in(&unique("fn"), &[]).await.access_token;
+    let create = |token: &str, condition: pb::BalanceMonitorCondition| {
+        let request = pb::CreateBalanceMonitorRequest {
+            account_id: mine.clone(),
+            condition: condition as i32,
+            threshold: 5,
+        };
+        let token = token.to_owned();
+        let mut client = events(&app);
+        async move { client.create_balance_monitor(authed(&token, request)).await }
+    };
+    assert_code(
+        create(&owner, pb::BalanceMonitorCondition::Unspecified).await,
+        Code::InvalidArgument,
+    );
+    assert_code(
+        create(&stranger, pb::BalanceMonitorCondition::Below).await,
+        Code::NotFound,
+    );
+    let denied = events(&app)
+        .delete_balance_monitor(authed(
+            &stranger,
+            pb::DeleteBalanceMonitorRequest {
+                monitor_id: monitor.monitor_id.clone(),
+            },
+        ))
+        .await;
+    assert_code(denied, Code::NotFound);
+    assert_eq!(app.count("balance_monitors").await, 1);
+    let report = app.verify().await;
+    assert!(report.is_consistent(), "{report:?}");
+}

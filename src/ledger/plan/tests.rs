@@ -28,6 +28,7 @@ impl World {
                 pending_credits: 0,
                 overdraft_limit: 0,
                 closed: false,
+                ..Default::default()
             })
             .collect();
         accounts.push(LockedAccount {
@@ -41,6 +42,7 @@ impl World {
             pending_credits: 0,
             overdraft_limit: 0,
             closed: false,
+            ..Default::default()
         });
         Self { owner, accounts }
     }
@@ -632,6 +634,7 @@ impl Exchange {
             pending_credits: 0,
             overdraft_limit: 0,
             closed: false,
+            ..Default::default()
         });
         let quote = QuoteState {
             id: Uuid::now_v7(),
@@ -737,4 +740,94 @@ fn a_short_liquidity_account_or_an_expired_quote_records_the_conversion_failed()
     let plan = x.plan(&[x.convert(Uuid::now_v7())]);
     assert_eq!(rejected_reason(&plan, 0), Reason::NotFound);
     assert!(plan.transfers.is_empty());
+}
+
+#[test]
+fn events_follow_each_change_with_the_positions_right_after_it() {
+    let w = World::new(&[100, 0]);
+    let failed = w.transfer(0, 1, 1_000);
+    let plan = w.plan(
+        &[
+            vec![w.transfer(0, 1, 30)],
+            vec![failed.clone()],
+            vec![w.transfer(0, 1, 20)],
+        ],
+        vec![],
+    );
+    let kinds: Vec<(EventType, Option<Status>, i64, i64)> = plan
+        .events
+        .iter()
+        .map(|e| {
+            (
+                e.kind,
+                e.transfer.map(|t| t.1),
+                e.account.balance,
+                e.counterparty.unwrap().1.balance,
+            )
+        })
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            (EventType::TransferCreated, Some(Status::Succeeded), 70, 30),
+            (EventType::TransferCreated, Some(Status::Failed), 70, 30),
+            (EventType::TransferCreated, Some(Status::Succeeded), 50, 50),
+        ]
+    );
+    // A replay changes nothing and has no event.
+    let replayed = w.plan(
+        &[vec![failed.clone()]],
+        vec![stored(
+            &failed,
+            Status::Failed,
+            Some(FailureReason::InsufficientFunds),
+        )],
+    );
+    assert!(replayed.events.is_empty());
+}
+
+#[test]
+fn a_monitor_fires_when_its_condition_comes_to_hold_and_again_only_after_it_stopped() {
+    let mut w = World::new(&[200, 0]);
+    let monitor = Uuid::now_v7();
+    // BELOW 100 on account 0, not holding at 200.
+    w.accounts[0].monitor_ids = vec![monitor];
+    w.accounts[0].monitor_above = vec![false];
+    w.accounts[0].monitor_thresholds = vec![100];
+    w.accounts[0].monitor_triggered = vec![false];
+    let plan = w.plan(
+        &[
+            vec![w.transfer(0, 1, 120)], // 80: crosses below, fires
+            vec![w.transfer(0, 1, 10)],  // 70: still below, nothing
+            vec![w.transfer(1, 0, 50)],  // 120: back above, armed again
+            vec![w.transfer(0, 1, 30)],  // 90: crosses again, fires
+        ],
+        vec![],
+    );
+    let fired: Vec<(usize, i64)> = plan
+        .events
+        .iter()
+        .enumerate()
+        .filter(|(_, e)| e.kind == EventType::BalanceMonitorTriggered)
+        .map(|(i, e)| {
+            assert_eq!((e.monitor, e.account_id), (Some(monitor), w.id(0)));
+            (i, e.account.balance)
+        })
+        .collect();
+    // Each right after the transfer that crossed.
+    assert_eq!(fired, [(1, 80), (5, 90)]);
+    assert_eq!(plan.monitor_changes, [(monitor, true)]);
+    // Ending where it began (armed) writes no change.
+    let plan = w.plan(
+        &[vec![w.transfer(0, 1, 150)], vec![w.transfer(1, 0, 150)]],
+        vec![],
+    );
+    assert_eq!(plan.monitor_changes, []);
+    assert_eq!(
+        plan.events
+            .iter()
+            .filter(|e| e.kind == EventType::BalanceMonitorTriggered)
+            .count(),
+        1
+    );
 }
