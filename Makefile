@@ -25,7 +25,7 @@ DOCKER ?= docker
 # The image `make docker-build` builds and docker-compose.yml runs.
 IMAGE ?= tally:dev
 
-.PHONY: help tools tools-npm tools-python tools-kubectl build lint lint-protos fmt migrate run test test-rust test-walkthrough bench bench-smoke schema-doc verify services-stop clean \
+.PHONY: help tools tools-npm tools-python tools-kubectl build lint lint-protos fmt migrate run test test-rust test-walkthrough test-faults bench bench-smoke schema-doc verify services-stop clean \
 	docker-build docker-validate compose-up compose-down k8s-validate lint-workflows
 
 help: ## List the targets
@@ -86,7 +86,11 @@ run: ## Find or start PostgreSQL and Redis, migrate, serve on TALLY_LISTEN_ADDR 
 	    trap 'kill -TERM $$worker 2>/dev/null || true; wait $$worker || true' EXIT; \
 	    ./target/debug/tally serve; }
 
-test: test-rust test-walkthrough bench-smoke docker-validate k8s-validate lint-workflows lint-protos ## Every test tier: unit, API (real PostgreSQL, Redis, SMTP), walkthroughs, gateway checks, the bench smoke run, container files, manifests, workflows, protos (buf)
+test: test-rust test-walkthrough test-faults bench-smoke docker-validate k8s-validate lint-workflows lint-protos ## Every test tier: unit, API (real PostgreSQL, Redis, SMTP), walkthroughs, gateway checks, the fault suite, the bench smoke run, container files, manifests, workflows, protos (buf)
+
+# The change-feed tests stop and start a Redis of their own (tests/api/feed.rs), even when the
+# shared one is a server elsewhere: its binary must be on PATH.
+NEED_REDIS_SERVER := TALLY_SCRIPT=make bash -c '. scripts/lib.sh && need_packages redis-server redis-server'
 
 # Two runs: everything but the mail tests, then the mail tests (`verification::`), which get a
 # second run if the first fails. A mail test's in-process worker has been seen to stall for its
@@ -94,7 +98,7 @@ test: test-rust test-walkthrough bench-smoke docker-validate k8s-validate lint-w
 # cause is not found yet (see the fault suite's issue). A test that fails twice still fails
 # `make test`.
 test-rust: ## Unit and integration tests (cargo test) against real PostgreSQL, Redis and SMTP
-	$(SERVICES) && scripts/tools.sh aiosmtpd >/dev/null && \
+	$(SERVICES) && scripts/tools.sh aiosmtpd >/dev/null && $(NEED_REDIS_SERVER) && \
 	  $(CARGO) test --locked --no-fail-fast -- --skip verification:: && \
 	  { $(CARGO) test --locked --no-fail-fast -- verification:: || \
 	    { echo "test-rust: the mail tests failed; running them once more" >&2; \
@@ -102,6 +106,14 @@ test-rust: ## Unit and integration tests (cargo test) against real PostgreSQL, R
 
 test-walkthrough: ## The walkthroughs of docs/walkthrough.md (buf curl, curl), schemathesis, gRPC-web client vs a real server
 	$(SERVICES) && $(CARGO) build --locked && scripts/walkthrough-test.sh
+
+# The fault suite (docs/faults.md): its own PostgreSQL, Redis, three replicas and a worker under
+# target/faults/, never the shared services; about three minutes. Knobs from the environment:
+# FAULTS_SECONDS (150), FAULTS_CLIENTS (16), FAULTS_CUSTOMERS (8), FAULTS_SEED, FAULTS_NEMESES,
+# FAULTS_THINK_MS (50). The summary lands in target/faults-summary.md.
+test-faults: ## Jepsen-style bank test: transfers retried by id while nemeses crash PostgreSQL, Redis and replicas; ledger, mail and readiness checked
+	$(CARGO) build --locked
+	TALLY_BIN=./target/debug/tally python3 scripts/faults/bank.py
 
 bench: ## tally bench (gRPC, JSON, batch, hold+post, point-in-time, paced) and pgbench side by side on a fresh database, one table (BENCH_* knobs)
 	scripts/bench.sh

@@ -2,12 +2,19 @@
 //! backoff up to a bounded number of attempts, dead-letters the rest, and on shutdown stops
 //! taking jobs and gives the ones in flight a bounded time to finish.
 //!
-//! Exactly one mail per verification: a job locks its verification row (`FOR UPDATE`) and
-//! its outbox row, mints the code, sends, and deletes the outbox row in that one transaction.
-//! A second delivery of the same job waits for the lock and then finds no outbox row, so it
-//! is dropped. A failed send rolls back (the minted code never existed), counts an attempt in
-//! a transaction of its own, and leaves the retry to the outbox sweep at
-//! `now + backoff(attempts)`; so attempt counts and backoff survive restarts and Redis loss.
+//! One mail per verification: a job locks its verification row (`FOR NO KEY UPDATE`) and its
+//! outbox row, mints the code, sends, and deletes the outbox row in that one transaction. A
+//! second delivery of the same job waits for the lock and then finds no outbox row, so it is
+//! dropped. A failed send rolls back, counts an attempt in a transaction of its own, and leaves
+//! the retry to the outbox sweep at `now + backoff(attempts)`; so attempt counts and backoff
+//! survive restarts and Redis loss.
+//!
+//! Sending and committing cannot be one atomic step: if the database connection dies after
+//! the SMTP server took the mail, the transaction rolls back and the job is retried, so that
+//! user gets a second mail. Every code minted is therefore remembered (its hash, in
+//! `verification_codes`) in a transaction of its own *before* the send, and every one works:
+//! a duplicate is harmless, never a mail with a dead code. At least once, then, and exactly
+//! once unless the connection dies in that window.
 //!
 //! The code is minted here, at send time, rather than with the verification: so the plain
 //! secret is never at rest anywhere (not in PostgreSQL, not in the outbox, not in Redis),
@@ -388,6 +395,11 @@ async fn deliver(context: &JobContext, verification_id: Uuid) -> anyhow::Result<
     let secret: [u8; CODE_BYTES] = rand::random();
     let code = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(secret);
     let code_hash = Sha256::digest(code.as_bytes());
+    // Committed on its own before the send: if this transaction is lost after the SMTP server
+    // took the mail, the retry mails another code, and this one still works.
+    let mut own = crate::db::acquire(&context.pool).await?;
+    store::verifications::remember_code(&mut own, verification_id, &code_hash).await?;
+    drop(own);
     store::verifications::set_mailed(&mut tx, verification_id, &code_hash).await?;
     let message = context.mailer.compose(&VerificationMail {
         to: &verification.email,

@@ -91,15 +91,41 @@ pub async fn count_since(
 
 /// Locks one verification for the rest of the transaction. The worker holds this lock while
 /// it mints a code and sends the mail, so two deliveries of one job cannot both send, and a
-/// `VerifyEmail` racing the mail waits for the code to commit.
+/// `VerifyEmail` racing the mail waits for the code to commit. `NO KEY UPDATE`: the code the
+/// worker remembers meanwhile, from another connection, only needs a key-share lock for its
+/// foreign key.
 pub async fn lock(conn: &mut PgConnection, id: Uuid) -> Result<Option<VerificationRow>> {
     Ok(sqlx::query_as::<_, VerificationRow>(
         "SELECT id, user_id, email, code_hash, expires_at, mailed_at, used_at, superseded_at \
-         FROM email_verifications WHERE id = $1 FOR UPDATE",
+         FROM email_verifications WHERE id = $1 FOR NO KEY UPDATE",
     )
     .bind(id)
     .fetch_optional(conn)
     .await?)
+}
+
+/// Remembers a code about to be mailed; called outside the sending transaction, so it stays
+/// valid even if that transaction is lost after the mail went out.
+pub async fn remember_code(conn: &mut PgConnection, id: Uuid, code_hash: &[u8]) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO verification_codes (verification_id, code_hash) VALUES ($1, $2) \
+         ON CONFLICT DO NOTHING",
+    )
+    .bind(id)
+    .bind(code_hash)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// The hashes of every code minted for a verification (the mailed one among them).
+pub async fn code_hashes(conn: &mut PgConnection, id: Uuid) -> Result<Vec<Vec<u8>>> {
+    Ok(
+        sqlx::query_scalar("SELECT code_hash FROM verification_codes WHERE verification_id = $1")
+            .bind(id)
+            .fetch_all(conn)
+            .await?,
+    )
 }
 
 /// Records the hash of the code that is being mailed.
@@ -114,11 +140,22 @@ pub async fn set_mailed(conn: &mut PgConnection, id: Uuid, code_hash: &[u8]) -> 
 
 /// Uses the verification up and marks its user's email verified, if the email is unchanged.
 /// Returns whether the user's current email was the verified one.
-pub async fn consume(conn: &mut PgConnection, row: &VerificationRow) -> Result<bool> {
-    sqlx::query("UPDATE email_verifications SET used_at = now() WHERE id = $1")
-        .bind(row.id)
-        .execute(&mut *conn)
-        .await?;
+/// `code_hash` is the code presented: it becomes the mailed one when the mail's own transaction
+/// was lost (the code was remembered, the send's commit never came).
+pub async fn consume(
+    conn: &mut PgConnection,
+    row: &VerificationRow,
+    code_hash: &[u8],
+) -> Result<bool> {
+    sqlx::query(
+        "UPDATE email_verifications SET used_at = now(), \
+           mailed_at = COALESCE(mailed_at, now()), code_hash = COALESCE(code_hash, $2) \
+         WHERE id = $1",
+    )
+    .bind(row.id)
+    .bind(code_hash)
+    .execute(&mut *conn)
+    .await?;
     let verified = sqlx::query(
         "UPDATE users SET email_verified = true, updated_at = now() \
          WHERE id = $1 AND lower(email) = lower($2)",

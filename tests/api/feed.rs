@@ -229,6 +229,77 @@ async fn assert_stream_mirrors_events(app: &TestApp, conn: &mut redis::aio::Mult
     }
 }
 
+/// Checks `value` against a schema of the server's OpenAPI document (the JSON Schema keywords
+/// it uses: `$ref`, `type`, `properties`, `required`, `additionalProperties`, `items`, `anyOf`,
+/// `enum`); the paths where it does not hold.
+fn schema_errors(
+    doc: &serde_json::Value,
+    schema: &serde_json::Value,
+    value: &serde_json::Value,
+    at: &str,
+) -> Vec<String> {
+    use serde_json::Value as J;
+    if let Some(reference) = schema["$ref"].as_str() {
+        let name = reference.trim_start_matches("#/components/schemas/");
+        let target = &doc["components"]["schemas"][name];
+        if !target.is_object() {
+            return vec![format!("{at}: no schema {name}")];
+        }
+        return schema_errors(doc, target, value, at);
+    }
+    if let Some(options) = schema["anyOf"].as_array() {
+        return if options
+            .iter()
+            .any(|o| schema_errors(doc, o, value, at).is_empty())
+        {
+            Vec::new()
+        } else {
+            vec![format!("{at}: matches none of anyOf")]
+        };
+    }
+    let mut errors = Vec::new();
+    let type_ok = match schema["type"].as_str() {
+        Some("object") => value.is_object(),
+        Some("array") => value.is_array(),
+        Some("string") => value.is_string(),
+        Some("integer") => value.is_i64() || value.is_u64(),
+        Some("number") => value.is_number(),
+        Some("boolean") => value.is_boolean(),
+        Some("null") => value.is_null(),
+        _ => true,
+    };
+    if !type_ok {
+        return vec![format!("{at}: {value} is not of type {}", schema["type"])];
+    }
+    if let Some(allowed) = schema["enum"].as_array()
+        && !allowed.contains(value)
+    {
+        errors.push(format!("{at}: {value} is not one of {allowed:?}"));
+    }
+    if let (J::Object(object), Some(properties)) = (value, schema["properties"].as_object()) {
+        for required in schema["required"].as_array().into_iter().flatten() {
+            if !object.contains_key(required.as_str().unwrap()) {
+                errors.push(format!("{at}: {required} is missing"));
+            }
+        }
+        for (key, v) in object {
+            match properties.get(key) {
+                Some(p) => errors.extend(schema_errors(doc, p, v, &format!("{at}.{key}"))),
+                None if schema["additionalProperties"] == false => {
+                    errors.push(format!("{at}: {key} is not in the schema"));
+                }
+                None => {}
+            }
+        }
+    }
+    if let (J::Array(items), Some(item)) = (value, schema.get("items")) {
+        for (i, v) in items.iter().enumerate() {
+            errors.extend(schema_errors(doc, item, v, &format!("{at}[{i}]")));
+        }
+    }
+    errors
+}
+
 #[tokio::test]
 async fn the_stream_has_one_event_per_committed_transfer_and_none_for_rolled_back_attempts() {
     let app = TestApp::spawn().await;
@@ -306,6 +377,21 @@ async fn the_stream_has_one_event_per_committed_transfer_and_none_for_rolled_bac
     let mut conn = client.get_multiplexed_async_connection().await.unwrap();
     stream_caught_up(&app, &mut conn).await;
     assert_stream_mirrors_events(&app, &mut conn).await;
+    // Every payload is a tally.v1.LedgerEvent as the server's OpenAPI document describes it.
+    let doc: serde_json::Value = reqwest::get(format!("http://{}/openapi.json", app.addr))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let schema = serde_json::json!({"$ref": "#/components/schemas/tally.v1.LedgerEvent"});
+    // A payload that is not one fails (the check can fail).
+    let wrong = serde_json::json!({"sequence": 1, "type": "x", "extra": true});
+    assert!(schema_errors(&doc, &schema, &wrong, "$").len() >= 2);
+    for (id, _, _, payload) in entries_of(&mut conn, &events_stream(&app.db)).await {
+        let errors = schema_errors(&doc, &schema, &payload, "$");
+        assert!(errors.is_empty(), "entry {id}: {errors:?}\n{payload}");
+    }
     let report = app.verify().await;
     assert!(report.is_consistent(), "{report:?}");
 }

@@ -426,3 +426,49 @@ async fn tally_cli(args: &[&str], database_url: &str) -> std::process::Output {
         .await
         .unwrap()
 }
+
+/// The fault suite's `worker-commit-cut` finding: a worker that mailed a code and then lost
+/// its transaction retries with a new code. The first mail's code must still work.
+#[tokio::test]
+async fn a_code_whose_mail_lost_its_commit_still_verifies_after_the_retry_mailed_another() {
+    use sha2::Digest as _;
+    let app = TestApp::spawn().await;
+    let name = unique("lostcommit");
+    app.create_user(&name).await;
+    let verification: uuid::Uuid = sqlx::query_scalar("SELECT id FROM email_verifications")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    // What the lost attempt left: its code remembered (before its send), nothing committed.
+    let first_code = "the-code-of-the-mail-whose-commit-was-lost";
+    sqlx::query("INSERT INTO verification_codes (verification_id, code_hash) VALUES ($1, $2)")
+        .bind(verification)
+        .bind(sha2::Sha256::digest(first_code.as_bytes()).to_vec())
+        .execute(&app.pool)
+        .await
+        .unwrap();
+    // The retry mails a second code.
+    let smtp = SmtpSink::start(&[]).await;
+    let worker = TestWorker::spawn(&app, &smtp.url(), &[]).await;
+    let mails = smtp.wait_for(1, MAIL_WAIT).await;
+    worker.stop().await;
+    assert_eq!(mails.len(), 1, "{mails:?}");
+    assert_ne!(mails[0].code, first_code);
+    let minted: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM verification_codes WHERE verification_id = $1")
+            .bind(verification)
+            .fetch_one(&app.pool)
+            .await
+            .unwrap();
+    assert_eq!(
+        minted, 2,
+        "the retry remembered its code before sending it too"
+    );
+    // The first mail's code works (once), and then neither does.
+    let verified = verify(&app, &verification.to_string(), first_code)
+        .await
+        .unwrap();
+    assert!(verified.email_verified);
+    assert_bad_code(verify(&app, &verification.to_string(), &mails[0].code).await);
+    assert_bad_code(verify(&app, &verification.to_string(), first_code).await);
+}

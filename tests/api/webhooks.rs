@@ -111,6 +111,26 @@ fn signature_holds(secret: &str, r: &Received) -> bool {
         .any(|s| s.strip_prefix("v1,") == Some(expected.as_str()))
 }
 
+/// Runs the verification shell that `page` shows after its `<!-- webhook-verify -->` marker
+/// on a received message; what it prints.
+fn shell_verifies(page: &str, secret: &str, r: &Received) -> String {
+    let text = std::fs::read_to_string(page).unwrap();
+    let (_, after) = text
+        .split_once("<!-- webhook-verify -->\n```sh\n")
+        .unwrap_or_else(|| panic!("{page} shows the webhook verification"));
+    let script = after.split("\n```").next().unwrap();
+    let output = std::process::Command::new("bash")
+        .args(["-c", script])
+        .env("SECRET", secret)
+        .env("ID", &r.id)
+        .env("TS", &r.timestamp)
+        .env("SIG", &r.signature)
+        .env("BODY", &r.body)
+        .output()
+        .unwrap();
+    String::from_utf8(output.stdout).unwrap().trim().to_owned()
+}
+
 fn webhooks(app: &TestApp) -> WebhookServiceClient<Channel> {
     WebhookServiceClient::new(app.channel.clone())
 }
@@ -208,6 +228,17 @@ async fn a_webhook_gets_signed_events_in_order_and_a_failing_receiver_the_third_
         ..all[3].clone()
     };
     assert!(!signature_holds(&created.secret, &forged));
+    // The shell of README.md and docs/events.md says the same, with openssl.
+    for page in ["README.md", "docs/events.md"] {
+        assert_eq!(
+            shell_verifies(page, &created.secret, &all[3]),
+            "signature ok"
+        );
+        assert_eq!(
+            shell_verifies(page, &created.secret, &forged),
+            "signature BAD"
+        );
+    }
     // In sequence order, as the account's watchers see them.
     let (first, second) = (json(&all[2]), json(&all[3]));
     assert_eq!(first["type"], "transfer.created");

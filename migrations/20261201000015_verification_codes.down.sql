@@ -1,0 +1,2 @@
+-- Only the code of the mail whose transaction committed works again.
+DROP TABLE verification_codes;
