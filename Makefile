@@ -130,6 +130,9 @@ bench-smoke: ## scripts/bench.sh in 1 s runs of the debug build; checks that its
 	  grep -q '^| tally gRPC, hold then post' $(BENCH_SMOKE_OUT) && \
 	  grep -q '^| tally gRPC, GetAccountBalance at a random instant' $(BENCH_SMOKE_OUT) && \
 	  grep -q '^| JSON ÷ gRPC, hot, 64 clients' $(BENCH_SMOKE_OUT) && \
+	  grep -q '^| tally gRPC, uniform, 16 clients, change feed on' $(BENCH_SMOKE_OUT) && \
+	  grep -q '^| change-feed lag, Redis stream' $(BENCH_SMOKE_OUT) && \
+	  grep -q '^| change-feed lag, WatchAccount' $(BENCH_SMOKE_OUT) && \
 	  echo "bench-smoke: the table is printed"
 
 schema-doc: ## Write docs/schema.md from a freshly migrated database (make test fails when it is stale)

@@ -26,12 +26,17 @@
 #     16 clients, on two accounts of BENCH_HISTORY_ENTRIES entries each (scripts/history-seed.sql
 #     writes them straight into the tables, as the ledger would);
 #   tally bench --rate: uniform, gRPC, 64 clients, paced at half the transfers/s that the
-#     closed-loop run of the same shape reached above; latency counts from each call's due time.
+#     closed-loop run of the same shape reached above; latency counts from each call's due time;
+#   then `tally verify`;
+#   the change feed's lag: uniform, gRPC, 64 clients, with a reader of the server's Redis stream
+#     and a WatchAccount of one account beside it (from each event's transaction to here);
+#   what the feed costs: uniform 16 clients and the batch run, with the server restarted with
+#     TALLY_FEED_EVENTS=false, then again with it on (on the same, by then larger, tables).
 # Before them, one unreported 2 s run of tally bench warms the server up. Before every run, of
 # either tool, `VACUUM (ANALYZE)` of accounts, transfers and entries and a `CHECKPOINT`.
 # The accounts are opened and funded once (`tally bench --setup-only`) and every run reuses
 # them; pgbench's bench_accounts table holds the same ids in the same order, so both tools' hot
-# set is the same accounts. Then `tally verify`, and the table.
+# set is the same accounts. Then the table.
 #
 # Not part of `make test`'s assertions (it measures, it asserts nothing about speed); `make
 # bench` runs it, `make bench-smoke` runs it short to check that it still produces its table.
@@ -51,6 +56,8 @@ MODES=(uniform hot)
 # The batch run: transfers per CreateTransfers call, and its clients.
 BATCH_SIZE=100
 BATCH_CLIENTS=8
+# The feed-on/off comparison: clients of its single-transfer runs.
+FEED_CLIENTS=16
 # The paced run: its clients, and the share of the closed-loop rate it asks for.
 PACED_CLIENTS=64
 PACED_SHARE=0.5
@@ -89,6 +96,7 @@ TALLY_SCRIPT=bench.sh
 . "$SCRIPT_DIR/lib.sh"
 need_packages pgbench postgresql-client
 need_packages psql postgresql-client
+need_packages redis-cli redis-tools
 
 if [[ -z "${DATABASE_URL:-}" || -z "${REDIS_URL:-}" ]]; then
   eval "$("$SCRIPT_DIR/services.sh" env)"
@@ -118,10 +126,13 @@ ADMIN_URL="$(with_database "$DATABASE_URL" postgres)"
 URL="$(with_database "$DATABASE_URL" "$DB_NAME")"
 WORK_DIR="$(mktemp -d "${TMPDIR:-/tmp}/tally-bench.XXXXXX")"
 SERVER_PID=""
+# The server's change-feed stream: its own, on whatever Redis REDIS_URL names, deleted at the end.
+EVENTS_STREAM="tally:bench:events:$$"
 cleanup() {
   if [[ -n "$SERVER_PID" ]]; then
     kill -TERM "$SERVER_PID" 2>/dev/null && wait "$SERVER_PID" 2>/dev/null
   fi
+  redis-cli -u "$REDIS_URL" DEL "$EVENTS_STREAM" >/dev/null 2>&1 || true
   psql "$ADMIN_URL" -qXc "DROP DATABASE IF EXISTS $DB_NAME WITH (FORCE)" >/dev/null 2>&1 || true
   rm -rf "$WORK_DIR"
 }
@@ -154,16 +165,25 @@ FREE_CONNECTIONS="$(psql "$ADMIN_URL" -AtXc "SELECT current_setting('max_connect
 
 psql "$ADMIN_URL" -v ON_ERROR_STOP=1 -qXc "CREATE DATABASE $DB_NAME" >/dev/null
 PORT="$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
-DATABASE_URL="$URL" TALLY_ACCOUNTS_PER_OWNER_MAX="$ACCOUNTS_PER_OWNER_MAX" \
-  TALLY_CONCURRENCY_MAX="$CONCURRENCY_MAX" TALLY_MAX_MESSAGE_BYTES="$MAX_MESSAGE_BYTES" \
-  TALLY_RATE_WRITES_PER_SECOND="$RATE_WRITES_PER_SECOND" TALLY_RATE_AUTH_PER_MINUTE="$RATE_AUTH_PER_MINUTE" RUST_LOG=warn \
-  "$BIN" serve --migrate true --listen-addr "127.0.0.1:$PORT" >"$WORK_DIR/server.log" 2>&1 &
-SERVER_PID=$!
-for _ in $(seq 1 "$READY_POLLS"); do
-  curl -fsS "http://127.0.0.1:$PORT/readyz" >/dev/null 2>&1 && break
-  kill -0 "$SERVER_PID" 2>/dev/null || die "the server exited: $(tail -5 "$WORK_DIR/server.log")"
-  sleep "$READY_POLL_SECONDS"
-done
+# start_server FEED_EVENTS — (re)starts the server on PORT, with the change feed on or off.
+start_server() {
+  if [[ -n "$SERVER_PID" ]]; then
+    kill -TERM "$SERVER_PID" 2>/dev/null && wait "$SERVER_PID" 2>/dev/null || true
+  fi
+  DATABASE_URL="$URL" TALLY_ACCOUNTS_PER_OWNER_MAX="$ACCOUNTS_PER_OWNER_MAX" \
+    TALLY_CONCURRENCY_MAX="$CONCURRENCY_MAX" TALLY_MAX_MESSAGE_BYTES="$MAX_MESSAGE_BYTES" \
+    TALLY_RATE_WRITES_PER_SECOND="$RATE_WRITES_PER_SECOND" TALLY_RATE_AUTH_PER_MINUTE="$RATE_AUTH_PER_MINUTE" \
+    TALLY_EVENTS_STREAM="$EVENTS_STREAM" TALLY_FEED_EVENTS="$1" RUST_LOG=warn \
+    "$BIN" serve --migrate true --listen-addr "127.0.0.1:$PORT" >>"$WORK_DIR/server.log" 2>&1 &
+  SERVER_PID=$!
+  for _ in $(seq 1 "$READY_POLLS"); do
+    curl -fsS "http://127.0.0.1:$PORT/readyz" >/dev/null 2>&1 && return 0
+    kill -0 "$SERVER_PID" 2>/dev/null || die "the server exited: $(tail -5 "$WORK_DIR/server.log")"
+    sleep "$READY_POLL_SECONDS"
+  done
+  die "the server was not ready in time: $(tail -5 "$WORK_DIR/server.log")"
+}
+start_server true
 
 USER_NAME="bench_$$"
 printf '%s\n' "$PASSWORD" | DATABASE_URL="$URL" RUST_LOG=warn "$BIN" admin create-user \
@@ -259,15 +279,47 @@ POOL_ARGS=(--accounts 2 --accounts-file "$WORK_DIR/history-accounts.txt" --hot-a
 run_tally "balance-at-$HISTORY_CLIENTS" --protocol grpc --operation balance-at \
   --clients "$HISTORY_CLIENTS"
 
+# Before the feed-off runs, which leave transfers without events (verify would say so).
 log "tally verify after both tools"
-DATABASE_URL="$URL" RUST_LOG=warn "$BIN" verify | tail -1 >&2
+# Every invariant holds; the feed's check counts exactly pgbench's transfers (memo `pgbench`),
+# which write no event: the anchor is the hand-written transfer alone.
+DATABASE_URL="$URL" RUST_LOG=warn "$BIN" verify >"$WORK_DIR/verify.txt" 2>&1 || true
+PGBENCH_TRANSFERS="$(psql "$URL" -AtXc "SELECT count(*) FROM transfers WHERE memo = 'pgbench'")"
+python3 - "$WORK_DIR/verify.txt" "$PGBENCH_TRANSFERS" <<'EOF' || die "tally verify: $(cat "$WORK_DIR/verify.txt")"
+import re, sys
+counts = dict(re.findall(r"^\s*(\w+): (\d+),$", open(sys.argv[1]).read(), re.M))
+bad = {k: v for k, v in counts.items() if k.endswith(("mismatches", "transfers", "currencies",
+       "balances", "empty")) and k not in ("transfers", "feed_mismatches") and v != "0"}
+feed = int(counts.get("feed_mismatches", -1))
+if bad or feed != int(sys.argv[2]):
+    sys.exit(f"bench.sh: invariants {bad}, feed mismatches {feed} for {sys.argv[2]} pgbench transfers")
+print(f"bench.sh: ledger consistent; the {feed} transfers without a feed event are pgbench's",
+      file=sys.stderr)
+EOF
+# Back to the bench accounts for the rest.
+POOL_ARGS=(--accounts "$ACCOUNTS" --accounts-file "$ACCOUNTS_FILE" --hot-accounts "$HOT")
+# The change feed's lag at full speed: one more closed-loop run of the 64-client shape, with a
+# reader of the Redis stream and a WatchAccount stream of one account beside it.
+run_tally "feed-lag-uniform-$PACED_CLIENTS" --protocol grpc --mode uniform \
+  --clients "$PACED_CLIENTS" --feed-redis-url "$REDIS_URL" --feed-stream "$EVENTS_STREAM" --watch-lag
+# What the feed costs: single transfers and batches with it off, then on again, on the same
+# database (off first, so the feed's runs are the later ones, on the larger tables).
+log "restarting the server with TALLY_FEED_EVENTS=false"
+start_server false
+run_tally "feed-off-uniform-$FEED_CLIENTS" --protocol grpc --mode uniform --clients "$FEED_CLIENTS"
+run_tally "feed-off-batch" --protocol grpc --mode uniform --clients "$BATCH_CLIENTS" --batch "$BATCH_SIZE"
+log "restarting the server with TALLY_FEED_EVENTS=true"
+start_server true
+run_tally "feed-on-uniform-$FEED_CLIENTS" --protocol grpc --mode uniform --clients "$FEED_CLIENTS"
+run_tally "feed-on-batch" --protocol grpc --mode uniform --clients "$BATCH_CLIENTS" --batch "$BATCH_SIZE"
+
 echo "rustc_after=$(pgrep -fc rustc || true)" >>"$WORK_DIR/machine.env"
 echo "loadavg_after=$(cut -d' ' -f1-3 /proc/loadavg)" >>"$WORK_DIR/machine.env"
 
-python3 - "$WORK_DIR" "$BATCH_SIZE" "$BATCH_CLIENTS" "$PACED_CLIENTS" "${CLIENT_COUNTS[@]}" <<'EOF'
+python3 - "$WORK_DIR" "$BATCH_SIZE" "$BATCH_CLIENTS" "$PACED_CLIENTS" "$FEED_CLIENTS" "${CLIENT_COUNTS[@]}" <<'EOF'
 import json, os, re, sys
-work, batch, batch_clients, paced_clients = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4]
-client_counts = sys.argv[5:]
+work, batch, batch_clients, paced_clients, feed_clients = sys.argv[1:6]
+client_counts = sys.argv[6:]
 machine = dict(line.rstrip("\n").split("=", 1) for line in open(os.path.join(work, "machine.env")))
 clk_tck = int(machine["clk_tck"])
 MICROS = 1_000_000
@@ -354,6 +406,19 @@ rate = open(os.path.join(work, "paced.rate")).read().strip()
 r = tally(f"paced-uniform-{paced_clients}")
 row(f"tally gRPC, uniform, {paced_clients} clients, paced at {rate} calls/s (half its closed "
     f"loop)", r, "n/a (paced)")
+for shape, label in ((f"uniform-{feed_clients}", f"uniform, {feed_clients} clients"),
+                     ("batch", f"CreateTransfers of {batch}, {batch_clients} clients")):
+    off, on = tally(f"feed-off-{shape}"), tally(f"feed-on-{shape}")
+    row(f"tally gRPC, {label}, change feed off (TALLY_FEED_EVENTS=false)", off, "n/a (on ÷ off below)")
+    row(f"tally gRPC, {label}, change feed on (the default), run after the off one", on,
+        f"{ratio(on['tps'], off['tps'])} of feed off")
+lag = json.load(open(os.path.join(work, f"feed-lag-uniform-{paced_clients}.json")))
+under = tally(f"feed-lag-uniform-{paced_clients}")
+for key, label in (("stream_lag", "Redis stream (XREAD here)"), ("watch_lag", "WatchAccount of one account")):
+    l = lag[key]
+    print(f"| change-feed lag, {label}, from each event's transaction, during gRPC uniform "
+          f"{paced_clients} clients at {under['tps']:.0f} transfers/s | {l['events']} events | n/a | "
+          f"{l['p50_ms']:.2f} | {l['p99_ms']:.2f} | max {l['max_ms']:.2f} | | | | |")
 for clients in client_counts:
     for mode in ("uniform", "hot"):
         g, j = results[("grpc", mode, clients)], results[("json", mode, clients)]

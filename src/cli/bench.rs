@@ -169,7 +169,22 @@ pub struct BenchArgs {
     /// after they finish, so the login and account setup are not counted.
     #[arg(long, value_name = "PID")]
     pub server_pid: Option<u32>,
+    /// Also read the change feed's Redis stream at this URL over the run and report its lag
+    /// (from each event's transaction to its arrival here).
+    #[arg(long, value_name = "REDIS_URL", requires = "feed_stream")]
+    pub feed_redis_url: Option<String>,
+    /// The stream `--feed-redis-url` reads (the server's TALLY_EVENTS_STREAM).
+    #[arg(long, value_name = "STREAM")]
+    pub feed_stream: Option<String>,
+    /// Also watch the first account of the pool (WatchAccount) and report its events' lag.
+    #[arg(long)]
+    pub watch_lag: bool,
 }
+
+mod lag;
+
+/// How long the lag consumers keep reading after the clients stop, for the run's last events.
+const LAG_TAIL: Duration = Duration::from_secs(2);
 
 fn authed<T>(token: &str, message: T) -> anyhow::Result<Request<T>> {
     let mut request = Request::new(message);
@@ -282,6 +297,10 @@ struct Summary {
     p99_ms: f64,
     max_ms: f64,
     mean_ms: f64,
+    /// With `--feed-redis-url`: the Redis stream's lag over the run.
+    stream_lag: Option<lag::Lags>,
+    /// With `--watch-lag`: a WatchAccount stream's lag over the run.
+    watch_lag: Option<lag::Lags>,
 }
 
 impl Summary {
@@ -328,6 +347,8 @@ impl Summary {
             p99_ms: percentile(&sorted, 99.0),
             max_ms: sorted.last().copied().unwrap_or(0) as f64 / MICROS_PER_MILLI,
             mean_ms,
+            stream_lag: None,
+            watch_lag: None,
         }
     }
 }
@@ -419,6 +440,25 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     let server_ticks_before = args.server_pid.map(cpu_ticks).transpose()?;
     let started = Instant::now();
     let deadline = started + Duration::from_secs(args.seconds);
+    let since = time::OffsetDateTime::now_utc();
+    let stream_lag = match (&args.feed_redis_url, &args.feed_stream) {
+        (Some(url), Some(stream)) => Some(tokio::spawn(lag::stream(
+            url.clone(),
+            stream.clone(),
+            since,
+            deadline + LAG_TAIL,
+        ))),
+        _ => None,
+    };
+    let watch_lag = args.watch_lag.then(|| {
+        tokio::spawn(lag::watch(
+            channels[0].clone(),
+            token.clone(),
+            pool[0].clone(),
+            since,
+            deadline + LAG_TAIL,
+        ))
+    });
     let mut tasks = Vec::new();
     for i in 0..args.clients as usize {
         let target = Target {
@@ -452,7 +492,13 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         (Some(pid), Some(before)) => Some(cpu_ticks(pid)?.saturating_sub(before)),
         _ => None,
     };
-    let summary = Summary::new(&args, pool.len(), &total, elapsed, server_cpu_ticks);
+    let mut summary = Summary::new(&args, pool.len(), &total, elapsed, server_cpu_ticks);
+    if let Some(task) = stream_lag {
+        summary.stream_lag = Some(task.await??);
+    }
+    if let Some(task) = watch_lag {
+        summary.watch_lag = Some(task.await??);
+    }
     print!("{}", report(&summary));
     if args.summary_json {
         println!("{}", serde_json::to_string(&summary)?);
@@ -1018,8 +1064,24 @@ fn report(s: &Summary) -> String {
             },
         ),
     ];
+    let lags = [
+        ("stream lag ms", &s.stream_lag),
+        ("watch lag ms", &s.watch_lag),
+    ];
+    let lags = lags.iter().filter_map(|(label, lags)| {
+        lags.as_ref().map(|l| {
+            (
+                *label,
+                format!(
+                    "p50 {:.2}  p99 {:.2}  max {:.2} ({} events, from their transaction)",
+                    l.p50_ms, l.p99_ms, l.max_ms, l.events
+                ),
+            )
+        })
+    });
     lines
-        .iter()
+        .into_iter()
+        .chain(lags)
         .map(|(label, value)| format!("{label:<LABEL_WIDTH$}{value}\n"))
         .collect()
 }

@@ -191,6 +191,12 @@ pub struct ServeArgs {
           value_name = "TALLY_HOLD_SWEEP_INTERVAL_MS", default_value_t = 1_000,
           value_parser = clap::value_parser!(u64).range(10..=3_600_000))]
     pub hold_sweep_interval_ms: u64,
+    /// Write the change feed's events (on by default). Off, nothing is written for it: no
+    /// watch, stream, webhook or monitor event sees anything, and `tally verify` reports the
+    /// transfers without one. For measuring what the feed costs (`make bench`).
+    #[arg(long, env = "TALLY_FEED_EVENTS", value_name = "TALLY_FEED_EVENTS", default_value_t = true,
+          action = clap::ArgAction::Set)]
+    pub feed_events: bool,
     /// The spread of an exchange rate set without one, in basis points of the mid rate
     /// (50 = 0.5%).
     #[arg(long, env = "TALLY_EXCHANGE_SPREAD_BPS", value_name = "TALLY_EXCHANGE_SPREAD_BPS",
@@ -284,6 +290,7 @@ impl ServeArgs {
                 retry_backoff_base: Duration::from_millis(self.transfer_retry_backoff_ms),
                 retry_backoff_max: crate::ledger::TRANSFER_RETRY_BACKOFF_MAX,
                 hold_sweep_interval: Duration::from_millis(self.hold_sweep_interval_ms),
+                feed_events: self.feed_events,
             },
             feed_poll_interval: Duration::from_millis(self.feed_poll_ms),
             feed_stream: self.feed.events_stream.clone(),

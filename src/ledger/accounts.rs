@@ -114,7 +114,9 @@ impl Ledger {
         }
         let mut tx = crate::db::begin(&self.pool).await?;
         // The change feed's event is written here: take its writer lock before any row lock.
-        store::events::lock_writer(&mut tx).await?;
+        if self.settings.feed_events {
+            store::events::lock_writer(&mut tx).await?;
+        }
         let owner_id = match &open.owner {
             None => {
                 require_own_or_any(principal)?;
@@ -160,15 +162,10 @@ impl Ledger {
         let row = store::accounts::by_id(&mut tx, id)
             .await?
             .ok_or_else(|| Error::internal(anyhow::anyhow!("inserted account vanished")))?;
-        store::events::insert_many(
-            &mut tx,
-            &[NewEvent::account(
-                EventType::AccountOpened,
-                id,
-                Position::default(),
-            )],
-        )
-        .await?;
+        if self.settings.feed_events {
+            let event = NewEvent::account(EventType::AccountOpened, id, Position::default());
+            store::events::insert_many(&mut tx, &[event]).await?;
+        }
         tx.commit().await?;
         self.committed.notify_one();
         Ok(row.into())
@@ -357,7 +354,9 @@ impl Ledger {
             self.engine.touch(vec![id]).await?;
         }
         let mut tx = crate::db::begin(&self.pool).await?;
-        store::events::lock_writer(&mut tx).await?;
+        if self.settings.feed_events {
+            store::events::lock_writer(&mut tx).await?;
+        }
         let locked = store::accounts::lock_one(&mut tx, id)
             .await?
             .ok_or(Error::NotFound("account"))?;
@@ -373,8 +372,10 @@ impl Ledger {
                 ));
             }
             store::accounts::close(&mut tx, id).await?;
-            let event = NewEvent::account(EventType::AccountClosed, id, Position::default());
-            store::events::insert_many(&mut tx, &[event]).await?;
+            if self.settings.feed_events {
+                let event = NewEvent::account(EventType::AccountClosed, id, Position::default());
+                store::events::insert_many(&mut tx, &[event]).await?;
+            }
         }
         let row = store::accounts::by_id(&mut tx, id)
             .await?

@@ -303,7 +303,7 @@ async fn apply_with_retries(
         attempt += 1;
         span.record("attempt", attempt);
         span.record("retries", attempt - 1);
-        let outcome = attempt_batch(&shared.pool, &chains, &touch, committing)
+        let outcome = attempt_batch(shared, &chains, &touch, committing)
             .instrument(span.clone())
             .await;
         span.record(
@@ -343,7 +343,7 @@ async fn apply_with_retries(
 /// One attempt at a batch, in its own transaction; one answer per operation, in order, and
 /// whether it wrote change-feed events.
 async fn attempt_batch(
-    pool: &PgPool,
+    shared: &Shared,
     chains: &[&[Op]],
     touch: &[Uuid],
     committing: &mut Option<oneshot::Sender<()>>,
@@ -355,7 +355,7 @@ async fn attempt_batch(
         .collect();
     ids.sort_unstable();
     ids.dedup();
-    let mut tx = crate::db::begin_with(pool, BEGIN_BATCH).await?;
+    let mut tx = crate::db::begin_with(&shared.pool, BEGIN_BATCH).await?;
     let recorded = if ids.is_empty() {
         Vec::new()
     } else {
@@ -389,7 +389,12 @@ async fn attempt_batch(
     store::accounts::set_positions(&mut tx, &plan.positions).await?;
     store::transfers::insert_entries(&mut tx, &plan.entries).await?;
     // The change feed's events, in this transaction (under `ledger_writer`: commit order).
-    store::events::insert_many(&mut tx, &plan.events).await?;
+    let events: &[store::events::NewEvent] = if shared.settings.feed_events {
+        &plan.events
+    } else {
+        &[]
+    };
+    store::events::insert_many(&mut tx, events).await?;
     store::monitors::set_triggered(&mut tx, &plan.monitor_changes).await?;
     let claims: Vec<(Uuid, Uuid)> = plan
         .claims
@@ -407,7 +412,7 @@ async fn attempt_batch(
     if expired_count > 0 {
         metrics::counter!("tally_holds_expired_total").increment(expired_count as u64);
     }
-    let wrote_events = !plan.events.is_empty();
+    let wrote_events = !events.is_empty();
     Ok((resolve(plan, created_at), wrote_events))
 }
 
@@ -550,6 +555,7 @@ mod tests {
             retry_backoff_base: Duration::from_millis(2),
             retry_backoff_max: Duration::from_millis(50),
             hold_sweep_interval: Duration::from_secs(1),
+            feed_events: true,
         };
         for attempt in 1..40 {
             assert!(backoff(&settings, attempt) <= Duration::from_millis(50));

@@ -73,6 +73,8 @@ pub struct LedgerSettings {
     pub retry_backoff_max: Duration,
     /// How often the sweeper looks for overdue holds nobody touched.
     pub hold_sweep_interval: Duration,
+    /// Whether changes write change-feed events (`TALLY_FEED_EVENTS`).
+    pub feed_events: bool,
 }
 
 pub struct Ledger {
