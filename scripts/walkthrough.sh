@@ -91,11 +91,13 @@ expected_services="grpc.health.v1.Health
 grpc.reflection.v1.ServerReflection
 tally.v1.AccountService
 tally.v1.AuditService
+tally.v1.EventService
 tally.v1.ExchangeService
 tally.v1.RoleService
 tally.v1.SessionService
 tally.v1.TransferService
-tally.v1.UserService"
+tally.v1.UserService
+tally.v1.WebhookService"
 if [[ "$(printf '%s\n' "$out" | LC_ALL=C sort)" != "$expected_services" ]]; then
   fail "list services: expected exactly:
 $expected_services"
@@ -119,7 +121,8 @@ for method in \
   TransferService/ListTransfers TransferService/PostTransfer TransferService/VoidTransfer \
   TransferService/ReverseTransfer \
   AuditService/ListAuditEvents ExchangeService/SetRate ExchangeService/ListRates \
-  ExchangeService/WatchRates ExchangeService/CreateQuote; do
+  ExchangeService/WatchRates ExchangeService/CreateQuote EventService/WatchAccount \
+  EventService/CreateBalanceMonitor WebhookService/CreateWebhook; do
   if ! printf '%s\n' "$out" | grep -qxF "tally.v1.$method"; then
     fail "list methods: tally.v1.$method is missing"
   fi

@@ -13,18 +13,15 @@ how fast this machine happens to be.
 | redis-stop | the private Redis stopped (its queued mail jobs are lost: no persistence) while users sign up, started again empty |
 | proxy-drop | every PostgreSQL connection of tally-3 cut by the proxy, and new ones refused until its /readyz answers 503 |
 | proxy-stall | the proxy stops forwarding bytes between tally-3 and PostgreSQL (connections stay open) until its /readyz answers 503, at least 6 s |
-
-Not in the default schedule (FAULTS_NEMESES=worker-commit-cut): the worker's connection to
-PostgreSQL (through a second proxy) is cut at the moment it sends `DELETE FROM mail_outbox`,
-i.e. after a verification mail was written and before the transaction that records it commits.
+| worker-commit-cut | the worker's connection to PostgreSQL (through a second proxy) cut at the moment it sends `DELETE FROM mail_outbox` during a sign-up's mail job, i.e. after the verification mail was written and before the transaction that records it commits: the job is retried and the user gets a second mail, whose code and the first's must both work |
 """
 
 import collections
 import time
 
-ALL = ["pg-crash", "replica-kill", "proxy-drop", "redis-stop", "replica-pause", "pg-fast-restart",
-       "proxy-stall"]
-EXTRA = ["worker-commit-cut"]
+ALL = ["pg-crash", "replica-kill", "proxy-drop", "worker-commit-cut", "redis-stop", "replica-pause",
+       "pg-fast-restart", "proxy-stall"]
+EXTRA = []  # opt-in nemeses (FAULTS_NEMESES), not in the default schedule
 
 
 class Result:
@@ -38,6 +35,9 @@ class Result:
         self.ready_recovery = {}  # replica -> seconds from the fault's end until /readyz said 200
         self.recovery = {}  # replica -> seconds from the fault's end until its first definite answer
         self.answers = collections.Counter()
+        self.wall_start = None  # time.time() when the fault began, and when recovery ended
+        self.wall_end = None
+        self.tripped_at = None  # worker-commit-cut: time.time() of the cut
 
 
 class Nemeses:
@@ -163,6 +163,7 @@ class Nemeses:
         self.suite.signups.now(1)
         hit = wp.tripped.wait(45)
         wp.disarm()
+        result.tripped_at = wp.tripped_at if hit else None
         result.notes.append("worker connection cut at DELETE FROM mail_outbox" if hit else
                             "the worker sent no DELETE FROM mail_outbox within 45 s")
         if not hit:
@@ -189,12 +190,14 @@ class Nemeses:
         with self.h.lock:
             self.h.nemesis = name
             self.h.nemesis_answers = collections.Counter()
+        result.wall_start = time.time()
         t0 = fn(self, result)
         t_end = time.monotonic()
         result.fault_seconds = t_end - t0
         with self.h.lock:
             self.h.watch = (t_end, {})
         self.await_recovery(result, t_end)
+        result.wall_end = time.time()
         with self.h.lock:
             self.h.watch = None
             self.h.nemesis = "calm"

@@ -33,6 +33,7 @@ class Proxy:
         self.dropped = 0
         self.tripwire = None
         self.tripped = threading.Event()
+        self.tripped_at = None  # time.time() of the cut
         threading.Thread(target=self._accept, name="proxy-accept", daemon=True).start()
 
     def _accept(self):
@@ -68,6 +69,7 @@ class Proxy:
                 wire = self.tripwire
                 if to_server and wire is not None and wire in data:
                     self.tripwire = None
+                    self.tripped_at = time.time()
                     self.tripped.set()
                     break  # not forwarded: the connection dies with it
                 while not self.flowing.wait(0.2):
@@ -117,6 +119,7 @@ class Proxy:
         """Cuts the first connection that sends `text` to PostgreSQL (a statement's text travels
         in its Parse message, the first time a connection prepares it)."""
         self.tripped.clear()
+        self.tripped_at = None
         self.tripwire = text
 
     def disarm(self):

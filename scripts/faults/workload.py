@@ -255,11 +255,14 @@ class Signups(threading.Thread):
                 if self.suite.stop_new.is_set():
                     break
                 with self.cond:
-                    todo = max(1, self.pending)
-                for _ in range(todo):
+                    asked = self.pending
+                # The sign-ups a nemesis asked for, or the periodic one; only the former count
+                # down `pending` (one asked for while the periodic one runs still gets its own).
+                for i in range(max(1, asked)):
                     self.signup()
                     with self.cond:
-                        self.pending = max(0, self.pending - 1)
+                        if i < asked:
+                            self.pending = max(0, self.pending - 1)
                         self.cond.notify_all()
         except Exception as err:  # noqa: BLE001
             self.history.finding("workload", f"signups crashed: {err!r}")
