@@ -122,7 +122,7 @@ pub struct Application {
     exchange: Arc<Exchange>,
     feed: Arc<Feed>,
     /// The ledger's commit signal, which wakes the Redis relay.
-    commits: Arc<tokio::sync::Notify>,
+    commits: tokio::sync::watch::Receiver<u64>,
 }
 
 #[derive(Clone)]

@@ -25,7 +25,7 @@ use std::{
 
 use futures_util::Stream;
 use sqlx::PgPool;
-use tokio::sync::{Notify, mpsc, watch};
+use tokio::sync::{mpsc, watch};
 use uuid::Uuid;
 
 use super::{Event, load};
@@ -351,7 +351,12 @@ fn slow_consumer(last: i64) -> Error {
 /// sequence itself (its catch-up read comes after). With watchers and no cursor yet (they came
 /// before the first read) it starts from the earliest of their cursors: duplicates are skipped
 /// by the watchers, gaps could not be.
-async fn tail(pool: PgPool, shared: Weak<Shared>, wake: Arc<Notify>, interval: Duration) {
+async fn tail(
+    pool: PgPool,
+    shared: Weak<Shared>,
+    mut commits: watch::Receiver<u64>,
+    interval: Duration,
+) {
     let mut cursor: Option<i64> = None;
     loop {
         let Some(strong) = shared.upgrade() else {
@@ -362,7 +367,15 @@ async fn tail(pool: PgPool, shared: Weak<Shared>, wake: Arc<Notify>, interval: D
             Ok(false) => {}
             Err(err) => tracing::warn!(error = %err, "could not read the change feed; retrying"),
         }
-        let _ = tokio::time::timeout(interval, wake.notified()).await;
+        // Woken by this replica's commits only while someone watches: idle, it only follows
+        // the newest sequence, on the interval.
+        let watched = !strong.watchers().is_empty();
+        drop(strong);
+        if watched {
+            let _ = tokio::time::timeout(interval, commits.changed()).await;
+        } else {
+            tokio::time::sleep(interval).await;
+        }
     }
 }
 

@@ -167,7 +167,7 @@ impl Ledger {
             store::events::insert_many(&mut tx, &[event]).await?;
         }
         tx.commit().await?;
-        self.committed.notify_one();
+        self.committed.send_modify(|n| *n += 1);
         Ok(row.into())
     }
 
@@ -381,7 +381,7 @@ impl Ledger {
             .await?
             .ok_or(Error::NotFound("account"))?;
         tx.commit().await?;
-        self.committed.notify_one();
+        self.committed.send_modify(|n| *n += 1);
         Ok(row.into())
     }
 

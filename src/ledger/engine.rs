@@ -87,8 +87,8 @@ pub struct Engine {
 struct Shared {
     pool: PgPool,
     settings: LedgerSettings,
-    /// Notified after a commit that wrote change-feed events.
-    committed: Arc<tokio::sync::Notify>,
+    /// Counts the commits that wrote change-feed events (every watcher of it is woken).
+    committed: Arc<tokio::sync::watch::Sender<u64>>,
 }
 
 /// One caller's operations, queued.
@@ -105,12 +105,12 @@ struct Submission {
 }
 
 impl Engine {
-    /// Starts the committer task on the current runtime; `committed` is notified after each
-    /// commit that wrote change-feed events.
+    /// Starts the committer task on the current runtime; `committed` counts the commits that
+    /// wrote change-feed events.
     pub fn spawn(
         pool: PgPool,
         settings: LedgerSettings,
-        committed: Arc<tokio::sync::Notify>,
+        committed: Arc<tokio::sync::watch::Sender<u64>>,
     ) -> Self {
         let (queue, submissions) = mpsc::channel(QUEUE_SUBMISSIONS_MAX);
         let shared = Arc::new(Shared {
@@ -317,7 +317,7 @@ async fn apply_with_retries(
         match outcome {
             Ok((outcomes, wrote_events)) => {
                 if wrote_events {
-                    shared.committed.notify_one();
+                    shared.committed.send_modify(|n| *n += 1);
                 }
                 return Ok((split(outcomes, batch), attempt));
             }

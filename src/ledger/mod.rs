@@ -86,8 +86,8 @@ pub struct Ledger {
     system_accounts: std::sync::OnceLock<HashMap<String, Uuid>>,
     /// The liquidity account of each currency (the counterparty of conversions), likewise.
     liquidity_accounts: std::sync::OnceLock<HashMap<String, Uuid>>,
-    /// Notified after each commit that wrote change-feed events (the feed's tail waits on it).
-    committed: std::sync::Arc<tokio::sync::Notify>,
+    /// Counts the commits that wrote change-feed events (the feed's tail and relay wait on it).
+    committed: std::sync::Arc<tokio::sync::watch::Sender<u64>>,
     /// Dropped with the ledger, which stops the hold sweeper.
     _sweeper: tokio::sync::oneshot::Sender<()>,
 }
@@ -100,7 +100,7 @@ impl Ledger {
         metrics::counter!("tally_transfer_retries_total").increment(0);
         metrics::counter!("tally_transfer_aborts_total").increment(0);
         metrics::counter!("tally_holds_expired_total").increment(0);
-        let committed = std::sync::Arc::new(tokio::sync::Notify::new());
+        let committed = std::sync::Arc::new(tokio::sync::watch::channel(0).0);
         let engine = engine::Engine::spawn(pool.clone(), settings.clone(), committed.clone());
         let (sweeper, stop) = tokio::sync::oneshot::channel();
         holds::spawn_sweeper(
@@ -120,9 +120,10 @@ impl Ledger {
         }
     }
 
-    /// Notified after each commit of this process that wrote change-feed events.
-    pub fn commits(&self) -> std::sync::Arc<tokio::sync::Notify> {
-        self.committed.clone()
+    /// Changes after each commit of this process that wrote change-feed events: every
+    /// receiver is woken (a tail and a relay both follow it).
+    pub fn commits(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.committed.subscribe()
     }
 
     pub fn currencies(&self) -> &Currencies {

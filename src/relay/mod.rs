@@ -12,13 +12,13 @@
 //! repeated without duplicates. A Redis outage leaves the cursor where it was: the events wait
 //! in the database (nothing is lost) and go out, in order, once Redis is back.
 
-use std::{sync::Arc, time::Duration};
+use std::time::Duration;
 
 use anyhow::Context as _;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use sqlx::PgPool;
 use time::OffsetDateTime;
-use tokio::sync::{Notify, watch};
+use tokio::sync::watch;
 
 use crate::{feed, proto::tally_v1 as pb, store};
 
@@ -35,6 +35,8 @@ pub const EVENTS_PER_ROUND_MAX: i64 = 500;
 /// Bounds on one Redis call, so a stalled Redis does not hold the cursor's row lock for long.
 const REDIS_CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 const REDIS_RESPONSE_TIMEOUT: Duration = Duration::from_secs(5);
+/// The least time between two rounds of one relay.
+const ROUND_SPACING: Duration = Duration::from_millis(10);
 /// Waits after a failed round (Redis or the database away), doubling up to the maximum.
 const RETRY_BASE: Duration = Duration::from_millis(100);
 const RETRY_MAX: Duration = Duration::from_secs(5);
@@ -74,11 +76,12 @@ fn cursor_name(stream: &str) -> String {
     format!("redis:{stream}")
 }
 
-/// Relays until `stop` turns true. `wake` is this process's commit signal (none in the worker).
+/// Relays until `stop` turns true. `commits` is this process's commit signal (none in the
+/// worker).
 pub async fn run(
     pool: PgPool,
     settings: RelaySettings,
-    wake: Option<Arc<Notify>>,
+    mut commits: Option<watch::Receiver<u64>>,
     mut stop: watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
     let client = redis::Client::open(settings.redis_url.as_str()).context("REDIS_URL")?;
@@ -115,15 +118,20 @@ pub async fn run(
                     .min(RETRY_MAX)
             }
         };
+        // At least ROUND_SPACING between rounds: under load a round takes every event that
+        // committed meanwhile, rather than one round trip set per commit.
+        tokio::time::sleep(ROUND_SPACING.min(pause)).await;
         let woken = async {
-            match &wake {
-                Some(wake) => wake.notified().await,
+            match &mut commits {
+                Some(commits) => {
+                    let _ = commits.changed().await;
+                }
                 None => std::future::pending().await,
             }
         };
         tokio::select! {
             _ = stop.changed() => {}
-            () = tokio::time::sleep(pause) => {}
+            () = tokio::time::sleep(pause.saturating_sub(ROUND_SPACING)) => {}
             () = woken, if failures == 0 => {}
         }
     }
