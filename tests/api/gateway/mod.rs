@@ -227,6 +227,8 @@ pub(super) fn normalise(answer: Answer, names: &[(&str, &str)]) -> Answer {
         "accountId",
         "updatedAt",
         "quoteId",
+        "monitorId",
+        "webhookId",
     ];
     fn walk(v: &mut Json, names: &[(&str, &str)]) {
         match v {

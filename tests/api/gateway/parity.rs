@@ -559,6 +559,75 @@ fn transfer_settle_cases(f: &Fixture) -> Vec<Case> {
 }
 
 /// The cases of ExchangeService (its unary methods).
+/// The change feed's unary RPCs: balance monitors and webhooks (WatchAccount is a stream:
+/// tests/api/feed.rs).
+fn feed_cases(f: &Fixture) -> Vec<Case> {
+    let Fixture {
+        tok,
+        checking,
+        missing,
+        ..
+    } = f;
+    let monitors = format!("/v1/accounts/{checking}/balanceMonitors");
+    vec![
+        case(
+            "tally.v1.EventService/CreateBalanceMonitor",
+            "POST",
+            monitors.clone(),
+            json!({"accountId": checking, "condition": "BALANCE_MONITOR_CONDITION_ABOVE",
+                   "threshold": "100"}),
+        )
+        .token(tok)
+        .ok(),
+        // No condition: the same INVALID_ARGUMENT both ways.
+        case(
+            "tally.v1.EventService/CreateBalanceMonitor",
+            "POST",
+            monitors.clone(),
+            json!({"accountId": checking, "threshold": "100"}),
+        )
+        .token(tok),
+        case(
+            "tally.v1.EventService/ListBalanceMonitors",
+            "GET",
+            monitors,
+            json!({"accountId": checking}),
+        )
+        .token(tok)
+        .ok(),
+        case(
+            "tally.v1.EventService/DeleteBalanceMonitor",
+            "DELETE",
+            format!("/v1/balanceMonitors/{missing}"),
+            json!({"monitorId": missing}),
+        )
+        .token(tok),
+        // A loopback URL: refused (SSRF) the same way over both.
+        case(
+            "tally.v1.WebhookService/CreateWebhook",
+            "POST",
+            "/v1/webhooks".into(),
+            json!({"url": "http://127.0.0.1:9/hook", "accountId": checking}),
+        )
+        .token(tok),
+        case(
+            "tally.v1.WebhookService/ListWebhooks",
+            "GET",
+            "/v1/webhooks".into(),
+            json!({}),
+        )
+        .token(tok)
+        .ok(),
+        case(
+            "tally.v1.WebhookService/DeleteWebhook",
+            "DELETE",
+            format!("/v1/webhooks/{missing}"),
+            json!({"webhookId": missing}),
+        )
+        .token(tok),
+    ]
+}
+
 fn exchange_cases(f: &Fixture) -> Vec<Case> {
     let Fixture {
         tok,
@@ -647,6 +716,7 @@ async fn every_rpc_answers_the_same_over_json_and_grpc() {
         transfer_cases(&f),
         transfer_settle_cases(&f),
         exchange_cases(&f),
+        feed_cases(&f),
     ]
     .into_iter()
     .flatten()
