@@ -25,7 +25,7 @@ DOCKER ?= docker
 # The image `make docker-build` builds and docker-compose.yml runs.
 IMAGE ?= tally:dev
 
-.PHONY: help tools tools-npm tools-python tools-kubectl build lint lint-protos fmt migrate run test test-rust test-walkthrough test-faults bench bench-smoke schema-doc verify services-stop clean \
+.PHONY: help tools tools-npm tools-python tools-kubectl build lint lint-protos fmt migrate run test test-rust test-fuzz fuzz test-walkthrough test-faults bench bench-smoke schema-doc verify services-stop clean \
 	docker-build docker-validate compose-up compose-down k8s-validate lint-workflows
 
 help: ## List the targets
@@ -86,7 +86,7 @@ run: ## Find or start PostgreSQL and Redis, migrate, serve on TALLY_LISTEN_ADDR 
 	    trap 'kill -TERM $$worker 2>/dev/null || true; wait $$worker || true' EXIT; \
 	    ./target/debug/tally serve; }
 
-test: test-rust test-walkthrough test-faults bench-smoke docker-validate k8s-validate lint-workflows lint-protos ## Every test tier: unit, API (real PostgreSQL, Redis, SMTP), walkthroughs, gateway checks, the fault suite, the bench smoke run, container files, manifests, workflows, protos (buf)
+test: test-rust test-fuzz test-walkthrough test-faults bench-smoke docker-validate k8s-validate lint-workflows lint-protos ## Every test tier: unit, API (real PostgreSQL, Redis, SMTP), fuzz targets, walkthroughs, gateway checks, the fault suite, the bench smoke run, container files, manifests, workflows, protos (buf)
 
 # The change-feed tests stop and start a Redis of their own (tests/api/feed.rs), even when the
 # shared one is a server elsewhere: its binary must be on PATH.
@@ -103,6 +103,17 @@ test-rust: ## Unit and integration tests (cargo test) against real PostgreSQL, R
 	  { $(CARGO) test --locked --no-fail-fast -- verification:: || \
 	    { echo "test-rust: the mail tests failed; running them once more" >&2; \
 	      $(CARGO) test --locked --no-fail-fast -- verification::; }; }
+
+# The libFuzzer targets of fuzz/ (docs/development.md#fuzzing), built on stable Rust by
+# scripts/fuzz.sh into target/fuzz/: each runs on its seed corpus and regressions, and any crash
+# fails (its input lands in fuzz/artifacts/<target>/). `FUZZ_TARGETS` picks some of them.
+FUZZ_SECONDS ?= 300
+FUZZ_TARGETS ?=
+test-fuzz: ## Build the fuzz targets (gateway templates and routing, JSON requests, page and access tokens), run each for 12 s
+	scripts/fuzz.sh run 12 $(FUZZ_TARGETS)
+
+fuzz: ## Run each fuzz target for FUZZ_SECONDS (300) on its corpus; new inputs go to target/fuzz/corpus/
+	scripts/fuzz.sh run $(FUZZ_SECONDS) $(FUZZ_TARGETS)
 
 test-walkthrough: ## The walkthroughs of docs/walkthrough.md (buf curl, curl), schemathesis, gRPC-web client vs a real server
 	$(SERVICES) && $(CARGO) build --locked && scripts/walkthrough-test.sh

@@ -160,7 +160,8 @@ pub async fn list(
 /// The scope page tokens of the trail are bound to.
 const AUDIT_SCOPE: Uuid = Uuid::nil();
 
-fn parse_cursor(cursor: &str) -> Option<(OffsetDateTime, Uuid)> {
+#[doc(hidden)] // public for the fuzz targets (fuzz/fuzz_targets/page_token.rs)
+pub fn parse_cursor(cursor: &str) -> Option<(OffsetDateTime, Uuid)> {
     let (nanos, id) = cursor.split_once('/')?;
     let at = OffsetDateTime::from_unix_timestamp_nanos(nanos.parse().ok()?).ok()?;
     Some((at, Uuid::parse_str(id).ok()?))
