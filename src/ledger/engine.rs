@@ -384,17 +384,22 @@ async fn attempt_batch(
             quotes,
         },
     );
-    let created_at = store::transfers::insert_many(&mut tx, &plan.transfers).await?;
     store::transfers::change_many(&mut tx, &plan.changes).await?;
-    store::accounts::set_positions(&mut tx, &plan.positions).await?;
-    store::transfers::insert_entries(&mut tx, &plan.entries).await?;
     // The change feed's events, in this transaction (under `ledger_writer`: commit order).
     let events: &[store::events::NewEvent] = if shared.settings.feed_events {
         &plan.events
     } else {
         &[]
     };
-    store::events::insert_many(&mut tx, events).await?;
+    // New transfers, positions, entries and events: one statement, one round trip under the
+    // lock every other batch waits for.
+    let writes = store::batch::Writes {
+        transfers: &plan.transfers,
+        positions: &plan.positions,
+        entries: &plan.entries,
+        events,
+    };
+    let created_at = store::batch::write(&mut tx, writes).await?;
     store::monitors::set_triggered(&mut tx, &plan.monitor_changes).await?;
     let claims: Vec<(Uuid, Uuid)> = plan
         .claims

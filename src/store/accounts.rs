@@ -308,30 +308,6 @@ pub async fn lock(conn: &mut PgConnection, ids: &[Uuid]) -> Result<Vec<LockedAcc
     .await?)
 }
 
-/// Sets the balances and pending sums of several accounts with one statement.
-pub async fn set_positions(conn: &mut PgConnection, positions: &[(Uuid, Position)]) -> Result<()> {
-    if positions.is_empty() {
-        return Ok(());
-    }
-    let ids: Vec<Uuid> = positions.iter().map(|(id, _)| *id).collect();
-    let balances: Vec<i64> = positions.iter().map(|(_, p)| p.balance).collect();
-    let debits: Vec<i64> = positions.iter().map(|(_, p)| p.pending_debits).collect();
-    let credits: Vec<i64> = positions.iter().map(|(_, p)| p.pending_credits).collect();
-    sqlx::query(
-        "UPDATE accounts SET balance = v.balance, pending_debits = v.debits, \
-           pending_credits = v.credits, updated_at = now() \
-         FROM UNNEST($1::uuid[], $2::int8[], $3::int8[], $4::int8[]) AS v(id, balance, debits, credits) \
-         WHERE accounts.id = v.id",
-    )
-    .bind(ids)
-    .bind(balances)
-    .bind(debits)
-    .bind(credits)
-    .execute(conn)
-    .await?;
-    Ok(())
-}
-
 /// The balances of `owner`'s accounts summed by currency (as text: a sum may pass `bigint`).
 pub async fn balances_by_currency(
     conn: &mut PgConnection,

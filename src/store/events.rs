@@ -102,47 +102,11 @@ pub async fn lock_writer(conn: &mut PgConnection) -> Result<()> {
 /// Writes `events` in order (their sequences ascend in that order). The caller holds
 /// `ledger_writer`.
 pub async fn insert_many(conn: &mut PgConnection, events: &[NewEvent]) -> Result<()> {
-    if events.is_empty() {
-        return Ok(());
-    }
-    let column = |f: &dyn Fn(&NewEvent) -> Option<i64>| events.iter().map(f).collect::<Vec<_>>();
-    let kinds: Vec<EventType> = events.iter().map(|e| e.kind).collect();
-    let accounts: Vec<Uuid> = events.iter().map(|e| e.account_id).collect();
-    let counterparties: Vec<Option<Uuid>> =
-        events.iter().map(|e| e.counterparty.map(|c| c.0)).collect();
-    let transfers: Vec<Option<Uuid>> = events.iter().map(|e| e.transfer.map(|t| t.0)).collect();
-    let statuses: Vec<Option<Status>> = events.iter().map(|e| e.transfer.map(|t| t.1)).collect();
-    let monitors: Vec<Option<Uuid>> = events.iter().map(|e| e.monitor).collect();
-    sqlx::query(
-        "INSERT INTO ledger_events (type, account_id, counterparty_id, transfer_id, status, \
-           posted_amount, account_balance, account_pending_debits, account_pending_credits, \
-           counterparty_balance, counterparty_pending_debits, counterparty_pending_credits, \
-           monitor_id) \
-         SELECT type, account_id, counterparty_id, transfer_id, status, posted_amount, ab, apd, \
-           apc, cb, cpd, cpc, monitor_id \
-         FROM UNNEST($1::text[], $2::uuid[], $3::uuid[], $4::uuid[], $5::text[], $6::int8[], \
-           $7::int8[], $8::int8[], $9::int8[], $10::int8[], $11::int8[], $12::int8[], \
-           $13::uuid[]) \
-           WITH ORDINALITY AS e(type, account_id, counterparty_id, transfer_id, status, \
-             posted_amount, ab, apd, apc, cb, cpd, cpc, monitor_id, n) \
-         ORDER BY n",
-    )
-    .bind(kinds)
-    .bind(accounts)
-    .bind(counterparties)
-    .bind(transfers)
-    .bind(statuses)
-    .bind(column(&|e| e.transfer.and_then(|t| t.2)))
-    .bind(column(&|e| Some(e.account.balance)))
-    .bind(column(&|e| Some(e.account.pending_debits)))
-    .bind(column(&|e| Some(e.account.pending_credits)))
-    .bind(column(&|e| e.counterparty.map(|c| c.1.balance)))
-    .bind(column(&|e| e.counterparty.map(|c| c.1.pending_debits)))
-    .bind(column(&|e| e.counterparty.map(|c| c.1.pending_credits)))
-    .bind(monitors)
-    .execute(conn)
-    .await?;
-    Ok(())
+    let writes = super::batch::Writes {
+        events,
+        ..Default::default()
+    };
+    super::batch::write(conn, writes).await.map(|_| ())
 }
 
 /// Events after `after`, oldest first, at most `limit`.
@@ -201,19 +165,35 @@ pub async fn cursor(conn: &mut PgConnection, name: &str) -> Result<i64> {
     .await?)
 }
 
-/// Locks the cursor of relay `name` for this transaction and reads it; `None` when another
-/// relay holds it (relays take turns rather than wait).
-pub async fn lock_cursor(conn: &mut PgConnection, name: &str) -> Result<Option<i64>> {
+/// The events after the cursor of relay `name`, oldest first, at most `limit`, with the
+/// cursor's row locked for this transaction; none when another relay holds it (relays take
+/// turns rather than wait) or when the row is missing ([`create_cursor`]). One statement: a
+/// relay runs this every round, busy or not.
+pub async fn lock_cursor_and_read(
+    conn: &mut PgConnection,
+    name: &str,
+    limit: i64,
+) -> Result<Vec<EventRow>> {
+    Ok(sqlx::query_as::<_, EventRow>(concat!(
+        "SELECT ",
+        event_columns!(),
+        " FROM ledger_events WHERE sequence > (SELECT published_through \
+           FROM ledger_event_cursors WHERE name = $1 FOR UPDATE SKIP LOCKED) \
+         ORDER BY sequence LIMIT $2"
+    ))
+    .bind(name)
+    .bind(limit)
+    .fetch_all(conn)
+    .await?)
+}
+
+/// Creates the cursor of relay `name` at 0 unless it exists.
+pub async fn create_cursor(conn: &mut PgConnection, name: &str) -> Result<()> {
     sqlx::query("INSERT INTO ledger_event_cursors (name) VALUES ($1) ON CONFLICT DO NOTHING")
         .bind(name)
-        .execute(&mut *conn)
+        .execute(conn)
         .await?;
-    Ok(sqlx::query_scalar(
-        "SELECT published_through FROM ledger_event_cursors WHERE name = $1          FOR UPDATE SKIP LOCKED",
-    )
-    .bind(name)
-    .fetch_optional(conn)
-    .await?)
+    Ok(())
 }
 
 /// Moves the relay `name` forward to `through` (never back: relays of several replicas race).

@@ -4,6 +4,7 @@
 
 pub mod accounts;
 pub mod audit;
+pub mod batch;
 pub mod events;
 pub mod exchange;
 pub mod mail;

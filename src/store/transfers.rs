@@ -9,7 +9,7 @@ use sqlx::{
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use crate::error::{Error, Result};
+use crate::error::Result;
 
 /// Maps a closed Rust enum to a `text` column (and `text[]` for bulk statements) by its stored
 /// name, so a value the code does not know fails to decode instead of passing as a string.
@@ -239,79 +239,6 @@ pub async fn by_ids(conn: &mut PgConnection, ids: &[Uuid]) -> Result<Vec<Transfe
     .await?)
 }
 
-/// Inserts `rows` in order with one statement (`seq` follows the array); returns their `created_at` (the transaction's
-/// start time, the same for every row), or `None` when `rows` is empty. A concurrent insert of
-/// one of the ids surfaces as a unique violation (or a serialization failure), which the engine
-/// retries: the retry's replay lookup then finds it.
-pub async fn insert_many(
-    conn: &mut PgConnection,
-    rows: &[NewTransfer],
-) -> Result<Option<OffsetDateTime>> {
-    if rows.is_empty() {
-        return Ok(None);
-    }
-    let ids: Vec<Uuid> = rows.iter().map(|r| r.id).collect();
-    let kinds: Vec<Kind> = rows.iter().map(|r| r.kind).collect();
-    let requesters: Vec<Uuid> = rows.iter().map(|r| r.requested_by).collect();
-    let froms: Vec<Uuid> = rows.iter().map(|r| r.from_account_id).collect();
-    let tos: Vec<Uuid> = rows.iter().map(|r| r.to_account_id).collect();
-    let amounts: Vec<i64> = rows.iter().map(|r| r.amount).collect();
-    let currencies: Vec<&str> = rows.iter().map(|r| r.currency.as_str()).collect();
-    let statuses: Vec<Status> = rows.iter().map(|r| r.status).collect();
-    let reasons: Vec<Option<FailureReason>> = rows.iter().map(|r| r.failure_reason).collect();
-    let memos: Vec<&str> = rows.iter().map(|r| r.memo.as_str()).collect();
-    let fingerprints: Vec<&[u8]> = rows.iter().map(|r| &r.fingerprint[..]).collect();
-    let timeouts: Vec<Option<i64>> = rows.iter().map(|r| r.timeout_ms).collect();
-    let posted: Vec<Option<i64>> = rows.iter().map(|r| r.posted_amount).collect();
-    let reverses: Vec<Option<Uuid>> = rows.iter().map(|r| r.reverses_transfer_id).collect();
-    let reversed: Vec<i64> = rows.iter().map(|r| r.reversed_amount).collect();
-    // A hold that was accepted (not FAILED) expires `timeout_ms` after the transaction's start,
-    // which is also its `created_at`.
-    sqlx::query_scalar::<_, OffsetDateTime>(
-        "WITH inserted AS (\
-           INSERT INTO transfers (id, kind, requested_by, from_account_id, to_account_id, amount, \
-             currency, status, failure_reason, memo, fingerprint, timeout_ms, expires_at, \
-             posted_amount, reverses_transfer_id, reversed_amount) \
-           SELECT id, kind, requested_by, from_account_id, to_account_id, amount, currency, \
-             status, failure_reason, memo, fingerprint, timeout_ms, \
-             CASE WHEN timeout_ms IS NOT NULL AND status <> 'failed' \
-               THEN now() + timeout_ms * interval '1 millisecond' END, \
-             posted_amount, reverses_transfer_id, reversed_amount \
-           FROM UNNEST($1::uuid[], $2::text[], $3::uuid[], $4::uuid[], $5::uuid[], $6::int8[], \
-             $7::text[], $8::text[], $9::text[], $10::text[], $11::bytea[], $12::int8[], \
-             $13::int8[], $14::uuid[], $15::int8[]) WITH ORDINALITY \
-             AS t(id, kind, requested_by, from_account_id, to_account_id, amount, currency, \
-               status, failure_reason, memo, fingerprint, timeout_ms, posted_amount, \
-               reverses_transfer_id, reversed_amount, n) \
-           ORDER BY n \
-           RETURNING 1) \
-         SELECT now()",
-    )
-    .bind(ids)
-    .bind(kinds)
-    .bind(requesters)
-    .bind(froms)
-    .bind(tos)
-    .bind(amounts)
-    .bind(currencies)
-    .bind(statuses)
-    .bind(reasons)
-    .bind(memos)
-    .bind(fingerprints)
-    .bind(timeouts)
-    .bind(posted)
-    .bind(reverses)
-    .bind(reversed)
-    .fetch_one(conn)
-    .await
-    .map(Some)
-    .map_err(|err| match super::violated_constraint(&err) {
-        // Another transaction inserted one of these ids first: a retry turns it into a replay.
-        Some("transfers_pkey") => Error::Conflict(err),
-        _ => err.into(),
-    })
-}
-
 /// Applies what a batch changed in transfers recorded before it, with one statement.
 pub async fn change_many(conn: &mut PgConnection, changes: &[TransferChange]) -> Result<()> {
     if changes.is_empty() {
@@ -381,33 +308,6 @@ pub async fn balance_at(
     .bind(as_of)
     .fetch_optional(conn)
     .await?)
-}
-
-/// Inserts `entries` in order with one statement. `seq` follows the order of the array, so an
-/// account's entries stay in the order they were applied.
-pub async fn insert_entries(conn: &mut PgConnection, entries: &[NewEntry]) -> Result<()> {
-    if entries.is_empty() {
-        return Ok(());
-    }
-    let ids: Vec<Uuid> = entries.iter().map(|_| Uuid::now_v7()).collect();
-    let accounts: Vec<Uuid> = entries.iter().map(|e| e.account_id).collect();
-    let transfers: Vec<Uuid> = entries.iter().map(|e| e.transfer_id).collect();
-    let amounts: Vec<i64> = entries.iter().map(|e| e.amount).collect();
-    let balances: Vec<i64> = entries.iter().map(|e| e.balance_after).collect();
-    sqlx::query(
-        "INSERT INTO entries (id, account_id, transfer_id, amount, balance_after) \
-         SELECT id, account_id, transfer_id, amount, balance_after \
-         FROM UNNEST($1::uuid[], $2::uuid[], $3::uuid[], $4::int8[], $5::int8[]) \
-           WITH ORDINALITY AS e(id, account_id, transfer_id, amount, balance_after, n) ORDER BY n",
-    )
-    .bind(ids)
-    .bind(accounts)
-    .bind(transfers)
-    .bind(amounts)
-    .bind(balances)
-    .execute(conn)
-    .await?;
-    Ok(())
 }
 
 /// Transfers touching `account_id` with `seq` below `before`, newest first: every transfer out
