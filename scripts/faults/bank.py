@@ -611,8 +611,9 @@ class Suite:
                           "", "  ```", *("  " + line for line in b["log"].strip().splitlines()[-8:]), "  ```", ""]
         failed = [c for c in self.checks if not c.ok]
         verdict = "PASSED" if self.checks and not failed and not self.setup_error else "FAILED"
-        lines.append(f"**{verdict}**: {len(self.checks) - len(failed)} of {len(self.checks)} checks passed. "
-                     f"Logs: `{rel_path(self.run_dir)}/`.")
+        lines.append(f"**{verdict}**: {len(self.checks) - len(failed)} of {len(self.checks)} checks passed"
+                     + "".join(f"; failed: {c.name} ({c.detail(2)})" for c in failed)
+                     + f". Logs: `{rel_path(self.run_dir)}/`.")
         return "\n".join(lines) + "\n", verdict == "PASSED"
 
 
