@@ -161,7 +161,7 @@ class Sampler(threading.Thread):
 
 def pct(x):
     """0.1 → '10%', 0.001 → '0.1%'."""
-    return f"{x:.0%}" if round(x * 100) == x * 100 else f"{x:.1%}"
+    return f"{x:.0%}" if abs(round(x * 100) - x * 100) < 1e-9 else f"{x:.1%}"
 
 
 def window(rows, start, end):
