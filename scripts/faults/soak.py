@@ -18,7 +18,8 @@ transfers and reads completed, into target/soak-samples.csv.
 Afterwards: the fault suite's checks (money conserved, balances equal entries, nothing
 negative, every client told the truth, `tally verify`, mail, no panic), then the soak's
 criteria, measured from the end of a warm-up (SOAK_WARMUP_SECONDS) on: each replica's RSS at
-the end at most SOAK_RSS_GROWTH (0.20) above its RSS after the warm-up; no PostgreSQL backend,
+the end at most SOAK_RSS_GROWTH (0.20) above its RSS after the warm-up (the medians of the last
+minute's samples and of the minute after the warm-up); no PostgreSQL backend,
 Redis client or file descriptor count in the last window above its most in the first window
 after the warm-up plus SOAK_CONN_SLACK; the transfers per second of the last window
 (SOAK_WINDOW_SECONDS, 300) within SOAK_THROUGHPUT_TOLERANCE (0.10) of the first. The summary
