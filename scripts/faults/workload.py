@@ -338,6 +338,9 @@ class Sessions(threading.Thread):
     def run(self):
         try:
             while not self.suite.stop_new.wait(self.interval):
+                # Fresh connections: the servers close idle ones, and a request sent on one of
+                # those fails (broken pipe), which would cost a sign-in.
+                self.http.close()
                 for i, c in enumerate(self.suite.customers):
                     self.renew(c, self.suite.replicas[i % len(self.suite.replicas)])
         except Exception as err:  # noqa: BLE001
