@@ -25,7 +25,7 @@ DOCKER ?= docker
 # The image `make docker-build` builds and docker-compose.yml runs.
 IMAGE ?= tally:dev
 
-.PHONY: help tools tools-npm tools-python tools-kubectl build lint lint-protos fmt migrate run test test-rust test-fuzz fuzz test-walkthrough test-faults bench bench-smoke schema-doc verify services-stop clean \
+.PHONY: help tools tools-npm tools-python tools-kubectl build lint lint-protos fmt migrate run test test-rust test-fuzz fuzz test-walkthrough test-faults soak bench bench-smoke schema-doc verify services-stop clean \
 	docker-build docker-validate compose-up compose-down k8s-validate lint-workflows
 
 help: ## List the targets
@@ -125,6 +125,18 @@ test-walkthrough: ## The walkthroughs of docs/walkthrough.md (buf curl, curl), s
 test-faults: ## Jepsen-style bank test: transfers retried by id while nemeses crash PostgreSQL, Redis and replicas; ledger, mail and readiness checked
 	$(CARGO) build --locked
 	TALLY_BIN=./target/debug/tally python3 scripts/faults/bank.py
+
+# The soak (docs/faults.md "Soak"): the fault suite's cluster and bank workload without nemeses,
+# for SOAK_MINUTES (30), then the suite's checks and the soak's criteria (RSS growth, connection
+# and fd counts, throughput of the last window against the first). Not part of `make test`.
+# Knobs from the environment: SOAK_MINUTES (30), SOAK_REPLICAS (2), SOAK_CLIENTS (4),
+# SOAK_THINK_MS (100), SOAK_WARMUP_SECONDS (60), SOAK_WINDOW_SECONDS (300), SOAK_SAMPLE_SECONDS
+# (10), SOAK_RSS_GROWTH (0.20), SOAK_THROUGHPUT_TOLERANCE (0.10), SOAK_CONN_SLACK (2) and more
+# (scripts/faults/soak.py); TALLY_BIN, when set, is run instead of building the debug binary.
+# Writes target/soak-summary.md and target/soak-samples.csv.
+soak: ## Soak (not in `make test`): SOAK_MINUTES (30) of steady transfers, batches and reads; fails on RSS growth > 20%, connection/fd growth, throughput drift > 10%
+	@if [[ -z "$${TALLY_BIN:-}" ]]; then $(CARGO) build --locked; fi
+	TALLY_BIN="$${TALLY_BIN:-./target/debug/tally}" python3 scripts/faults/soak.py
 
 bench: ## tally bench (gRPC, JSON, batch, hold+post, point-in-time, paced) and pgbench side by side on a fresh database, one table (BENCH_* knobs)
 	scripts/bench.sh

@@ -46,8 +46,7 @@ import workload  # noqa: E402
 from cluster import SetupError, log  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-REPLICAS = ["tally-1", "tally-2", "tally-3"]
-PROXIED = "tally-3"
+REPLICAS = 3
 RUNS_KEPT = 3
 
 
@@ -86,8 +85,16 @@ def rel_path(path):
 
 
 class Suite:
-    def __init__(self, cfg):
+    """One run: `replicas` tally servers and a worker on a PostgreSQL and a Redis of its own.
+    With `proxies`, the last replica and the worker reach PostgreSQL through the TCP proxies
+    the nemeses cut (the fault suite); without, every process connects directly (the soak).
+    `run_prefix` names the run's directory under target/faults/."""
+
+    def __init__(self, cfg, replicas=REPLICAS, proxies=True, run_prefix="run-"):
         self.cfg = cfg
+        self.replica_names = [f"tally-{i + 1}" for i in range(replicas)]
+        self.use_proxies = proxies
+        self.run_prefix = run_prefix
         self.t_start = time.monotonic()
         self.history = workload.History(self.t_start)
         self.history.log_tail = lambda r: cluster.tail(r.logfile, 15)
@@ -104,7 +111,7 @@ class Suite:
         self.accounts = []
         self.deposits = []
         self.currencies = ["USD", "EUR"]
-        self.proxied = PROXIED
+        self.proxied = self.replica_names[-1] if proxies else None
         self.ops = []
         self.readback = {}
         self.mail_delays = []  # (username, seconds from sign-up to its .eml, nemesis)
@@ -125,10 +132,10 @@ class Suite:
     def make_run_dir(self):
         base = os.path.join(ROOT, "target", "faults")
         os.makedirs(base, exist_ok=True)
-        old = sorted(d for d in os.listdir(base) if d.startswith("run-"))
+        old = sorted(d for d in os.listdir(base) if d.startswith(self.run_prefix))
         for d in old[: max(0, len(old) - (RUNS_KEPT - 1))]:
             self.reap_old_run(os.path.join(base, d))
-        run_dir = tempfile.mkdtemp(prefix=time.strftime("run-%Y%m%d-%H%M%S-"), dir=base)
+        run_dir = tempfile.mkdtemp(prefix=time.strftime(f"{self.run_prefix}%Y%m%d-%H%M%S-"), dir=base)
         os.chmod(run_dir, 0o755)
         return run_dir
 
@@ -185,19 +192,24 @@ class Suite:
         self.redis = cluster.Redis(self.run_dir)
         self.redis.start()
         self.say(f"Redis on 127.0.0.1:{self.redis.port}")
-        self.proxy = proxy.Proxy(self.pg.port)
-        self.worker_proxy = proxy.Proxy(self.pg.port)
-        self.say(f"proxies → PostgreSQL: 127.0.0.1:{self.proxy.port} for {PROXIED}, "
-                 f"127.0.0.1:{self.worker_proxy.port} for the worker")
+        if self.use_proxies:
+            self.proxy = proxy.Proxy(self.pg.port)
+            self.worker_proxy = proxy.Proxy(self.pg.port)
+            self.say(f"proxies → PostgreSQL: 127.0.0.1:{self.proxy.port} for {self.proxied}, "
+                     f"127.0.0.1:{self.worker_proxy.port} for the worker")
+
+        def url(name, via=None):
+            # application_name: pg_stat_activity tells each process's connections apart.
+            port = via.port if via else self.pg.port
+            return f"postgres://postgres@127.0.0.1:{port}/tally?application_name={name}"
         out = subprocess.run([self.cfg.tally_bin, "migrate", "up"], env=self.tally_env(self.pg.url),
                              capture_output=True, text=True, timeout=120)
         if out.returncode != 0:
             raise SetupError(f"tally migrate up failed: {out.stdout}{out.stderr}")
-        for name in REPLICAS:
+        for name in self.replica_names:
             port = cluster.free_port()
-            url = self.pg.url if name != PROXIED else f"postgres://postgres@127.0.0.1:{self.proxy.port}/tally"
             env = self.tally_env(
-                url,
+                url(name, self.proxy if name == self.proxied else None),
                 TALLY_LISTEN_ADDR=f"127.0.0.1:{port}",
                 TALLY_RATE_AUTH_PER_MINUTE=1_000_000,
                 TALLY_RATE_WRITES_PER_SECOND=1_000_000,
@@ -205,7 +217,7 @@ class Suite:
             )
             self.replicas.append(cluster.Tally(name, self.cfg.tally_bin, ["serve"], env, self.run_dir, port))
         worker_env = self.tally_env(
-            f"postgres://postgres@127.0.0.1:{self.worker_proxy.port}/tally",
+            url("worker", self.worker_proxy),
             TALLY_MAIL_DIR=os.path.join(self.run_dir, "mail"),
             TALLY_PUBLIC_URL=f"http://{self.replicas[0].addr}",
             TALLY_WORKER_METRICS_ADDR=f"127.0.0.1:{cluster.free_port()}",
@@ -231,7 +243,7 @@ class Suite:
                     raise SetupError(f"{r.name} did not get ready: {a.describe()}\n{cluster.tail(r.logfile)}")
                 time.sleep(0.1)
         http.close()
-        self.say("3 replicas ready (" + ", ".join(f"{r.name} {r.addr}" for r in self.replicas) + "), worker started")
+        self.say(f"{len(self.replicas)} replicas ready (" + ", ".join(f"{r.name} {r.addr}" for r in self.replicas) + "), worker started")
         self.timings["cluster start"] = time.monotonic() - t
 
     def close(self):
@@ -293,33 +305,34 @@ class Suite:
 
         for i in range(self.cfg.customers):
             c = workload.Customer(f"cust{i + 1:02d}", f"cust{i + 1:02d}@faults.test", self.password)
-            self.must(http, reps[i % 3], "POST", "/v1/users",
+            self.must(http, reps[i % len(reps)], "POST", "/v1/users",
                       {"username": c.username, "fullName": f"Customer {i + 1}", "email": c.email, "password": c.password})
             self.customers.append(c)
         mails = self.wait_mail([c.email for c in self.customers])
         for i, c in enumerate(self.customers):
             vid, code = mails[c.email]
-            got = self.must(http, reps[(i + 1) % 3], "POST", "/v1/users:verifyEmail", {"verificationId": vid, "code": code})
+            got = self.must(http, reps[(i + 1) % len(reps)], "POST", "/v1/users:verifyEmail", {"verificationId": vid, "code": code})
             if not got.get("emailVerified"):
                 raise SetupError(f"verifying {c.username}'s email answered {got}")
-            c.token = self.must(http, reps[(i + 2) % 3], "POST", "/v1/sessions",
-                                {"username": c.username, "password": c.password})["accessToken"]
+            session = self.must(http, reps[(i + 2) % len(reps)], "POST", "/v1/sessions",
+                                {"username": c.username, "password": c.password})
+            c.token, c.refresh = session["accessToken"], session["refreshToken"]
             self.owners[c.username] = c
 
         for i, c in enumerate(self.customers):
             currencies = ["USD", "USD"] + (["EUR", "EUR"] if i % 2 == 0 else [])
             for k, cur in enumerate(currencies):
-                a = self.must(http, reps[(i + k) % 3], "POST", "/v1/accounts",
+                a = self.must(http, reps[(i + k) % len(reps)], "POST", "/v1/accounts",
                               {"currency": cur, "name": f"{cur} {k + 1}"}, token=c.token)
                 self.accounts.append(workload.Account(a["accountId"], c.username, cur))
             if i % 3 == 0:
-                a = self.must(http, reps[i % 3], "POST", "/v1/accounts",
+                a = self.must(http, reps[i % len(reps)], "POST", "/v1/accounts",
                               {"currency": "USD", "owner": c.username, "name": "overdraft",
                                "overdraftLimit": str(self.cfg.overdraft)}, token=banker_token)
                 self.accounts.append(workload.Account(a["accountId"], c.username, "USD", self.cfg.overdraft))
         for k, a in enumerate(self.accounts):
             rid = str(uuid.uuid4())
-            got = self.must(http, reps[k % 3], "POST", f"/v1/accounts/{a.id}:deposit",
+            got = self.must(http, reps[k % len(reps)], "POST", f"/v1/accounts/{a.id}:deposit",
                             {"requestId": rid, "amount": str(self.cfg.deposit)}, token=banker_token)
             if got.get("status") != "TRANSFER_STATUS_SUCCEEDED":
                 raise SetupError(f"deposit answered {got}")
@@ -346,31 +359,39 @@ class Suite:
                     p.start()
             self.stop_watchdog.wait(0.5)
 
-    def run(self):
+    def start_workload(self, what, signup_interval=8, readiness_period=0.25, **mix):
+        """Starts the readiness monitor, the watchdog, the sign-ups and `cfg.clients` transfer
+        clients (spread over the replicas; `mix`: TransferClient's shares of batches and reads);
+        returns the clients. `what` ends the line that announces the workload."""
         cfg = self.cfg
         by_currency = collections.defaultdict(list)
         for a in self.accounts:
             by_currency[a.currency].append(a)
-        self.readiness = workload.Readiness(self)
+        self.readiness = workload.Readiness(self, period=readiness_period)
         self.readiness.start()
-        self.signups = workload.Signups(self, interval=8, seed=cfg.seed)
+        self.signups = workload.Signups(self, interval=signup_interval, seed=cfg.seed)
         self.stop_watchdog = threading.Event()
         threading.Thread(target=self.watchdog, name="watchdog", daemon=True).start()
-        clients = [workload.TransferClient(i, self, self.replicas[i % 3], self.accounts, by_currency,
-                                           cfg.max_amount, cfg.think, cfg.seed * 1000 + i)
+        n = len(self.replicas)
+        clients = [workload.TransferClient(i, self, self.replicas[i % n], self.accounts, by_currency,
+                                           cfg.max_amount, cfg.think, cfg.seed * 1000 + i, **mix)
                    for i in range(cfg.clients)]
-        t0 = time.monotonic()
-        self.history.t0 = t0
-        self.say(f"workload: {cfg.clients} clients over 3 replicas, {cfg.seconds:.0f} s, nemeses: "
-                 f"{', '.join(cfg.nemeses)} (seed {cfg.seed})")
+        self.history.t0 = time.monotonic()
+        self.say(f"workload: {cfg.clients} clients over {n} replicas, {what} (seed {cfg.seed})")
         for c in clients:
             c.start()
         self.signups.start()
-        self.nemeses = nemesis.Nemeses(self)
-        self.nemeses.run_schedule(cfg.nemeses, cfg.seconds)
-        end = max(t0 + cfg.seconds, time.monotonic() + 10)
+        return clients
+
+    def wait_until(self, end):
         while time.monotonic() < end and not self.interrupted:
             time.sleep(0.2)
+
+    def stop_workload(self, clients, *others):
+        """Lets the clients start no new transfer, waits for those in flight (they keep
+        retrying for `cfg.retry_grace` at most), for the sign-ups and for `others` (threads
+        that stop with `stop_new`)."""
+        cfg = self.cfg
         self.say("stopping the workload; transfers in flight keep retrying")
         self.history.retry_deadline = time.monotonic() + cfg.retry_grace
         self.stop_new.set()
@@ -379,9 +400,18 @@ class Suite:
             c.join(cfg.retry_grace + 30)
             if c.is_alive():
                 self.history.finding("workload", f"{c.name} did not finish (a call hangs?)")
-        self.signups.join(cfg.retry_grace + 30)
-        self.timings["workload"] = time.monotonic() - t0
+        for t in (self.signups, *others):
+            t.join(cfg.retry_grace + 30)
+        self.timings["workload"] = time.monotonic() - self.history.t0
         self.ops = list(self.history.ops)
+
+    def run(self):
+        cfg = self.cfg
+        clients = self.start_workload(f"{cfg.seconds:.0f} s, nemeses: {', '.join(cfg.nemeses)}")
+        self.nemeses = nemesis.Nemeses(self)
+        self.nemeses.run_schedule(cfg.nemeses, cfg.seconds)
+        self.wait_until(max(self.history.t0 + cfg.seconds, time.monotonic() + 10))
+        self.stop_workload(clients)
         self.results = self.nemeses.results
 
     def resolve(self):
@@ -391,7 +421,7 @@ class Suite:
             if op.state in ("ok", "failed"):
                 continue
             for attempt in range(30):
-                r = self.replicas[attempt % 3]
+                r = self.replicas[attempt % len(self.replicas)]
                 a = http.call(r.addr, "GET", f"/v1/transfers/{op.id}", token=op.owner.token)
                 if a.bug:
                     self.history.record_answer("read-back", r, {f"GET /v1/transfers/{op.id}": None}, a, None)
@@ -476,6 +506,8 @@ class Suite:
                             ("recovery", "every replica recovers after every nemesis (ready, then a definite answer)"),
                             ("processes", "no process exits by itself"),
                             ("mail", "the mail outbox drains")):
+            if name in ("readiness", "recovery") and not self.cfg.nemeses:
+                continue  # the soak: nothing to recover from
             c = checks.Check(title)
             c.info = infos[name]
             for check, detail in h.findings:
@@ -492,18 +524,26 @@ class Suite:
     # -- the summary ------------------------------------------------------------------------
 
     def summary(self):
+        lines = ["# Fault suite summary", ""]
+        lines.append(f"Run of {time.strftime('%Y-%m-%d %H:%M')}: {self.cfg.clients} clients, {len(self.replica_names)} "
+                     f"replicas (`{self.proxied}` through the proxy), 1 worker, workload {self.timings.get('workload', 0):.0f} s, "
+                     f"seed {self.cfg.seed}; whole run {time.monotonic() - self.t_start:.0f} s.")
+        lines.append("")
+        lines += self.setup_error_section() + self.transfers_section() + self.nemeses_section()
+        return self.checks_section(lines)
+
+    def setup_error_section(self):
+        if not self.setup_error:
+            return []
+        return ["**The suite could not run:**", "", "```", str(self.setup_error).strip(), "```", ""]
+
+    def transfers_section(self):
+        """The summary's transfers, answers, sign-ups and timings."""
         h = self.history
         ops = self.ops or list(h.ops)
         states = collections.Counter(op.state for op in ops)
         retried = sum(1 for op in ops if op.attempts > 1)
-        lines = ["# Fault suite summary", ""]
-        lines.append(f"Run of {time.strftime('%Y-%m-%d %H:%M')}: {self.cfg.clients} clients, 3 replicas "
-                     f"(`{PROXIED}` through the proxy), 1 worker, workload {self.timings.get('workload', 0):.0f} s, "
-                     f"seed {self.cfg.seed}; whole run {time.monotonic() - self.t_start:.0f} s.")
-        lines.append("")
-        if self.setup_error:
-            lines += ["**The suite could not run:**", "", "```", str(self.setup_error).strip(), "```", ""]
-        lines += ["## Transfers", "", "| | count |", "|---|---|"]
+        lines = ["## Transfers", "", "| | count |", "|---|---|"]
         lines.append(f"| attempted | {len(ops)} |")
         lines.append(f"| acknowledged (applied) | {states['ok']} |")
         lines.append(f"| definitively failed (insufficient funds) | {states['failed']} |")
@@ -534,7 +574,10 @@ class Suite:
             lines.append("")
         lines.append("Timings: " + ", ".join(f"{k} {v:.0f}s" for k, v in self.timings.items()) + ".")
         lines.append("")
-        lines += ["## Nemeses", "",
+        return lines
+
+    def nemeses_section(self):
+        lines = ["## Nemeses", "",
                   "Recovery: from the end of the fault until /readyz answered 200, and until the first definite "
                   "answer to a transfer, on each replica.", "",
                   "| # | nemesis | target | at | fault | /readyz 503 after | ready again after | first answer after | answers during fault + recovery |",
@@ -550,6 +593,12 @@ class Suite:
             lines.append(f"| {i} | {r.name} | {r.target} | {r.start:.0f}s | {r.fault_seconds:.1f}s | {per(r.ready_503)} "
                          f"| {per(r.ready_recovery)} | {per(r.recovery)} | {top} |")
         lines.append("")
+        return lines
+
+    def checks_section(self, lines):
+        """Appends the checks, the first repros when one failed and the verdict to `lines`:
+        (the summary's text, whether it passed)."""
+        h = self.history
         lines += ["## Checks", "", "| check | result | detail |", "|---|---|---|"]
         for c in self.checks:
             detail = c.detail().replace("|", "\\|").replace("\n", " ")
@@ -562,23 +611,26 @@ class Suite:
                           "", "  ```", *("  " + line for line in b["log"].strip().splitlines()[-8:]), "  ```", ""]
         failed = [c for c in self.checks if not c.ok]
         verdict = "PASSED" if self.checks and not failed and not self.setup_error else "FAILED"
-        lines.append(f"**{verdict}**: {len(self.checks) - len(failed)} of {len(self.checks)} checks passed. "
-                     f"Logs: `{rel_path(self.run_dir)}/`.")
+        lines.append(f"**{verdict}**: {len(self.checks) - len(failed)} of {len(self.checks)} checks passed"
+                     + "".join(f"; failed: {c.name} ({c.detail(2)})" for c in failed)
+                     + f". Logs: `{rel_path(self.run_dir)}/`.")
         return "\n".join(lines) + "\n", verdict == "PASSED"
 
 
-def main():
+def main(make_suite=lambda: Suite(Config()), summary_name="faults-summary.md"):
+    """Runs a suite (`make_suite()`: the configuration is read there, and a SetupError from it
+    exits 2), prints its summary and writes it to target/`summary_name`: exit 0 when every
+    check passed, 1 when one failed, 2 when the suite could not run."""
     def stop(signum, _frame):
         raise KeyboardInterrupt(f"signal {signum}")
 
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, stop)
     try:
-        cfg = Config()
+        suite = make_suite()
     except SetupError as err:
-        print(f"faults: {err}", file=sys.stderr)
+        print(f"{cluster.PREFIX}: {err}", file=sys.stderr)
         return 2
-    suite = Suite(cfg)
     code = 2
     try:
         suite.start_cluster()
@@ -605,7 +657,7 @@ def main():
     text, passed = suite.summary()
     print()
     print(text)
-    path = os.path.join(ROOT, "target", "faults-summary.md")
+    path = os.path.join(ROOT, "target", summary_name)
     with open(path, "w") as f:
         f.write(text)
     log(f"summary written to {rel_path(path)}")

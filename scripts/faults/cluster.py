@@ -24,6 +24,7 @@ import tempfile
 import time
 
 DEV_USER = os.environ.get("TALLY_DEV_USER", "tally-dev")
+PREFIX = "faults"  # what log() prints first: the driver's name (soak.py sets "soak")
 
 
 class SetupError(Exception):
@@ -31,7 +32,7 @@ class SetupError(Exception):
 
 
 def log(msg):
-    print(f"faults: {msg}", flush=True)
+    print(f"{PREFIX}: {msg}", flush=True)
 
 
 def is_root():
@@ -282,13 +283,28 @@ class Redis:
             time.sleep(0.1)
         raise SetupError(f"redis-server did not start:\n{tail(os.path.join(self.dir, 'redis.log'))}")
 
-    def ping(self):
+    def command(self, line, timeout=1):
+        """One inline command on a connection of its own; the reply's text (a status, an
+        error or a bulk string), or None when Redis cannot be reached."""
         try:
-            with socket.create_connection(("127.0.0.1", self.port), timeout=1) as s:
-                s.sendall(b"PING\r\n")
-                return s.recv(16).startswith(b"+PONG")
-        except OSError:
-            return False
+            with socket.create_connection(("127.0.0.1", self.port), timeout=timeout) as s:
+                s.sendall(line.encode() + b"\r\n")
+                reply = s.makefile("rb")
+                head = reply.readline()
+                if head.startswith(b"$"):
+                    n = int(head[1:])
+                    return reply.read(n).decode(errors="replace") if n >= 0 else ""
+                return head.decode(errors="replace").strip()
+        except (OSError, ValueError):
+            return None
+
+    def ping(self):
+        return self.command("PING") == "+PONG"
+
+    def info(self, section):
+        """`INFO section` as {field: value}; {} when Redis cannot be reached."""
+        text = self.command(f"INFO {section}") or ""
+        return dict(line.split(":", 1) for line in text.splitlines() if ":" in line and not line.startswith("#"))
 
     def stop(self):
         if self.proc and self.proc.poll() is None:
@@ -348,6 +364,23 @@ class Tally:
         if self.alive():
             os.kill(self.proc.pid, signal.SIGKILL)
             self.proc.wait(10)
+
+    def proc_stats(self):
+        """The process's resident memory (VmRSS, KiB), open file descriptors and CPU time
+        (user + system, seconds) from /proc; None while it is not running."""
+        if not self.alive():
+            return None
+        pid = self.proc.pid
+        try:
+            with open(f"/proc/{pid}/status") as f:
+                rss = next(int(line.split()[1]) for line in f if line.startswith("VmRSS:"))
+            fds = len(os.listdir(f"/proc/{pid}/fd"))
+            with open(f"/proc/{pid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            cpu = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        except (OSError, StopIteration, ValueError, IndexError):
+            return None
+        return {"pid": pid, "rss_kb": rss, "fds": fds, "cpu_s": cpu}
 
     def pause(self):
         self.signal(signal.SIGSTOP)

@@ -32,6 +32,7 @@ class Customer:
         self.email = email
         self.password = password
         self.token = None
+        self.refresh = None
         self.accounts = []
 
 
@@ -62,6 +63,28 @@ class Op:
                 "amount": str(self.amount), "currency": self.currency, "memo": "faults"}
 
 
+class Meter:
+    """What the clients completed, by kind of call (`transfer`, `batch`, `read`): how many
+    transfers got a definite outcome (or reads an answer) and how long each call took, from its
+    first attempt to its answer. `take` hands them over and starts afresh (the soak's sampler)."""
+
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.counts = collections.Counter()
+        self.seconds = collections.defaultdict(list)
+
+    def add(self, kind, n, seconds):
+        with self.lock:
+            self.counts[kind] += n
+            self.seconds[kind].append(seconds)
+
+    def take(self):
+        with self.lock:
+            taken = self.counts, self.seconds
+            self.counts, self.seconds = collections.Counter(), collections.defaultdict(list)
+        return taken
+
+
 class History:
     def __init__(self, t0):
         self.t0 = t0
@@ -77,6 +100,7 @@ class History:
         self.watch = None  # (t_end, {replica: seconds until its first definite answer})
         self.retry_deadline = None
         self.log_tail = None  # set by the suite: replica name -> last log lines
+        self.meter = Meter()
 
     def rel(self, t=None):
         return (t if t is not None else time.monotonic()) - self.t0
@@ -141,7 +165,14 @@ def classify(answer):
 
 
 class TransferClient(threading.Thread):
-    def __init__(self, index, suite, home, accounts, by_currency, max_amount, think, seed):
+    """A closed loop: one call, then a pause of up to `think` seconds, until the workload stops.
+    A call is a transfer (`POST /v1/transfers`), or, with the shares given, a batch of
+    `batch_size` transfers from one owner's accounts (`POST /v1/transfers:batchCreate`, resent
+    whole with the same ids after an ambiguous answer) or the reads of a statement: the owner's
+    accounts, a page of one account's entries and its balance."""
+
+    def __init__(self, index, suite, home, accounts, by_currency, max_amount, think, seed,
+                 batch_share=0.0, batch_size=10, read_share=0.0):
         super().__init__(name=f"client-{index}", daemon=True)
         self.suite = suite
         self.history = suite.history
@@ -152,15 +183,22 @@ class TransferClient(threading.Thread):
         self.think = think
         self.rng = random.Random(seed)
         self.http = api.Client(timeout=suite.cfg.client_timeout)
+        self.batch_share = batch_share
+        self.batch_size = batch_size
+        self.read_share = read_share
 
     def run(self):
         try:
             while not self.suite.stop_new.is_set():
-                src = self.rng.choice(self.accounts)
-                dst = self.rng.choice([a for a in self.by_currency[src.currency] if a is not src])
-                amount = self.rng.randint(1, self.max_amount)
-                op = self.history.begin(src, dst, amount, self.suite.owners[src.owner])
-                self.execute(op)
+                roll = self.rng.random() if self.batch_share or self.read_share else 1.0
+                if roll < self.read_share:
+                    self.read()
+                elif roll < self.read_share + self.batch_share:
+                    first = self.new_op()
+                    own = [a for a in self.accounts if a.owner == first.src.owner]
+                    self.execute_batch([first] + [self.new_op(self.rng.choice(own)) for _ in range(self.batch_size - 1)])
+                else:
+                    self.execute(self.new_op())
                 if self.think:
                     time.sleep(self.rng.uniform(0, self.think))
         except Exception as err:  # noqa: BLE001 - a crashed client is a bug of the suite
@@ -169,43 +207,92 @@ class TransferClient(threading.Thread):
         finally:
             self.http.close()
 
+    def new_op(self, src=None):
+        src = src or self.rng.choice(self.accounts)
+        dst = self.rng.choice([a for a in self.by_currency[src.currency] if a is not src])
+        amount = self.rng.randint(1, self.max_amount)
+        return self.history.begin(src, dst, amount, self.suite.owners[src.owner])
+
     def execute(self, op):
-        body = op.body()
+        self.send("transfer", [op], "/v1/transfers", op.body(),
+                  lambda answer: self.settle(op, answer.json or {}, answer))
+
+    def execute_batch(self, ops):
+        """An item answered ABORTED or UNAVAILABLE was not written: it is sent again, with the
+        same id, in a batch of such items; any other item error is a finding."""
+        while ops:
+            again = []
+
+            def settle(answer, ops=ops, again=again):
+                results = (answer.json or {}).get("results") or []
+                if len(results) != len(ops):
+                    self.history.finding("answers", f"batch of {len(ops)}: {len(results)} results: {answer.describe()}")
+                for op, result in zip(ops, results):
+                    error = result.get("error") or {}
+                    if "transfer" in result:
+                        self.settle(op, result["transfer"], answer)
+                    elif error.get("code") in (10, 14):
+                        again.append(op)
+                    else:
+                        op.state = "rejected"
+                        self.history.finding("answers", f"transfer {op.id} in a batch: {error}")
+
+            self.send("batch", ops, "/v1/transfers:batchCreate", {"transfers": [op.body() for op in ops]}, settle)
+            deadline = self.history.retry_deadline
+            if again and deadline is not None and time.monotonic() > deadline:
+                for op in again:
+                    op.state = "unknown"
+                again = []
+            ops = again
+
+    def settle(self, op, got, answer):
+        """The state a transfer's record (`got`) gives its op; a record of another transfer is a
+        finding."""
+        status = got.get("status")
+        if status == "TRANSFER_STATUS_SUCCEEDED":
+            op.state = "ok"
+        elif status == "TRANSFER_STATUS_FAILED":
+            op.state = "failed"
+        else:
+            op.state = "rejected"
+            self.history.finding("answers", f"transfer {op.id}: 200 with status {status!r}")
+        if (got.get("transferId"), got.get("fromAccountId"), got.get("toAccountId"), got.get("amount")) != \
+                (op.id, op.src.id, op.dst.id, str(op.amount)):
+            self.history.finding("answers", f"transfer {op.id}: the answer names another transfer: {answer.describe()}")
+
+    def send(self, what, ops, path, body, settle):
+        """POSTs `body` (which carries the ops' ids) to the home replica, then again, unchanged,
+        to any replica after every ambiguous answer, until a definite one; `settle(answer)` sets
+        the ops' states from a 200."""
         replica = self.home
         backoff = 0.05
+        started = time.monotonic()
         while True:
-            op.attempts += 1
-            op.replicas.append(replica.name)
-            answer = self.http.call(replica.addr, "POST", "/v1/transfers", body, token=op.owner.token)
+            for op in ops:
+                op.attempts += 1
+                op.replicas.append(replica.name)
+            answer = self.http.call(replica.addr, "POST", path, body, token=ops[0].owner.token)
             outcome, retry = classify(answer)
-            op.kinds.append(answer.kind)
-            self.history.record_answer("transfer", replica, {"POST /v1/transfers": body}, answer, retry,
+            for op in ops:
+                op.kinds.append(answer.kind)
+            self.history.record_answer(what, replica, {f"POST {path}": body}, answer, retry,
                                        unexpected=outcome == "rejected")
-            if outcome == "answered":
-                status = (answer.json or {}).get("status")
-                if status == "TRANSFER_STATUS_SUCCEEDED":
-                    op.state = "ok"
-                elif status == "TRANSFER_STATUS_FAILED":
-                    op.state = "failed"
+            if outcome in ("answered", "failed"):
+                if outcome == "answered":
+                    settle(answer)
                 else:
-                    op.state = "rejected"
-                    self.history.finding("answers", f"transfer {op.id}: 200 with status {status!r}")
-                got = answer.json or {}
-                if (got.get("transferId"), got.get("fromAccountId"), got.get("toAccountId"), got.get("amount")) != \
-                        (op.id, op.src.id, op.dst.id, str(op.amount)):
-                    self.history.finding("answers", f"transfer {op.id}: the answer names another transfer: {answer.describe()}")
-                self.history.definite(replica)
-                break
-            if outcome == "failed":
-                op.state = "failed"
+                    for op in ops:
+                        op.state = "failed"
                 self.history.definite(replica)
                 break
             if outcome == "rejected":
-                op.state = "rejected"
+                for op in ops:
+                    op.state = "rejected"
                 break
             deadline = self.history.retry_deadline
             if deadline is not None and time.monotonic() > deadline:
-                op.state = "unknown"
+                for op in ops:
+                    op.state = "unknown"
                 break
             wait = backoff * self.rng.uniform(0.5, 1.5)
             if retry == "rate limited":
@@ -213,7 +300,73 @@ class TransferClient(threading.Thread):
             time.sleep(wait)
             backoff = min(backoff * 2, 1.0)
             replica = self.rng.choice(self.suite.replicas)
-        op.finished = time.monotonic()
+        now = time.monotonic()
+        for op in ops:
+            op.finished = now
+        self.history.meter.add(what, sum(1 for op in ops if op.state in ("ok", "failed")), now - started)
+
+    def read(self):
+        """A statement, on the home replica: ListAccounts, a page of ListEntries and
+        GetAccountBalance of one of an owner's accounts. Not retried: an ambiguous answer is only
+        counted; a bug or an unexpected refusal is a finding."""
+        account = self.rng.choice(self.accounts)
+        owner = self.suite.owners[account.owner]
+        started = time.monotonic()
+        for path in ("/v1/accounts?pageSize=50", f"/v1/accounts/{account.id}/entries?pageSize=20",
+                     f"/v1/accounts/{account.id}/balance"):
+            answer = self.http.call(self.home.addr, "GET", path, token=owner.token)
+            self.history.record_answer("read", self.home, {f"GET {path}": None}, answer, None,
+                                       unexpected=answer.status != 200 and not answer.ambiguous)
+        self.history.meter.add("read", 1, time.monotonic() - started)
+
+
+class Sessions(threading.Thread):
+    """Keeps the customers signed in past the access tokens' lifetime (900 s by default):
+    every `interval` seconds each customer's session is refreshed (`POST /v1/sessions:refresh`,
+    which rotates the refresh token). After an answer that is not a 200 the old refresh token
+    may have been rotated already, and presenting it again would revoke the session, so the
+    customer signs in anew instead."""
+
+    def __init__(self, suite, interval):
+        super().__init__(name="sessions", daemon=True)
+        self.suite = suite
+        self.history = suite.history
+        self.interval = interval
+        self.http = api.Client(timeout=suite.cfg.client_timeout)
+        self.refreshed = self.logins = 0
+
+    def run(self):
+        try:
+            while not self.suite.stop_new.wait(self.interval):
+                # Fresh connections: the servers close idle ones, and a request sent on one of
+                # those fails (broken pipe), which would cost a sign-in.
+                self.http.close()
+                for i, c in enumerate(self.suite.customers):
+                    self.renew(c, self.suite.replicas[i % len(self.suite.replicas)])
+        except Exception as err:  # noqa: BLE001
+            self.history.finding("workload", f"sessions crashed: {err!r}")
+            raise
+        finally:
+            self.http.close()
+
+    def renew(self, c, replica):
+        a = self.http.call(replica.addr, "POST", "/v1/sessions:refresh", {"refreshToken": c.refresh})
+        self.history.record_answer("refresh", replica, {"POST /v1/sessions:refresh": "(a refresh token)"}, a, None,
+                                   unexpected=a.status != 200 and not a.ambiguous)
+        if a.status == 200:
+            c.token, c.refresh = a.json["accessToken"], a.json["refreshToken"]
+            self.refreshed += 1
+            return
+        for _ in range(5):
+            a = self.http.call(replica.addr, "POST", "/v1/sessions", {"username": c.username, "password": c.password})
+            self.history.record_answer("login", replica, {"POST /v1/sessions": c.username}, a, None,
+                                       unexpected=a.status != 200 and not a.ambiguous)
+            if a.status == 200:
+                c.token, c.refresh = a.json["accessToken"], a.json["refreshToken"]
+                self.logins += 1
+                return
+            time.sleep(1)
+        self.history.finding("workload", f"{c.username} could not sign in again: {a.describe()}")
 
 
 class Signups(threading.Thread):
