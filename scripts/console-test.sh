@@ -51,8 +51,9 @@ command -v psql >/dev/null 2>&1 ||
 CHROMIUM="${CHROMIUM:-/usr/bin/chromium}"
 SCREENS_DIR="${SCREENS_DIR:-$ROOT_DIR/target/console-screens}"
 if [[ ! -x "$CHROMIUM" ]]; then
+  TALLY_SCRIPT=console-test.sh
   # shellcheck source=scripts/lib.sh
-  TALLY_SCRIPT=console-test.sh . "$SCRIPT_DIR/lib.sh"
+  . "$SCRIPT_DIR/lib.sh"
   need_packages chromium chromium
   CHROMIUM="$(command -v chromium)"
 fi
