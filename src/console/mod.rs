@@ -154,15 +154,15 @@ fn add_hashed(
     let mut served: Vec<(&'static str, String)> = Vec::new();
     for source in sources {
         let mut body = source.bytes.to_vec();
-        if source.name.ends_with(".js") {
-            if let Ok(text) = std::str::from_utf8(source.bytes) {
-                let mut text = text.to_owned();
-                for (name, path) in &served {
-                    let hashed = path.rsplit('/').next().unwrap_or(path);
-                    text = text.replace(&format!("\"./{name}\""), &format!("\"./{hashed}\""));
-                }
-                body = text.into_bytes();
+        if source.name.ends_with(".js")
+            && let Ok(text) = std::str::from_utf8(source.bytes)
+        {
+            let mut text = text.to_owned();
+            for (name, path) in &served {
+                let hashed = path.rsplit('/').next().unwrap_or(path);
+                text = text.replace(&format!("\"./{name}\""), &format!("\"./{hashed}\""));
             }
+            body = text.into_bytes();
         }
         let path = format!("{prefix}{}", hashed_name(source.name, &digest(&body)));
         assets.insert(

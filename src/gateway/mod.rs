@@ -300,10 +300,8 @@ enum Routed {
 fn route(gateway: &Gateway, request: &Request<tonic::body::Body>) -> Routed {
     let path = request.uri().path();
     let method = request.method();
-    if *method == Method::GET || *method == Method::HEAD {
-        if path == OPENAPI_PATH {
-            return Routed::Document(gateway.document("application/json", gateway.openapi.clone()));
-        }
+    if (*method == Method::GET || *method == Method::HEAD) && path == OPENAPI_PATH {
+        return Routed::Document(gateway.document("application/json", gateway.openapi.clone()));
     }
     match gateway.routes.find(method, path) {
         Match::Found { target, variables } => Routed::Call(target.clone(), variables),
