@@ -25,7 +25,7 @@ DOCKER ?= docker
 # The image `make docker-build` builds and docker-compose.yml runs.
 IMAGE ?= tally:dev
 
-.PHONY: help tools tools-npm tools-python tools-kubectl build lint lint-protos fmt migrate run test test-rust test-fuzz fuzz test-walkthrough test-faults soak bench bench-smoke schema-doc verify services-stop clean \
+.PHONY: help tools tools-npm tools-python tools-kubectl build lint lint-protos fmt migrate run test test-rust test-fuzz fuzz test-walkthrough test-console vendor-swagger-ui test-faults soak bench bench-smoke schema-doc verify services-stop clean \
 	docker-build docker-validate compose-up compose-down k8s-validate lint-workflows
 
 help: ## List the targets
@@ -76,17 +76,18 @@ fmt: ## Format the code
 migrate: ## Apply pending migrations to DATABASE_URL (or the local/throwaway database)
 	$(SERVICES) && $(CARGO) run --locked --quiet -- migrate up
 
-# The worker runs in the background of the same shell and the server in the foreground.
+# The worker runs in the background of the same shell and the server in the foreground; its
+# mailed links open the web console's verify screen unless TALLY_MAIL_LINK says otherwise.
 # Ctrl-C stops the server; whichever way the server ends, the EXIT trap sends the worker
 # SIGTERM (it drains its jobs in flight) and waits for it.
 run: ## Find or start PostgreSQL and Redis, migrate, serve on TALLY_LISTEN_ADDR beside the mail worker
 	$(SERVICES) && $(CARGO) build --locked && \
 	  ./target/debug/tally migrate up && \
-	  { ./target/debug/tally worker & worker=$$!; \
+	  { TALLY_MAIL_LINK="$${TALLY_MAIL_LINK:-console}" ./target/debug/tally worker & worker=$$!; \
 	    trap 'kill -TERM $$worker 2>/dev/null || true; wait $$worker || true' EXIT; \
 	    ./target/debug/tally serve; }
 
-test: test-rust test-fuzz test-walkthrough test-faults bench-smoke docker-validate k8s-validate lint-workflows lint-protos ## Every test tier: unit, API (real PostgreSQL, Redis, SMTP), fuzz targets, walkthroughs, gateway checks, the fault suite, the bench smoke run, container files, manifests, workflows, protos (buf)
+test: test-rust test-fuzz test-walkthrough test-console test-faults bench-smoke docker-validate k8s-validate lint-workflows lint-protos ## Every test tier: unit, API (real PostgreSQL, Redis, SMTP), fuzz targets, walkthroughs, gateway checks, the console in Chromium, the fault suite, the bench smoke run, container files, manifests, workflows, protos (buf)
 
 # The change-feed tests stop and start a Redis of their own (tests/api/feed.rs), even when the
 # shared one is a server elsewhere: its binary must be on PATH.
@@ -117,6 +118,14 @@ fuzz: ## Run each fuzz target for FUZZ_SECONDS (300) on its corpus; new inputs g
 
 test-walkthrough: ## The walkthroughs of docs/walkthrough.md (buf curl, curl), schemathesis, gRPC-web client vs a real server
 	$(SERVICES) && $(CARGO) build --locked && scripts/walkthrough-test.sh
+
+# The console and the explorer in Debian's Chromium (installed as root when missing) with
+# playwright-core (tools/); screenshots in target/console-screens/ (docs/console.md).
+test-console: ## The web console and the API explorer in headless Chromium (Playwright) vs a real server and worker
+	$(SERVICES) && $(CARGO) build --locked && scripts/console-test.sh
+
+vendor-swagger-ui: ## Re-extract vendor/swagger-ui/ from the pinned swagger-ui-dist (tools/package.json)
+	scripts/vendor-swagger-ui.sh update
 
 # The fault suite (docs/faults.md): its own PostgreSQL, Redis, three replicas and a worker under
 # target/faults/, never the shared services; about three minutes. Knobs from the environment:

@@ -3,8 +3,10 @@
 //! database, so tests exercise the real wiring.
 //!
 //! One listener carries gRPC over h2c, gRPC-web (HTTP/1.1 or h2), HTTP JSON (the gateway layer)
-//! and plain HTTP (`/healthz`, `/readyz`, `/metrics`, `/openapi.json`, `/docs`). Limits are explicit: message size, per-call deadline, calls in
-//! flight, streams per connection, and a bounded drain on shutdown.
+//! and plain HTTP (`/healthz`, `/readyz`, `/metrics`, `/openapi.json`), and the web console
+//! (`/console`) and API explorer (`/docs`) embedded in the binary. Limits are explicit: message
+//! size, per-call deadline, calls in flight, streams per connection, and a bounded drain on
+//! shutdown.
 
 use std::{
     future::Future,
@@ -33,6 +35,7 @@ use crate::{
         policy::{Access, METHOD_POLICIES},
         token,
     },
+    console::{Console, ConsoleLayer, ConsoleOptions},
     db,
     exchange::Exchange,
     feed::{Feed, FeedSettings},
@@ -119,6 +122,7 @@ pub struct Application {
     pool: PgPool,
     authenticator: Arc<Authenticator>,
     gateway: Arc<Gateway>,
+    console: Arc<Console>,
     exchange: Arc<Exchange>,
     feed: Arc<Feed>,
     /// The ledger's commit signal, which wakes the Redis relay.
@@ -228,6 +232,19 @@ impl Application {
             },
         )?);
         tracing::debug!(routes = gateway.route_count(), "http json gateway ready");
+        let console = Arc::new(Console::new(&ConsoleOptions {
+            environment: match settings.environment {
+                crate::config::Environment::Development => "development",
+                crate::config::Environment::Production => "production",
+            }
+            .to_owned(),
+            currencies: settings
+                .ledger
+                .currencies
+                .iter()
+                .map(|(code, exponent)| (code.to_owned(), exponent))
+                .collect(),
+        }));
 
         let listener = TcpListener::bind(settings.listen_addr).await?;
         let local_addr = listener.local_addr()?;
@@ -241,6 +258,7 @@ impl Application {
             pool,
             authenticator,
             gateway,
+            console,
             exchange,
             feed,
             commits,
@@ -271,6 +289,7 @@ impl Application {
             settings,
             authenticator,
             gateway,
+            console,
             pool,
             exchange,
             feed,
@@ -301,9 +320,12 @@ impl Application {
             .max_concurrent_streams(settings.streams_per_connection_max)
             .http2_keepalive_interval(Some(HTTP2_KEEPALIVE_INTERVAL))
             .http2_keepalive_timeout(Some(HTTP2_KEEPALIVE_TIMEOUT))
-            // Outermost first: JSON calls are transcoded into gRPC calls, then every call's
+            // Outermost first: the console's and the explorer's files are answered before
+            // anything else (they are files, not calls: no slot, no audit, no auth); then JSON
+            // calls are transcoded into gRPC calls, then every call's
             // message is read and the call takes a slot or is shed, then it is authenticated,
             // so all transports share limits and auth.
+            .layer(ConsoleLayer::new(console))
             .layer(GatewayLayer::new(gateway))
             // Inside the gateway, so JSON calls are measured as the gRPC calls they become.
             .layer(RpcLayer::with_audit(audit))

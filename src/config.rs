@@ -11,7 +11,7 @@ mod tokens;
 mod worker;
 
 pub use tokens::{TokenFormat, TokenKey, TokenSettings};
-pub use worker::{MailSettings, MailTransportSettings, WorkerArgs, WorkerSettings};
+pub use worker::{MailLink, MailSettings, MailTransportSettings, WorkerArgs, WorkerSettings};
 
 /// Default PostgreSQL URL: the local server on its standard port.
 pub const DATABASE_URL_DEFAULT: &str = "postgres://postgres@127.0.0.1:5432/tally";

@@ -160,8 +160,9 @@ pub const PUBLIC_SERVICES: &[&str] = &[
     "/grpc.reflection.v1alpha.ServerReflection/",
 ];
 
-/// Plain HTTP routes served to anyone. (`/openapi.json` and `/docs` never reach this layer: the
-/// HTTP JSON gateway answers them in front of it; JSON calls reach it as gRPC paths.)
+/// Plain HTTP routes served to anyone. (`/openapi.json`, `/console` and `/docs` never reach this
+/// layer: the gateway and the console layer answer them in front of it; JSON calls reach it as
+/// gRPC paths.)
 pub const PUBLIC_HTTP_PATHS: &[&str] = &["/healthz", "/readyz", "/metrics"];
 
 /// The access for a request path; `None` means deny.

@@ -43,6 +43,12 @@ pub struct WorkerArgs {
         default_value = "http://127.0.0.1:8080"
     )]
     pub public_url: String,
+    /// What the mailed link opens: `api` ({public}/v1/verify_email?..., which verifies and
+    /// answers JSON) or `console` ({public}/console/#/verify?..., the web console's page, which
+    /// calls the API; the code travels in the fragment, which no server sees).
+    #[arg(long, env = "TALLY_MAIL_LINK", value_name = "TALLY_MAIL_LINK", value_enum,
+          default_value_t = MailLink::Api)]
+    pub mail_link: MailLink,
     /// Folder for .eml files when SMTP_URL is unset (development only).
     #[arg(
         long,
@@ -129,12 +135,22 @@ pub enum MailTransportSettings {
     Files(PathBuf),
 }
 
+/// Where the mailed verification link points.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum MailLink {
+    /// The API's GET binding of VerifyEmail (JSON answer).
+    Api,
+    /// The web console's verify screen.
+    Console,
+}
+
 #[derive(Debug, Clone)]
 pub struct MailSettings {
     pub transport: MailTransportSettings,
     pub from: String,
     /// No trailing slash.
     pub public_url: String,
+    pub link: MailLink,
 }
 
 #[derive(Debug, Clone)]
@@ -222,6 +238,7 @@ impl WorkerArgs {
                 transport,
                 from: self.mail_from.clone(),
                 public_url: public_url.to_owned(),
+                link: self.mail_link,
             },
             queue_poll: Duration::from_millis(self.queue_poll_ms),
             concurrency: usize::try_from(self.worker_concurrency)

@@ -5,12 +5,13 @@
 //! the concurrency limit and the auth layer, so a JSON call becomes a synthetic gRPC request
 //! that passes the very same limits, authentication, policies and handlers as any gRPC call.
 //! gRPC and gRPC-web requests pass through untouched (CORS aside); paths no rule matches
-//! (`/healthz`, ...) go on to the inner service too. It also serves `GET /openapi.json` and
-//! `GET /docs`, both generated at start-up from the same rules.
+//! (`/healthz`, ...) go on to the inner service too. It also serves `GET /openapi.json`,
+//! generated at start-up from the same rules (the explorer at `/docs`, `src/console/`, reads
+//! it).
 //!
 //! Files: `template` (the path grammar), `matcher` (method + path to route), `rules`
 //! (reading and checking the rules), `request` (JSON to message to gRPC request), `response`
-//! (gRPC answer to JSON), `cors`, `openapi`, `docs`.
+//! (gRPC answer to JSON), `cors`, `openapi`.
 
 use std::{
     sync::Arc,
@@ -28,7 +29,6 @@ use tower::{Layer, Service};
 use tracing::Instrument as _;
 
 pub mod cors;
-pub mod docs;
 pub mod matcher;
 pub mod openapi;
 pub mod request;
@@ -44,9 +44,8 @@ use rules::Route;
 pub use openapi::ApiInfo;
 pub use response::json_string;
 
-/// Where the generated documents are served.
+/// Where the generated document is served.
 pub const OPENAPI_PATH: &str = "/openapi.json";
-pub const DOCS_PATH: &str = "/docs";
 
 /// How much earlier than the client's `grpc-timeout` the gateway ends a JSON call itself. tonic
 /// runs its own timer for that header outside every layer and answers a bare gRPC `CANCELLED`
@@ -80,7 +79,6 @@ pub struct Gateway {
     pool: DescriptorPool,
     routes: Matcher<Route>,
     openapi: Bytes,
-    docs: Bytes,
     cors: cors::Cors,
     body_bytes_max: usize,
     body_read_timeout: Duration,
@@ -94,10 +92,8 @@ impl Gateway {
         let pool = DescriptorPool::decode(descriptor_set)?;
         let routes = rules::load(&pool)?;
         let document = openapi::document(&routes, &options.info);
-        let docs = docs::render(&document);
         Ok(Self {
             openapi: Bytes::from(serde_json::to_vec_pretty(&document).unwrap_or_default()),
-            docs: Bytes::from(docs),
             pool,
             routes,
             cors: cors::Cors::new(&options.cors_allowed_origins),
@@ -304,15 +300,8 @@ enum Routed {
 fn route(gateway: &Gateway, request: &Request<tonic::body::Body>) -> Routed {
     let path = request.uri().path();
     let method = request.method();
-    if *method == Method::GET || *method == Method::HEAD {
-        if path == OPENAPI_PATH {
-            return Routed::Document(gateway.document("application/json", gateway.openapi.clone()));
-        }
-        if path == DOCS_PATH {
-            return Routed::Document(
-                gateway.document("text/html; charset=utf-8", gateway.docs.clone()),
-            );
-        }
+    if (*method == Method::GET || *method == Method::HEAD) && path == OPENAPI_PATH {
+        return Routed::Document(gateway.document("application/json", gateway.openapi.clone()));
     }
     match gateway.routes.find(method, path) {
         Match::Found { target, variables } => Routed::Call(target.clone(), variables),

@@ -10,10 +10,13 @@ use lettre::{
 };
 use uuid::Uuid;
 
-use crate::config::{MailSettings, MailTransportSettings};
+use crate::config::{MailLink, MailSettings, MailTransportSettings};
 
 /// The path of the `VerifyEmail` GET binding (proto/tally/v1/users.proto).
 pub const VERIFY_EMAIL_PATH: &str = "/v1/verify_email";
+/// The web console's verify screen (src/console/): the parameters go in the fragment, so the
+/// code reaches neither a server log nor a `Referer`.
+pub const CONSOLE_VERIFY_PATH: &str = "/console/#/verify";
 pub const SUBJECT: &str = "Verify your email address for tally";
 
 enum Transport {
@@ -37,6 +40,7 @@ pub struct Mailer {
     transport: Transport,
     from: Mailbox,
     public_url: String,
+    link: MailLink,
 }
 
 impl Mailer {
@@ -62,14 +66,19 @@ impl Mailer {
             transport,
             from: Mailbox::from_str(&settings.from).context("TALLY_MAIL_FROM")?,
             public_url: settings.public_url.clone(),
+            link: settings.link,
         })
     }
 
-    /// The link the mail carries; the GET binding of `VerifyEmail` takes both parameters.
-    /// Both are URL-safe as they are (a UUID and unpadded base64url).
+    /// The link the mail carries; the GET binding of `VerifyEmail` (or the console's page)
+    /// takes both parameters. Both are URL-safe as they are (a UUID and unpadded base64url).
     pub fn link(&self, verification_id: Uuid, code: &str) -> String {
+        let path = match self.link {
+            MailLink::Api => VERIFY_EMAIL_PATH,
+            MailLink::Console => CONSOLE_VERIFY_PATH,
+        };
         format!(
-            "{}{VERIFY_EMAIL_PATH}?verification_id={verification_id}&code={code}",
+            "{}{path}?verification_id={verification_id}&code={code}",
             self.public_url
         )
     }
@@ -161,6 +170,7 @@ mod tests {
             transport: MailTransportSettings::Files(std::env::temp_dir().join("tally-mail-unit")),
             from: "tally <no-reply@example.com>".into(),
             public_url: "https://tally.example.com".into(),
+            link: MailLink::Api,
         })
         .unwrap()
     }
@@ -195,6 +205,22 @@ mod tests {
         assert_eq!(
             escape_html("<a href=\"x\">&'"),
             "&lt;a href=&quot;x&quot;&gt;&amp;&#39;"
+        );
+    }
+
+    #[test]
+    fn the_console_link_carries_the_parameters_in_the_fragment() {
+        let mailer = Mailer::new(&MailSettings {
+            transport: MailTransportSettings::Files(std::env::temp_dir().join("tally-mail-unit")),
+            from: "tally <no-reply@example.com>".into(),
+            public_url: "https://tally.example.com".into(),
+            link: MailLink::Console,
+        })
+        .unwrap();
+        let id = Uuid::now_v7();
+        assert_eq!(
+            mailer.link(id, "c0de"),
+            format!("https://tally.example.com/console/#/verify?verification_id={id}&code=c0de")
         );
     }
 }

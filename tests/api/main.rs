@@ -10,6 +10,7 @@ mod abuse;
 mod audit;
 mod authz;
 mod cli;
+mod console;
 mod docs;
 mod exchange;
 mod faults;
