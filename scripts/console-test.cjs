@@ -264,6 +264,24 @@ async function main() {
     assert(width <= 360, `at 360 px the page is ${width} px wide`);
   });
 
+  await check("every screen reads at 360 px: nothing wider than the window", async () => {
+    for (const hash of ["#/accounts", `#/account/${bobAccount}`, "#/send", "#/convert", "#/sessions"]) {
+      await visit(b.page, hash);
+      await b.page.locator("main h1").waitFor();
+      await b.page.waitForLoadState("networkidle");
+      const width = await b.page.evaluate(() => document.documentElement.scrollWidth);
+      assert(width <= 360, `at 360 px ${hash} is ${width} px wide`);
+    }
+  });
+
+  await check("the send form asks for a hold's length only for a hold", async () => {
+    await visit(a.page, "#/send");
+    const minutes = a.page.getByLabel("Hold for (minutes)");
+    assert(!(await minutes.isVisible()), "the hold's minutes show without a hold");
+    await a.page.getByLabel(/Only reserve/).check();
+    assert(await minutes.isVisible(), "the hold's minutes do not show for a hold");
+  });
+
   await check("a banker finds alice's account and deposits 100.00 USD", async () => {
     const k = await browserUser(browser, "banker");
     await logIn(k.page, banker);
@@ -434,6 +452,28 @@ async function main() {
   await check("log out", async () => {
     await a.page.locator("#logout").click();
     await a.page.locator("#login-form").waitFor();
+  });
+
+  await check("the keyboard alone: Tab to the fields, type, Enter logs in", async () => {
+    const k = await browserUser(browser, "keyboard");
+    await k.page.goto(`${URL_BASE}/console#/login`);
+    await k.page.locator("#login-form").waitFor();
+    const focused = () => k.page.evaluate(() => document.activeElement?.labels?.[0]?.textContent ?? "");
+    for (let i = 0; i < 20 && (await focused()) !== "Username"; i++) await k.page.keyboard.press("Tab");
+    assert((await focused()) === "Username", "Tab never reached the username field");
+    await k.page.keyboard.type(alice);
+    await k.page.keyboard.press("Tab");
+    assert((await focused()) === "Password", `Tab after the username went to ${JSON.stringify(await focused())}`);
+    await k.page.keyboard.type(PASSWORD);
+    await k.page.keyboard.press("Enter");
+    await k.page.getByRole("heading", { name: /accounts/i }).waitFor();
+    // The focus moved to the new screen; the next Tab is on one of its controls, outlined.
+    assert(await k.page.evaluate(() => document.getElementById("main").contains(document.activeElement)),
+      "after logging in the focus is not on the new screen");
+    await k.page.keyboard.press("Tab");
+    const outline = await k.page.evaluate(() => getComputedStyle(document.activeElement).outlineStyle);
+    assert(outline !== "none", `the control Tab reached (${await k.page.evaluate(() => document.activeElement?.tagName)}) has no visible outline`);
+    await k.context.close();
   });
 
   await check("the access token was refreshed (short TTL) without sending anyone back to log in", async () => {

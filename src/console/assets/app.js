@@ -419,6 +419,11 @@ async function sendScreen(params) {
   const hold = h("input", { type: "checkbox", id: "hold", name: "hold" });
   const holdMinutes = field("Hold for (minutes)", { name: "holdMinutes", type: "number", min: 1, max: 10080, value: "60", inputmode: "numeric" }, { check: (v) => (!hold.checked || (Number.isInteger(Number(v)) && Number(v) >= 1 && Number(v) <= 10080) ? "" : "1 to 10,080 minutes (7 days).") });
   const holdBox = h("div", { class: "field check" }, hold, h("label", { for: "hold" }, "Only reserve the money (a hold), to post or void later"));
+  // The hold's length is asked for only when it is a hold.
+  holdMinutes.wrapper.hidden = true;
+  hold.addEventListener("change", () => {
+    holdMinutes.wrapper.hidden = !hold.checked;
+  });
   const result = h("div", { id: "send-result", "aria-live": "polite" });
   const f = idempotentForm({ id: "send-form", "aria-label": "Send money" }, [from, to, amount, memo, holdBox, holdMinutes], "Send", async (transferId) => {
     const currency = currencyOf();
